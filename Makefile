@@ -1,0 +1,57 @@
+# tflite-edge: `make demo` runs the main job, `make test` runs the tests.
+# Both create what they need and reuse it when run again.
+
+PYTHON ?= python3.11
+VENV := .venv
+VENV_DEVICE := .venv-device
+HOST_PY := $(VENV)/bin/python
+DEVICE_PY := $(VENV_DEVICE)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: all setup demo test test-fast bench lint docs clean mosquitto
+
+all: setup
+
+setup: $(VENV)/.installed $(VENV_DEVICE)/.installed mosquitto
+
+$(VENV)/.installed: requirements/host.txt setup.cfg setup.py pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
+	@[ -x $(HOST_PY) ] || $(PYTHON) -m venv $(VENV)
+	$(HOST_PY) -m pip install -q --upgrade "pip>=23" wheel "setuptools>=68"
+	$(HOST_PY) -m pip install -q -r requirements/host.txt
+	$(HOST_PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(VENV_DEVICE)/.installed: requirements/device.txt setup.cfg setup.py pyproject.toml
+	@[ -x $(DEVICE_PY) ] || $(PYTHON) -m venv $(VENV_DEVICE)
+	$(DEVICE_PY) -m pip install -q --upgrade "pip>=23" wheel "setuptools>=68"
+	$(DEVICE_PY) -m pip install -q -r requirements/device.txt
+	$(DEVICE_PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+mosquitto:
+	@command -v mosquitto >/dev/null && command -v mosquitto_sub >/dev/null || { \
+	  echo "installing Mosquitto from the Debian package"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+	@# The Debian package enables a system broker on port 1883; tflite-edge starts its own.
+
+test: setup
+	$(HOST_PY) -m pytest -q
+
+test-fast: setup
+	$(HOST_PY) -m pytest -q -m "not slow"
+
+demo: setup
+	$(HOST_PY) -m tflite_edge demo --out out/demo
+
+bench: setup
+	$(HOST_PY) -m bench --out out/bench
+
+lint: setup
+	$(VENV)/bin/ruff check tflite_edge tests bench
+	$(VENV)/bin/mypy tflite_edge
+
+clean:
+	rm -rf out build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Policies that choose the exit and the partition per request (simulator, baselines, TF-Agents)."""

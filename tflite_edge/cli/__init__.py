@@ -1,0 +1,69 @@
+"""The ``tflite-edge`` command line: a thin layer over the public Python API.
+
+Each subcommand lives in its own module here with a ``register(subparsers)`` function
+that adds its parser and sets ``func``; ``COMMANDS`` lists them in help order. Command
+modules import heavy dependencies (TensorFlow, paho-mqtt) inside ``func`` only, so
+``tflite-edge --help`` is fast and works on a device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import TfliteEdgeError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS = (
+    "convert",
+    "inspect",
+    "run",
+    "evaluate",
+    "profile",
+    "zoo",
+)
+
+DESCRIPTION = """\
+Device-edge co-inference of early-exit neural networks over MQTT.
+
+Typical flow:
+  tflite-edge zoo digits -o digits.keras --data digits.npz   # a small multi-exit CNN
+  tflite-edge convert digits.keras -o bundle --auto-cuts 1 --calibration digits.npz
+  tflite-edge inspect bundle
+  tflite-edge evaluate bundle --data digits.npz
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tflite-edge", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"tflite-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TfliteEdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Microcontrollers as the first stage of the pipeline, over a serial link."""
