@@ -1,0 +1,1 @@
+"""Moving bytes: the MQTT broker, clients and the activation wire format."""

@@ -1,0 +1,157 @@
+"""A private Mosquitto broker on a loopback port, for the demo and the tests.
+
+``MosquittoBroker`` writes a configuration into a temporary directory, starts the
+``mosquitto`` binary on a free (or given) port bound to 127.0.0.1 and waits until it
+accepts connections. It can be stopped and restarted on the same port, which the fault
+tests use to simulate a broker outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import TfliteEdgeError
+
+__all__ = ["BrokerError", "MosquittoBroker", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(TfliteEdgeError):
+    """The private Mosquitto broker cannot be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class MosquittoBroker:
+    """A Mosquitto 2.x process listening on ``host:port`` (loopback by default).
+
+    ``extra_config`` lines are appended to the generated configuration (for TLS, ACLs or
+    password files). Use as a context manager or call ``start()``/``stop()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_config: str = "",
+        allow_anonymous: bool = True,
+        binary: str = "mosquitto",
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.extra_config = extra_config
+        self.allow_anonymous = allow_anonymous
+        self.binary = binary
+        self._dir = Path(tempfile.mkdtemp(prefix="tflite-edge-broker-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir / "mosquitto.log"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _write_config(self) -> Path:
+        config = self._dir / "mosquitto.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} {self.host}",
+                    f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
+                    "persistence false",
+                    f"log_dest file {self.log_path}",
+                    "log_type error",
+                    "log_type warning",
+                    "log_type notice",
+                    "max_queued_messages 10000",
+                    self.extra_config,
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def start(self, timeout_s: float = 10.0) -> MosquittoBroker:
+        """Start the broker and wait until it accepts TCP connections."""
+        if self.running:
+            return self
+        executable = shutil.which(self.binary) or (
+            f"/usr/sbin/{self.binary}" if Path(f"/usr/sbin/{self.binary}").exists() else None
+        )
+        if executable is None:
+            raise BrokerError(
+                f"{self.binary} is not installed: apt-get install mosquitto (or `make setup`), "
+                "or pass --broker URL to use an existing MQTT 5 broker"
+            )
+        config = self._write_config()
+        self._process = subprocess.Popen(
+            [executable, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                logged = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                self._process = None
+                raise BrokerError(f"mosquitto exited at start on port {self.port}: {(err + logged).strip()[-500:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    log.info("mosquitto listening on %s", self.url)
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not accept connections on {self.url} within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        """Stop the broker process (clients see a lost connection)."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stderr:
+            self._process.stderr.close()
+        self._process = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop, stay down for ``down_s`` seconds, and start again on the same port."""
+        self.stop()
+        if down_s:
+            time.sleep(down_s)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
