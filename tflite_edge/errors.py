@@ -15,7 +15,20 @@ Hierarchy::
     ├── VerificationError           the segment chain does not reproduce the whole model
     ├── BackendError                no usable TFLite interpreter, or it failed
     │   └── DelegateError           a hardware delegate (Edge TPU) is missing or unusable
-    └── InputError                  user data (an .npy/.npz file, an option) is unusable
+    ├── InputError                  user data (an .npy/.npz file, an option) is unusable
+    └── TransportError              device-edge co-inference over MQTT failed
+        ├── BrokerUrlError          a broker URL is malformed or uses an unknown scheme
+        ├── BrokerConnectionError   the MQTT broker cannot be reached or refused the client
+        ├── TopicError              a device id, bundle id or topic prefix is not a valid topic level
+        ├── WireFormatError         an activation frame is malformed (never trusted, never a crash)
+        │   ├── FrameTruncatedError the frame is shorter than its header says
+        │   ├── FrameHeaderError    bad magic, unknown version, flags or dtype, or an out-of-range field
+        │   ├── FrameLimitError     a length, rank or size exceeds the parser's bounds
+        │   ├── FrameMismatchError  the frame does not fit the bundle's manifest (tensor, shape, quantization)
+        │   └── CompressionError    unknown or unavailable codec, or the payload does not decompress
+        ├── ProtocolError           a request or reply violates the request/reply protocol
+        └── RemoteError             the edge answered a request with an error reply
+            └── UnknownBundleError  the edge does not serve the requested bundle
 
 Third-party exceptions are translated at the boundary and re-raised ``from`` their cause.
 Later subsystems (wire format, transport, telemetry, agents, firmware bridge) add their
@@ -39,6 +52,19 @@ __all__ = [
     "SchemaVersionError",
     "TfliteEdgeError",
     "VerificationError",
+    "TransportError",
+    "BrokerUrlError",
+    "BrokerConnectionError",
+    "TopicError",
+    "WireFormatError",
+    "FrameTruncatedError",
+    "FrameHeaderError",
+    "FrameLimitError",
+    "FrameMismatchError",
+    "CompressionError",
+    "ProtocolError",
+    "RemoteError",
+    "UnknownBundleError",
 ]
 
 
@@ -96,3 +122,83 @@ class DelegateError(BackendError):
 
 class InputError(TfliteEdgeError):
     """User-supplied data or options cannot be used."""
+
+
+class TransportError(TfliteEdgeError):
+    """Device-edge co-inference over MQTT failed."""
+
+
+class BrokerUrlError(TransportError):
+    """A broker URL is malformed; use mqtt://[user:pass@]host[:port] or mqtts://..."""
+
+
+class BrokerConnectionError(TransportError):
+    """The MQTT broker cannot be reached in time, or it refused the connection."""
+
+
+class TopicError(TransportError):
+    """A device id, bundle id, group or topic prefix cannot be used as an MQTT topic level."""
+
+
+class WireFormatError(TransportError):
+    """An activation frame is malformed or does not fit the bundle; ``code`` names the reason on the wire."""
+
+    code = "bad_frame"
+
+
+class FrameTruncatedError(WireFormatError):
+    """The frame ends before the lengths in its header say it should."""
+
+    code = "truncated"
+
+
+class FrameHeaderError(WireFormatError):
+    """Bad magic, an unknown version, flag, dtype or codec id, or a field out of range."""
+
+    code = "bad_header"
+
+
+class FrameLimitError(WireFormatError):
+    """A length, rank, dimension or payload size exceeds what the parser accepts."""
+
+    code = "too_large"
+
+
+class FrameMismatchError(WireFormatError):
+    """The frame names a tensor, shape, dtype or quantization the bundle does not have there."""
+
+    code = "mismatch"
+
+
+class CompressionError(WireFormatError):
+    """The payload's codec is not installed here, or the payload does not decompress to its size."""
+
+    code = "compression"
+
+
+class ProtocolError(TransportError):
+    """A request or reply violates the request/reply protocol (missing or malformed properties)."""
+
+
+class RemoteError(TransportError):
+    """The edge answered with an error reply; ``code`` is the reply's error code."""
+
+    def __init__(self, message: str, code: str = "error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnknownBundleError(RemoteError):
+    """The edge does not serve the bundle the request names."""
+
+
+class TelemetryError(TfliteEdgeError):
+    """Measuring or publishing telemetry failed."""
+
+
+class PowerSensorError(TelemetryError):
+    """A power sensor is absent, cannot be read, or returned a value that makes no sense."""
+
+
+class TelemetrySchemaError(TelemetryError):
+    """A telemetry, status or experience message does not match the documented schema."""
