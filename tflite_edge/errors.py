@@ -16,19 +16,22 @@ Hierarchy::
     ├── BackendError                no usable TFLite interpreter, or it failed
     │   └── DelegateError           a hardware delegate (Edge TPU) is missing or unusable
     ├── InputError                  user data (an .npy/.npz file, an option) is unusable
-    └── TransportError              device-edge co-inference over MQTT failed
-        ├── BrokerUrlError          a broker URL is malformed or uses an unknown scheme
-        ├── BrokerConnectionError   the MQTT broker cannot be reached or refused the client
-        ├── TopicError              a device id, bundle id or topic prefix is not a valid topic level
-        ├── WireFormatError         an activation frame is malformed (never trusted, never a crash)
-        │   ├── FrameTruncatedError the frame is shorter than its header says
-        │   ├── FrameHeaderError    bad magic, unknown version, flags or dtype, or an out-of-range field
-        │   ├── FrameLimitError     a length, rank or size exceeds the parser's bounds
-        │   ├── FrameMismatchError  the frame does not fit the bundle's manifest (tensor, shape, quantization)
-        │   └── CompressionError    unknown or unavailable codec, or the payload does not decompress
-        ├── ProtocolError           a request or reply violates the request/reply protocol
-        └── RemoteError             the edge answered a request with an error reply
-            └── UnknownBundleError  the edge does not serve the requested bundle
+    ├── TransportError              device-edge co-inference over MQTT failed
+    │   ├── BrokerUrlError          a broker URL is malformed or uses an unknown scheme
+    │   ├── BrokerConnectionError   the MQTT broker cannot be reached or refused the client
+    │   ├── TopicError              a device id, bundle id or topic prefix is not a valid topic level
+    │   ├── WireFormatError         an activation frame is malformed (never trusted, never a crash)
+    │   │   ├── FrameTruncatedError the frame is shorter than its header says
+    │   │   ├── FrameHeaderError    bad magic, unknown version, flags or dtype, or an out-of-range field
+    │   │   ├── FrameLimitError     a length, rank or size exceeds the parser's bounds
+    │   │   ├── FrameMismatchError  the frame does not fit the bundle's manifest (tensor, shape, quantization)
+    │   │   └── CompressionError    unknown or unavailable codec, or the payload does not decompress
+    │   ├── ProtocolError           a request or reply violates the request/reply protocol
+    │   └── RemoteError             the edge answered a request with an error reply
+    │       └── UnknownBundleError  the edge does not serve the requested bundle
+    └── TelemetryError              measuring or publishing telemetry failed
+        ├── PowerSensorError        a power sensor is absent, unreadable or gave nonsense
+        └── TelemetrySchemaError    a telemetry message does not match the documented schema
 
 Third-party exceptions are translated at the boundary and re-raised ``from`` their cause.
 Later subsystems (wire format, transport, telemetry, agents, firmware bridge) add their
