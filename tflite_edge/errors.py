@@ -29,9 +29,16 @@ Hierarchy::
     │   ├── ProtocolError           a request or reply violates the request/reply protocol
     │   └── RemoteError             the edge answered a request with an error reply
     │       └── UnknownBundleError  the edge does not serve the requested bundle
-    └── TelemetryError              measuring or publishing telemetry failed
-        ├── PowerSensorError        a power sensor is absent, unreadable or gave nonsense
-        └── TelemetrySchemaError    a telemetry message does not match the documented schema
+    ├── TelemetryError              measuring or publishing telemetry failed
+    │   ├── PowerSensorError        a power sensor is absent, unreadable or gave nonsense
+    │   └── TelemetrySchemaError    a telemetry message does not match the documented schema
+    └── FirmwareBridgeError         the serial link to a microcontroller failed
+        ├── SerialFrameError        a serial frame is corrupt, torn, oversized or of another version
+        ├── SerialMessageError      a frame's message payload is malformed or unexpected
+        ├── SerialPortError         the serial port cannot be opened, or went away
+        ├── BridgeTimeoutError      the microcontroller did not answer in time, after retries
+        ├── McuError                the microcontroller answered with an error code and text
+        └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
 
 Third-party exceptions are translated at the boundary and re-raised ``from`` their cause.
 Later subsystems (wire format, transport, telemetry, agents, firmware bridge) add their
@@ -68,6 +75,13 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "UnknownBundleError",
+    "FirmwareBridgeError",
+    "SerialFrameError",
+    "SerialMessageError",
+    "SerialPortError",
+    "BridgeTimeoutError",
+    "McuError",
+    "MicroModelError",
 ]
 
 
@@ -205,3 +219,35 @@ class PowerSensorError(TelemetryError):
 
 class TelemetrySchemaError(TelemetryError):
     """A telemetry, status or experience message does not match the documented schema."""
+
+
+class FirmwareBridgeError(TfliteEdgeError):
+    """The serial link to a microcontroller (the firmware bridge) failed."""
+
+
+class SerialFrameError(FirmwareBridgeError):
+    """A serial frame is corrupt (COBS or CRC), torn, oversized or from another protocol version."""
+
+
+class SerialMessageError(FirmwareBridgeError):
+    """A frame arrived intact but its message payload is malformed, out of bounds or unexpected."""
+
+
+class SerialPortError(FirmwareBridgeError):
+    """The serial port cannot be opened, or it went away while in use."""
+
+
+class BridgeTimeoutError(FirmwareBridgeError):
+    """The microcontroller did not answer within the timeout, even after retries."""
+
+
+class McuError(FirmwareBridgeError):
+    """The microcontroller answered with an error message; ``code`` is its numeric error code."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MicroModelError(FirmwareBridgeError):
+    """TFLite Micro cannot run a segment: unsupported operators, or the tensor arena is too small."""
