@@ -32,13 +32,16 @@ Hierarchy::
     ├── TelemetryError              measuring or publishing telemetry failed
     │   ├── PowerSensorError        a power sensor is absent, unreadable or gave nonsense
     │   └── TelemetrySchemaError    a telemetry message does not match the documented schema
-    └── FirmwareBridgeError         the serial link to a microcontroller failed
-        ├── SerialFrameError        a serial frame is corrupt, torn, oversized or of another version
-        ├── SerialMessageError      a frame's message payload is malformed or unexpected
-        ├── SerialPortError         the serial port cannot be opened, or went away
-        ├── BridgeTimeoutError      the microcontroller did not answer in time, after retries
-        ├── McuError                the microcontroller answered with an error code and text
-        └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
+    ├── FirmwareBridgeError         the serial link to a microcontroller failed
+    │   ├── SerialFrameError        a serial frame is corrupt, torn, oversized or of another version
+    │   ├── SerialMessageError      a frame's message payload is malformed or unexpected
+    │   ├── SerialPortError         the serial port cannot be opened, or went away
+    │   ├── BridgeTimeoutError      the microcontroller did not answer in time, after retries
+    │   ├── McuError                the microcontroller answered with an error code and text
+    │   └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
+    └── PolicyError                 the exit/offload policy, its simulator or its training cannot run
+        ├── TraceError              a bandwidth trace is missing, empty or malformed
+        └── ProfileError            a latency profile or device profile does not fit the bundle
 
 Third-party exceptions are translated at the boundary and re-raised ``from`` their cause.
 Later subsystems (wire format, transport, telemetry, agents, firmware bridge) add their
@@ -82,6 +85,9 @@ __all__ = [
     "BridgeTimeoutError",
     "McuError",
     "MicroModelError",
+    "PolicyError",
+    "TraceError",
+    "ProfileError",
 ]
 
 
@@ -251,3 +257,15 @@ class McuError(FirmwareBridgeError):
 
 class MicroModelError(FirmwareBridgeError):
     """TFLite Micro cannot run a segment: unsupported operators, or the tensor arena is too small."""
+
+
+class PolicyError(TfliteEdgeError):
+    """The exit/offload policy, its simulator or its training cannot run."""
+
+
+class TraceError(PolicyError):
+    """A bandwidth trace is missing, empty or malformed (expected lines of `time_s <tab> Mbit/s`)."""
+
+
+class ProfileError(PolicyError):
+    """A latency profile or device profile does not fit the bundle it is used with."""
