@@ -1,0 +1,261 @@
+"""Keras multi-exit model -> segment bundle.
+
+Steps: load the model, find the cuts, convert the whole model once (one calibration pass)
+with every exit and cut as a named output, carve one segment per stretch between cuts out
+of that flatbuffer, verify that the chain reproduces the whole model, measure per-exit
+accuracy when validation data is given, and write the bundle atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..bundle import QUANTIZATION_MODES, Bundle, CutSpec, ExitSpec, Manifest, SegmentSpec, write_bundle
+from ..bundle.store import sha256_hex
+from ..errors import CalibrationError, ConversionError, InputError, ModelLoadError
+from .flatbuffer import WholeModel, extract_segment, read_whole_model
+from .graph import LayerGraph, auto_cuts, graph_from_keras
+from .verify import assert_bundle_matches, exit_accuracies, keras_exit_accuracies
+from .whole import convert_whole_model
+
+__all__ = ["ConversionResult", "convert", "convert_model", "load_keras_model", "load_array", "load_labeled"]
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """A written bundle, the whole converted model it was cut from, and the measured accuracies."""
+
+    bundle: Bundle
+    whole_model: bytes
+    float_accuracy: dict[str, float] | None
+
+
+def load_keras_model(path: str | os.PathLike[str]) -> Any:
+    """Load a ``.keras`` (or ``.h5``) model file, translating every failure to ``ModelLoadError``."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path} does not exist or is not a file")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras raises ValueError, OSError, zipfile errors, TypeError...
+        raise ModelLoadError(f"{path} is not a Keras model that can be loaded: {e}") from e
+    if not hasattr(model, "operations") or not getattr(model, "inputs", None):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}; convert needs a functional Keras model")
+    return model
+
+
+def load_array(path: str | os.PathLike[str], what: str, key: str = "x") -> np.ndarray:
+    """An array from a ``.npy`` file, or the ``key`` array of a ``.npz`` file."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise CalibrationError(f"{what} {path} is not a readable .npy/.npz file: {e}") from e
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            if key not in data.files:
+                raise CalibrationError(f"{what} {path} has arrays {data.files}; expected one named {key!r}")
+            return np.asarray(data[key])
+    return np.asarray(data)
+
+
+def load_labeled(path: str | os.PathLike[str], what: str = "validation data") -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` from an ``.npz`` file."""
+    x = load_array(path, what, "x")
+    y = load_array(path, what, "y")
+    if len(x) != len(y):
+        raise CalibrationError(f"{what} {path}: x has {len(x)} samples but y has {len(y)}")
+    return x, y
+
+
+def _check_samples(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarray:
+    if x.ndim == len(input_shape):
+        x = x[np.newaxis]
+    if tuple(x.shape[1:]) != input_shape:
+        raise CalibrationError(
+            f"{what} has samples of shape {list(x.shape[1:])}, but the model input is {list(input_shape)}"
+        )
+    if len(x) == 0:
+        raise CalibrationError(f"{what} is empty")
+    if not np.issubdtype(x.dtype, np.number):
+        raise CalibrationError(f"{what} must be numeric, got {x.dtype}")
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise CalibrationError(f"{what} contains NaN or infinite values")
+    return x
+
+
+def convert(
+    model: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    cuts: Sequence[str] = (),
+    auto_cuts: int | None = None,
+    quantize: str = "int8",
+    calibration: np.ndarray | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    overwrite: bool = False,
+    verify_samples: int = 64,
+    model_name: str | None = None,
+    progress: Progress | None = None,
+) -> Bundle:
+    """Convert a Keras multi-exit model (an object or a ``.keras`` path) to a segment bundle.
+
+    ``cuts`` names layers to cut after; ``auto_cuts`` asks for that many cuts chosen by
+    compute balance and activation size instead. ``quantize`` is one of int8 (needs
+    ``calibration``: float inputs shaped like the model input), float16, dynamic or none.
+    ``validation`` (x, y) adds per-exit accuracy of the bundle and of the float model.
+    """
+    return convert_model(
+        model, output_dir, cuts=cuts, auto_cuts=auto_cuts, quantize=quantize, calibration=calibration,
+        validation=validation, overwrite=overwrite, verify_samples=verify_samples, model_name=model_name,
+        progress=progress,
+    ).bundle
+
+
+def convert_model(
+    model: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    cuts: Sequence[str] = (),
+    auto_cuts: int | None = None,
+    quantize: str = "int8",
+    calibration: np.ndarray | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    overwrite: bool = False,
+    verify_samples: int = 64,
+    model_name: str | None = None,
+    progress: Progress | None = None,
+) -> ConversionResult:
+    """`convert`, also returning the whole converted model and the float model's accuracy."""
+    say = progress or (lambda message: log.info("%s", message))
+    if quantize not in QUANTIZATION_MODES:
+        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
+    if cuts and auto_cuts:
+        raise InputError("give either explicit cuts or a number of automatic cuts, not both")
+    if Path(output_dir).exists() and not overwrite:
+        raise ConversionError(f"{output_dir} already exists; choose another output or pass overwrite (--force)")
+    if isinstance(model, (str, os.PathLike)):
+        say(f"loading {model}")
+        model = load_keras_model(model)
+
+    graph = graph_from_keras(model)
+    chosen = graph.check_cuts(list(cuts)) if cuts else auto_cuts_for(graph, auto_cuts or 0, quantize)
+    exit_segment = graph.exit_segments(chosen)
+    input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if calibration is not None:
+        calibration = _check_samples(np.asarray(calibration), input_shape, "calibration data")
+    if validation is not None:
+        validation = (_check_samples(np.asarray(validation[0]), input_shape, "validation data"),
+                      np.asarray(validation[1]))
+    say(f"converting the whole model ({quantize}, {len(graph.exits)} exits, cuts: {', '.join(chosen) or 'none'})")
+
+    outputs = list(dict.fromkeys([*graph.exits, *chosen]))
+    whole_bytes = convert_whole_model(model, outputs, quantize=quantize, calibration=calibration)
+    whole = read_whole_model(whole_bytes)
+    missing = [n for n in outputs if n not in whole.outputs]
+    if missing:
+        raise ConversionError(f"the converted model lost the outputs {missing}; this is a converter bug")
+
+    say(f"cutting {len(chosen) + 1} segment(s)")
+    manifest, files = _segment(whole, graph, chosen, exit_segment, quantize, model_name or model.name)
+
+    say("verifying the segment chain against the whole model")
+    samples = _verification_inputs(validation, calibration, input_shape, verify_samples)
+    with tempfile.TemporaryDirectory(prefix="tflite-edge-convert-") as scratch:
+        draft = write_bundle(Path(scratch) / "bundle", manifest, files)
+        verification = assert_bundle_matches(draft, whole_bytes, samples)
+        accuracy = float_accuracy = None
+        if validation is not None:
+            say(f"measuring per-exit accuracy on {len(validation[0])} validation samples")
+            accuracy = exit_accuracies(draft, *validation)
+            float_accuracy = keras_exit_accuracies(model, *validation)
+
+    exits = tuple(
+        ExitSpec(e.name, e.segment, e.num_classes,
+                 None if accuracy is None else accuracy[e.name],
+                 None if float_accuracy is None else float_accuracy[e.name])
+        for e in manifest.exits
+    )
+    final = Manifest(
+        model_name=manifest.model_name, quantization=quantize, input=manifest.input, segments=manifest.segments,
+        exits=exits, cuts=manifest.cuts, converter_version=__version__,
+        tensorflow_version=manifest.tensorflow_version, verification=verification,
+    )
+    bundle = write_bundle(output_dir, final, files, overwrite=overwrite)
+    say(f"wrote {output_dir} (bundle {bundle.bundle_id})")
+    return ConversionResult(bundle, whole_bytes, float_accuracy)
+
+
+def auto_cuts_for(graph: LayerGraph, count: int, quantize: str) -> list[str]:
+    """Automatic cuts, with activation sizes weighted by the bytes per element of ``quantize``."""
+    return auto_cuts(graph, count, dtype_bytes=1 if quantize == "int8" else 4)
+
+
+def _segment(
+    whole: WholeModel, graph: LayerGraph, cuts: list[str], exit_segment: dict[str, int], quantize: str, name: str
+) -> tuple[Manifest, dict[str, bytes]]:
+    import tensorflow as tf
+
+    input_name = graph.input_name
+    segments, files = [], {}
+    for index in range(len(cuts) + 1):
+        inputs = [input_name] if index == 0 else [cuts[index - 1]]
+        outputs = [e for e in graph.exits if exit_segment[e] == index]
+        if index < len(cuts):
+            outputs.append(cuts[index])
+        if not outputs:
+            raise ConversionError(f"segment {index} would have no outputs")
+        data = extract_segment(whole, inputs, outputs)
+        file = f"segment_{index}.tflite"
+        files[file] = data
+        segments.append(
+            SegmentSpec(
+                index=index, file=file, sha256=sha256_hex(data), size_bytes=len(data),
+                inputs=tuple(_spec(whole, n) for n in inputs), outputs=tuple(_spec(whole, n) for n in outputs),
+            )
+        )
+    exits = tuple(
+        ExitSpec(e, exit_segment[e], int(np.prod(whole.tensor_spec(e, whole.outputs[e]).shape[1:])))
+        for e in graph.exits
+    )
+    cut_specs = tuple(CutSpec(c, i, _spec(whole, c).bytes) for i, c in enumerate(cuts))
+    user_input = _spec(whole, input_name)
+    model_input = type(user_input)(input_name, user_input.shape, "float32")
+    manifest = Manifest(
+        model_name=name, quantization=quantize, input=model_input, segments=tuple(segments), exits=exits,
+        cuts=cut_specs, converter_version=__version__, tensorflow_version=tf.__version__,
+    )
+    return manifest, files
+
+
+def _spec(whole: WholeModel, name: str) -> Any:
+    index = whole.inputs.get(name, whole.outputs.get(name))
+    if index is None:
+        raise ConversionError(f"tensor {name!r} is not a named input or output of the converted model")
+    return whole.tensor_spec(name, index)
+
+
+def _verification_inputs(
+    validation: tuple[np.ndarray, np.ndarray] | None, calibration: np.ndarray | None,
+    input_shape: tuple[int, ...], count: int,
+) -> np.ndarray:
+    if validation is not None:
+        return validation[0][:count]
+    if calibration is not None:
+        return calibration[:count]
+    # Without data, seeded uniform inputs still exercise every operator.
+    return np.random.default_rng(0).uniform(0.0, 1.0, size=(min(count, 8), *input_shape)).astype(np.float32)

@@ -1,0 +1,203 @@
+"""Where a Keras functional model can be cut.
+
+A layer's output tensor T is a valid cut when it separates the graph: every layer that
+depends on T (its *tail*) reads only T or other tail layers, and the tail holds at least
+one exit. Layers that do not depend on T (everything before it, and early-exit heads that
+branch off before it) stay in the head. Inside a residual block the skip connection reads
+a tensor from before the cut, so such layers are rejected.
+
+The analysis works on a plain description of the graph (`LayerGraph`), built from the Keras
+model once, so the rules are testable without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..errors import CutError
+
+__all__ = ["LayerInfo", "LayerGraph", "graph_from_keras", "auto_cuts"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One operation of the functional graph."""
+
+    name: str
+    parents: tuple[str, ...]
+    output_shape: tuple[int, ...] | None  # without the batch axis; None for multi-output layers
+    macs: int
+
+
+@dataclass
+class LayerGraph:
+    """The model's layers in topological order, its input and its exits (outputs, in order)."""
+
+    layers: list[LayerInfo]
+    input_name: str
+    exits: list[str]
+    _children: dict[str, list[str]] = field(init=False, repr=False)
+    _index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {layer.name: i for i, layer in enumerate(self.layers)}
+        self._children = {layer.name: [] for layer in self.layers}
+        for layer in self.layers:
+            for parent in layer.parents:
+                self._children[parent].append(layer.name)
+
+    def layer(self, name: str) -> LayerInfo:
+        try:
+            return self.layers[self._index[name]]
+        except KeyError:
+            raise CutError(f"the model has no layer named {name!r}") from None
+
+    def descendants(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self._children[name])
+        while stack:
+            node = stack.pop()
+            if node not in seen:
+                seen.add(node)
+                stack.extend(self._children[node])
+        return seen
+
+    def ancestors(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.layer(name).parents)
+        while stack:
+            node = stack.pop()
+            if node not in seen:
+                seen.add(node)
+                stack.extend(self.layer(node).parents)
+        return seen
+
+    def cut_problem(self, name: str) -> str | None:
+        """Why ``name`` is not a valid cut, or None when it is."""
+        layer = self.layer(name)
+        if name == self.input_name:
+            return "it is the model input"
+        if layer.output_shape is None:
+            return "it has several outputs"
+        tail = self.descendants(name)
+        if self.exits[-1] not in tail:
+            return f"the final exit {self.exits[-1]!r} does not depend on it"
+        for member in tail:
+            for parent in self.layer(member).parents:
+                if parent != name and parent not in tail:
+                    return f"layer {member!r} after it also reads {parent!r} from before it (a skip connection)"
+        return None
+
+    def valid_cuts(self) -> list[str]:
+        """Every valid cut layer, in topological order."""
+        return [layer.name for layer in self.layers if self.cut_problem(layer.name) is None]
+
+    def check_cuts(self, names: Sequence[str]) -> list[str]:
+        """Validate user cuts and return them in topological order; errors list nearby valid cuts."""
+        if len(set(names)) != len(names):
+            raise CutError(f"a cut layer is named twice in {list(names)}")
+        valid = self.valid_cuts()
+        for name in names:
+            problem = self.cut_problem(name)
+            if problem is not None:
+                near = self.nearby_valid_cuts(name, valid)
+                hint = f"; valid cut layers near it: {', '.join(near)}" if near else "; this model has no valid cuts"
+                raise CutError(f"cannot cut at {name!r}: {problem}{hint}")
+        return sorted(names, key=self._index.__getitem__)
+
+    def nearby_valid_cuts(self, name: str, valid: Sequence[str], count: int = 2) -> list[str]:
+        position = self._index[name]
+        before = [v for v in valid if self._index[v] < position][-count:]
+        after = [v for v in valid if self._index[v] > position][:count]
+        return before + after
+
+    def exit_segments(self, cuts: Sequence[str]) -> dict[str, int]:
+        """Segment index of each exit: the number of cuts it depends on."""
+        return {exit_name: sum(1 for c in cuts if c in self.ancestors(exit_name)) for exit_name in self.exits}
+
+    def cumulative_macs(self) -> dict[str, int]:
+        """For each layer, the MACs of itself and all its ancestors (work done before its output exists)."""
+        return {layer.name: layer.macs + sum(self.layer(a).macs for a in self.ancestors(layer.name))
+                for layer in self.layers}
+
+
+def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[str]:
+    """Pick ``count`` cuts among the valid ones: balance compute, prefer small activations.
+
+    Every valid cut lies on the path to the final exit, so valid cuts are totally ordered.
+
+    Rule: for the i-th cut, the target is i/(count+1) of the total MACs. Among the valid cuts
+    whose cumulative MACs lie within half a segment's share of that target, the one with the
+    smallest activation wins (ties go to the one nearest the target); if none lies in the
+    window, the nearest valid cut is taken. Cuts are distinct and increasing.
+    """
+    if count < 0:
+        raise CutError("--auto-cuts must be zero or positive")
+    if count == 0:
+        return []
+    valid = graph.valid_cuts()
+    if len(valid) < count:
+        raise CutError(
+            f"asked for {count} automatic cuts but the model has only {len(valid)} valid cut layers: {', '.join(valid)}"
+        )
+    cumulative = graph.cumulative_macs()
+    total = max(cumulative[e] for e in graph.exits) or 1
+    window = 0.5 / (count + 1)
+    chosen: list[str] = []
+    for i in range(1, count + 1):
+        target = i / (count + 1)
+        remaining = count - i
+        after_last = [v for v in valid if not chosen or valid.index(v) > valid.index(chosen[-1])]
+        # Leave enough valid cuts for the cuts still to place.
+        candidates = after_last[: len(after_last) - remaining] if remaining else after_last
+        in_window = [v for v in candidates if abs(cumulative[v] / total - target) <= window]
+        pool = in_window or candidates
+
+        def activation(v: str) -> int:
+            shape = graph.layer(v).output_shape or ()
+            return math.prod(shape) * dtype_bytes
+
+        def distance(v: str) -> float:
+            return abs(cumulative[v] / total - target)
+
+        chosen.append(min(pool, key=(lambda v: (activation(v), distance(v))) if in_window else distance))
+    return chosen
+
+
+def _layer_macs(layer: Any, output_shape: tuple[int, ...] | None) -> int:
+    """Multiply-accumulates of one layer for one sample, estimated from its weights and output."""
+    positions = math.prod(output_shape[:-1]) if output_shape else 1
+    for attr in ("kernel", "depthwise_kernel"):
+        weights = getattr(layer, attr, None)
+        if weights is not None and hasattr(weights, "shape"):
+            # Conv, depthwise conv and dense: every weight is used once per output position.
+            return math.prod(int(d) for d in weights.shape) * positions
+    return math.prod(output_shape) if output_shape else 0
+
+
+def graph_from_keras(model: Any) -> LayerGraph:
+    """Describe a Keras 3 functional model as a `LayerGraph`."""
+    if len(model.inputs) != 1:
+        raise CutError(f"the model has {len(model.inputs)} inputs; tflite-edge supports single-input models")
+    model_nodes = {id(n) for n in getattr(model, "_nodes", ())} or None
+    layers: list[LayerInfo] = []
+    for op in model.operations:
+        nodes = [n for n in op._inbound_nodes if model_nodes is None or id(n) in model_nodes]
+        if not nodes:  # Keras does not list the input layer's node among the model's nodes
+            nodes = list(op._inbound_nodes)
+        if len(nodes) != 1:
+            raise CutError(
+                f"layer {op.name!r} is called {len(nodes)} times in the model; shared layers are not supported"
+            )
+        node = nodes[0]
+        outputs = node.output_tensors
+        shape = tuple(int(d) for d in outputs[0].shape[1:]) if len(outputs) == 1 else None
+        if shape is not None and any(d is None for d in outputs[0].shape[1:]):
+            raise CutError(f"layer {op.name!r} has an undefined output shape {outputs[0].shape}; give the input a fixed size")
+        parents = tuple(dict.fromkeys(p.operation.name for p in node.parent_nodes))
+        layers.append(LayerInfo(op.name, parents, shape, _layer_macs(op, shape)))
+    exits = [t._keras_history.operation.name for t in model.outputs]
+    input_name = model.inputs[0]._keras_history.operation.name
+    return LayerGraph(layers, input_name, exits)

@@ -1,0 +1,87 @@
+"""Equivalence and accuracy checks shared by the converter, the CLI and the tests."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..bundle import Bundle, Verification
+from ..errors import VerificationError
+from ..runtime import BundleRunner, SegmentInterpreter, dequantize
+
+__all__ = ["compare_chain_to_model", "assert_bundle_matches", "exit_accuracies", "keras_exit_accuracies"]
+
+# Float segments run the same kernels as the whole model; a different operator grouping
+# inside XNNPACK may still reorder a few float additions.
+FLOAT_TOLERANCE = 1e-4
+
+
+def compare_chain_to_model(
+    bundle: Bundle, whole_model: bytes, inputs: np.ndarray, *, backend: str | None = None
+) -> Verification:
+    """Run the segment chain and the whole converted model on ``inputs``; compare every named
+    output (exits and cut activations) after dequantization."""
+    runner = BundleRunner(bundle, backend=backend)
+    whole = SegmentInterpreter(whole_model, backend=backend, label="whole model")
+    manifest = bundle.manifest
+    specs = {spec.name: spec for segment in manifest.segments for spec in segment.outputs}
+    max_diff = 0.0
+    exact = True
+    for sample in inputs:
+        feed = runner.quantize_input(sample)
+        chain = runner.run({manifest.input.name: feed})
+        reference = whole.run({manifest.input.name: feed})
+        for name, expected in reference.items():
+            got = chain[name]
+            exact = exact and np.array_equal(got, expected)
+            diff = np.abs(dequantize(got, specs[name]) - dequantize(expected, specs[name]))
+            max_diff = max(max_diff, float(diff.max(initial=0.0)))
+    return Verification(samples=len(inputs), max_abs_diff=max_diff, bit_exact=exact)
+
+
+def assert_bundle_matches(
+    bundle: Bundle, whole_model: bytes, inputs: np.ndarray, *, tolerance: float | None = None,
+    backend: str | None = None,
+) -> Verification:
+    """Like `compare_chain_to_model`, raising ``VerificationError`` when outputs differ by more
+    than ``tolerance`` (default: bit-exact for int8 bundles, 1e-4 for float ones)."""
+    result = compare_chain_to_model(bundle, whole_model, inputs, backend=backend)
+    if tolerance is None:
+        tolerance = 0.0 if bundle.manifest.quantization == "int8" else FLOAT_TOLERANCE
+    if result.max_abs_diff > tolerance:
+        raise VerificationError(
+            f"the segment chain differs from the whole {bundle.manifest.quantization} model by up to "
+            f"{result.max_abs_diff:.3g} (tolerance {tolerance:g}) over {result.samples} samples"
+        )
+    return result
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    return y.argmax(axis=-1) if y.ndim > 1 else y.astype(np.int64)
+
+
+def exit_accuracies(bundle: Bundle, x: np.ndarray, y: np.ndarray, *, backend: str | None = None,
+                    runner: BundleRunner | None = None) -> dict[str, float]:
+    """Top-1 accuracy of every exit of the bundle on (x, y)."""
+    runner = runner or BundleRunner(bundle, backend=backend)
+    labels = _labels(y)
+    predictions = runner.predict(x)
+    return {name: float(np.mean(p.argmax(axis=-1) == labels)) for name, p in predictions.items()}
+
+
+def keras_exit_accuracies(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Top-1 accuracy of every exit of the float Keras model on (x, y)."""
+    outputs = keras_predictions(model, x)
+    labels = _labels(y)
+    return {name: float(np.mean(p.argmax(axis=-1) == labels)) for name, p in outputs.items()}
+
+
+def keras_predictions(model: Any, x: np.ndarray) -> Mapping[str, np.ndarray]:
+    """The float Keras model's outputs, keyed by exit name."""
+    outputs = model.predict(np.asarray(x, dtype=np.float32), verbose=0, batch_size=256)
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    names = [t._keras_history.operation.name for t in model.outputs]
+    return dict(zip(names, outputs))

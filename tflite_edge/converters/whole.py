@@ -1,0 +1,89 @@
+"""Converting the whole Keras model to one TFLite flatbuffer with named outputs.
+
+Keras 3 models lose output names in TFLite signatures and reorder outputs, so the model is
+rebuilt with a dict of outputs: every exit and every cut activation comes out under its
+layer name. (A hand-written ``tf.function`` left READ_VARIABLE ops in the graph that broke
+int8 calibration; ``from_keras_model`` freezes the variables.) Calibration happens once, for the whole model, which gives both
+sides of every cut the same scale and zero point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import CalibrationError, ConversionError
+
+__all__ = ["convert_whole_model"]
+
+log = logging.getLogger(__name__)
+
+
+def convert_whole_model(
+    model: Any,
+    output_layers: Sequence[str],
+    *,
+    quantize: str,
+    calibration: np.ndarray | None,
+) -> bytes:
+    """Convert ``model`` with the named layers' outputs as signature outputs."""
+    import keras
+    import tensorflow as tf
+
+    tensors = {name: model.get_layer(name).output if name in _layer_names(model) else _op_output(model, name)
+               for name in output_layers}
+    # A dict-output functional model keeps the dict keys as signature output names.
+    extended = keras.Model(model.inputs, tensors, name=f"{model.name}_segmented")
+    converter = tf.lite.TFLiteConverter.from_keras_model(extended)
+    return _run_converter(tf, converter, quantize, calibration)
+
+
+def _run_converter(tf: Any, converter: Any, quantize: str, calibration: np.ndarray | None) -> bytes:
+    if quantize == "int8":
+        if calibration is None:
+            raise CalibrationError(
+                "int8 quantization needs calibration data: pass --calibration FILE.npy (a few hundred "
+                "representative inputs), or choose --quantize float16, dynamic or none"
+            )
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _representative(calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize != "none":
+        raise ConversionError(f"unknown quantization {quantize!r}; choose int8, float16, dynamic or none")
+    # Keras' export step prints a summary of the SavedModel to stdout; keep it in the log.
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            return bytes(converter.convert())
+    except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
+        raise ConversionError(f"TFLite conversion failed ({quantize}): {e}") from e
+    finally:
+        log.debug("converter output:\n%s", captured.getvalue())
+
+
+def _layer_names(model: Any) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
+def _op_output(model: Any, name: str) -> Any:
+    # Functional graphs may contain bare operations (keras.ops.*) that are not layers.
+    for op in model.operations:
+        if op.name == name:
+            return op.output
+    raise ConversionError(f"the model has no layer named {name!r}")
+
+
+def _representative(calibration: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for sample in calibration:
+        yield [np.asarray(sample, dtype=np.float32)[np.newaxis]]

@@ -1,0 +1,92 @@
+"""Small multi-exit models for examples, tests and the demo (needs Keras).
+
+``add_exit_heads`` turns any Keras backbone into a multi-exit model; ``build_digits_model``
+is a 3-exit CNN for scikit-learn's 8x8 digits (1,797 real images, shipped with
+scikit-learn, no download) that trains to useful accuracy in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["add_exit_heads", "build_digits_model", "digits_data", "train_digits_model"]
+
+
+def add_exit_heads(
+    backbone: Any, layer_names: Sequence[str], num_classes: int, *, final_head: bool = True, name: str | None = None
+) -> Any:
+    """A model whose outputs are classifier heads after the named layers of ``backbone``.
+
+    Each head is global average pooling (for feature maps) and a softmax dense layer named
+    ``exit_<layer>``. With ``final_head`` a head named ``final`` is added after the
+    backbone's output; otherwise the backbone's own output is the final exit.
+    """
+    import keras
+
+    def head(tensor: Any, label: str) -> Any:
+        if len(tensor.shape) > 2:
+            tensor = keras.layers.GlobalAveragePooling2D(name=f"{label}_pool")(tensor)
+        return keras.layers.Dense(num_classes, activation="softmax", name=label)(tensor)
+
+    exits = [head(backbone.get_layer(n).output, f"exit_{n}") for n in layer_names]
+    exits.append(head(backbone.output, "final") if final_head else backbone.output)
+    return keras.Model(backbone.inputs, exits, name=name or f"{backbone.name}_exits")
+
+
+def build_digits_model(*, residual: bool = False, seed: int = 0) -> Any:
+    """A 3-exit CNN for 8x8x1 digits: exits ``exit_1``, ``exit_2`` and ``final``.
+
+    With ``residual`` each block has a skip connection, so the layers inside a block are
+    not valid cuts; ``block_1_out`` and ``block_2_out`` are valid cuts in both variants.
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((8, 8, 1), name="image")
+
+    def block(x: Any, filters: int, index: int) -> Any:
+        y = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block_{index}_conv_a")(x)
+        if residual:
+            y = layers.Conv2D(filters, 3, padding="same", name=f"block_{index}_conv_b")(y)
+            skip = layers.Conv2D(filters, 1, name=f"block_{index}_skip")(x)
+            y = layers.Add(name=f"block_{index}_add")([y, skip])
+        y = layers.ReLU(name=f"block_{index}_relu")(y)
+        return layers.MaxPooling2D(2, name=f"block_{index}_out")(y)
+
+    x = block(image, 16, 1)  # 4x4x16
+    exit_1 = layers.Dense(10, activation="softmax", name="exit_1")(layers.Flatten(name="exit_1_flat")(x))
+    x = block(x, 32, 2)  # 2x2x32
+    exit_2 = layers.Dense(10, activation="softmax", name="exit_2")(layers.GlobalAveragePooling2D(name="exit_2_pool")(x))
+    x = layers.Conv2D(64, 2, activation="relu", name="block_3_conv")(x)  # 1x1x64
+    x = layers.Flatten(name="block_3_flat")(x)
+    x = layers.Dense(64, activation="relu", name="block_3_dense")(x)
+    final = layers.Dense(10, activation="softmax", name="final")(x)
+    name = "digits_residual_exits" if residual else "digits_exits"
+    return keras.Model(image, [exit_1, exit_2, final], name=name)
+
+
+def digits_data(*, validation_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (x_train, y_train, x_val, y_val); x in [0, 1], shape (N, 8, 8, 1)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., np.newaxis]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    split = int(len(x) * (1 - validation_fraction))
+    train, val = order[:split], order[split:]
+    return x[train], y[train], x[val], y[val]
+
+
+def train_digits_model(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int = 30, seed: int = 0) -> Any:
+    """Train every exit jointly (equal loss weights) and return the model."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    outputs = len(model.outputs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=["sparse_categorical_crossentropy"] * outputs)
+    model.fit(x, [y] * outputs, epochs=epochs, batch_size=64, verbose=0)
+    return model
