@@ -1,0 +1,453 @@
+"""The telemetry messages: one schema per topic, as frozen dataclasses plus a strict validator.
+
+Three message kinds, told apart by their ``schema`` field (docs/telemetry.md shows a full
+example of each):
+
+* ``tflite-edge/telemetry/1`` on ``{prefix}/dev/{id}/telemetry``: one window's statistics.
+* ``tflite-edge/status/1`` on ``{prefix}/dev/{id}/status``: retained online/offline.
+* ``tflite-edge/experience/1`` on ``{prefix}/dev/{id}/experience``: (context, action,
+  reward) records for online learning, batched.
+
+``validate(doc)`` checks a decoded JSON document exactly: every documented field present,
+no unknown field, the right JSON type (a boolean is not a number), numbers finite, counts
+and durations non-negative. Units are in the field names (``_ms``, ``_mw``, ``_mj``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import TelemetrySchemaError
+
+__all__ = [
+    "EXPERIENCE_SCHEMA",
+    "MAX_MESSAGE_BYTES",
+    "STATUS_SCHEMA",
+    "TELEMETRY_SCHEMA",
+    "ExperienceBatch",
+    "ExperienceRecord",
+    "LatencyStats",
+    "LinkStats",
+    "PowerStats",
+    "RequestStats",
+    "StatusMessage",
+    "SystemStats",
+    "TelemetryMessage",
+    "decode",
+    "encode",
+    "validate",
+]
+
+TELEMETRY_SCHEMA = "tflite-edge/telemetry/1"
+STATUS_SCHEMA = "tflite-edge/status/1"
+EXPERIENCE_SCHEMA = "tflite-edge/experience/1"
+#: no telemetry message is larger; bigger payloads are refused before json parsing
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_MAP_ENTRIES = 256
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """Requests finished in the window; ``exits``/``partitions`` count how often each was used.
+
+    ``exits`` is keyed by exit index, ``partitions`` by the number of segments the device ran
+    (equal to the segment count when nothing was offloaded), both as JSON object keys.
+    """
+
+    count: int
+    deadline_met: int
+    deadline_missed: int
+    failed: int
+    exits: dict[str, int] = field(default_factory=dict)
+    partitions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """End-to-end latency percentiles and the mean of each part; None when no request finished."""
+
+    total_p50_ms: float | None
+    total_p95_ms: float | None
+    total_max_ms: float | None
+    device_compute_mean_ms: float | None
+    transfer_mean_ms: float | None
+    edge_compute_mean_ms: float | None
+    device_segments_mean_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    """``rtt_ms`` is the smoothed request->reply time to the edge; ``broker_rtt_ms`` the last
+    publish->acknowledgement time to the broker, which keeps measuring while no request runs."""
+
+    rtt_ms: float | None
+    rtt_min_ms: float | None
+    broker_rtt_ms: float | None
+    uplink_mbps: float | None
+    bytes_sent: int
+    timeouts: int
+    errors: int
+    loss_ratio: float
+    wifi_signal_dbm: float | None
+    wifi_link_quality: float | None
+
+
+@dataclass(frozen=True)
+class PowerStats:
+    """``estimated`` is True when the figures come from the energy model, not a sensor."""
+
+    power_mw: float | None
+    voltage_mv: float | None
+    current_ma: float | None
+    source: str
+    estimated: bool
+    energy_per_inference_mj: float | None
+
+
+@dataclass(frozen=True)
+class SystemStats:
+    cpu_load_percent: float | None
+    cpu_temperature_c: float | None
+    memory_used_percent: float | None
+
+
+@dataclass(frozen=True)
+class TelemetryMessage:
+    device_id: str
+    seq: int
+    time_unix_s: float
+    window_s: float
+    requests: RequestStats
+    latency: LatencyStats
+    link: LinkStats
+    power: PowerStats
+    system: SystemStats
+    schema: str = TELEMETRY_SCHEMA
+
+
+@dataclass(frozen=True)
+class StatusMessage:
+    """``state`` is ``online`` or ``offline``; the last will says ``offline`` with reason ``connection lost``."""
+
+    device_id: str
+    state: str
+    time_unix_s: float
+    reason: str | None
+    software: str
+    schema: str = STATUS_SCHEMA
+
+
+@dataclass(frozen=True)
+class ExperienceRecord:
+    """One decision and what came of it: the policy's input, its choice, and the reward."""
+
+    time_unix_s: float
+    context: dict[str, float | None]
+    action: dict[str, int | str]
+    reward: float
+    latency_ms: float
+    deadline_ms: float | None
+    deadline_met: bool | None
+    energy_mj: float | None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ExperienceBatch:
+    device_id: str
+    seq: int
+    time_unix_s: float
+    records: list[ExperienceRecord]
+    schema: str = EXPERIENCE_SCHEMA
+
+
+# ---------------------------------------------------------------- the validator
+
+Check = Callable[[Any, str], None]
+
+
+def _fail(where: str, message: str) -> None:
+    raise TelemetrySchemaError(f"{where}: {message}")
+
+
+def _number(minimum: float | None = None, maximum: float | None = None) -> Check:
+    def check(value: Any, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, f"expected a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            _fail(where, "must be finite")
+        if minimum is not None and value < minimum:
+            _fail(where, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            _fail(where, f"must be <= {maximum}, got {value}")
+
+    return check
+
+
+def _integer(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(where, f"expected an integer, got {type(value).__name__}")
+    if value < 0:
+        _fail(where, f"must be >= 0, got {value}")
+
+
+def _string(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not value:
+        _fail(where, "expected a non-empty string")
+
+
+def _boolean(value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        _fail(where, f"expected true or false, got {type(value).__name__}")
+
+
+def _nullable(check: Check) -> Check:
+    def wrapped(value: Any, where: str) -> None:
+        if value is not None:
+            check(value, where)
+
+    return wrapped
+
+
+def _one_of(*allowed: str) -> Check:
+    def check(value: Any, where: str) -> None:
+        if value not in allowed:
+            _fail(where, f"expected one of {list(allowed)}, got {value!r}")
+
+    return check
+
+
+def _map(values: Check) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            _fail(where, f"expected an object, got {type(value).__name__}")
+        if len(value) > MAX_MAP_ENTRIES:
+            _fail(where, f"more than {MAX_MAP_ENTRIES} entries")
+        for key, item in value.items():
+            if not key:
+                _fail(where, "empty key")
+            values(item, f"{where}.{key}")
+
+    return check
+
+
+def _exit_or_partition(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        _string(value, where)
+    else:
+        _integer(value, where)
+
+
+def _object(fields: Mapping[str, Check]) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            _fail(where, f"expected an object, got {type(value).__name__}")
+        missing = sorted(set(fields) - set(value))
+        unknown = sorted(set(value) - set(fields))
+        if missing:
+            _fail(where, f"missing field(s) {missing}")
+        if unknown:
+            _fail(where, f"unknown field(s) {unknown}")
+        for name, sub in fields.items():
+            sub(value[name], f"{where}.{name}" if where else name)
+
+    return check
+
+
+def _list(item: Check, max_items: int) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            _fail(where, f"expected a list, got {type(value).__name__}")
+        if len(value) > max_items:
+            _fail(where, f"more than {max_items} items")
+        for i, element in enumerate(value):
+            item(element, f"{where}[{i}]")
+
+    return check
+
+
+_MS = _nullable(_number(0))
+_COMMON = {"device_id": _string, "time_unix_s": _number(0)}
+
+_TELEMETRY = _object(
+    {
+        "schema": _one_of(TELEMETRY_SCHEMA),
+        **_COMMON,
+        "seq": _integer,
+        "window_s": _number(0),
+        "requests": _object(
+            {
+                "count": _integer,
+                "deadline_met": _integer,
+                "deadline_missed": _integer,
+                "failed": _integer,
+                "exits": _map(_integer),
+                "partitions": _map(_integer),
+            }
+        ),
+        "latency": _object(
+            {
+                "total_p50_ms": _MS,
+                "total_p95_ms": _MS,
+                "total_max_ms": _MS,
+                "device_compute_mean_ms": _MS,
+                "transfer_mean_ms": _MS,
+                "edge_compute_mean_ms": _MS,
+                "device_segments_mean_ms": _map(_number(0)),
+            }
+        ),
+        "link": _object(
+            {
+                "rtt_ms": _MS,
+                "rtt_min_ms": _MS,
+                "broker_rtt_ms": _MS,
+                "uplink_mbps": _nullable(_number(0)),
+                "bytes_sent": _integer,
+                "timeouts": _integer,
+                "errors": _integer,
+                "loss_ratio": _number(0, 1),
+                "wifi_signal_dbm": _nullable(_number(-200, 100)),
+                "wifi_link_quality": _nullable(_number(0)),
+            }
+        ),
+        "power": _object(
+            {
+                "power_mw": _nullable(_number(0)),
+                "voltage_mv": _nullable(_number()),
+                "current_ma": _nullable(_number()),
+                "source": _string,
+                "estimated": _boolean,
+                "energy_per_inference_mj": _nullable(_number(0)),
+            }
+        ),
+        "system": _object(
+            {
+                "cpu_load_percent": _nullable(_number(0, 100)),
+                "cpu_temperature_c": _nullable(_number(-100, 200)),
+                "memory_used_percent": _nullable(_number(0, 100)),
+            }
+        ),
+    }
+)
+
+_STATUS = _object(
+    {
+        "schema": _one_of(STATUS_SCHEMA),
+        **_COMMON,
+        "state": _one_of("online", "offline"),
+        "reason": _nullable(_string),
+        "software": _string,
+    }
+)
+
+_RECORD = _object(
+    {
+        "time_unix_s": _number(0),
+        "request_id": _nullable(_string),
+        "context": _map(_nullable(_number())),
+        "action": _map(_exit_or_partition),
+        "reward": _number(),
+        "latency_ms": _number(0),
+        "deadline_ms": _nullable(_number(0)),
+        "deadline_met": _nullable(_boolean),
+        "energy_mj": _nullable(_number(0)),
+    }
+)
+
+#: most records in one experience message (the publisher splits larger batches)
+MAX_EXPERIENCE_RECORDS = 256
+
+_EXPERIENCE = _object(
+    {
+        "schema": _one_of(EXPERIENCE_SCHEMA),
+        **_COMMON,
+        "seq": _integer,
+        "records": _list(_RECORD, MAX_EXPERIENCE_RECORDS),
+    }
+)
+
+_VALIDATORS = {TELEMETRY_SCHEMA: _TELEMETRY, STATUS_SCHEMA: _STATUS, EXPERIENCE_SCHEMA: _EXPERIENCE}
+
+
+def validate(doc: Any) -> str:
+    """Check a decoded message strictly; return its schema name or raise ``TelemetrySchemaError``."""
+    if not isinstance(doc, dict):
+        raise TelemetrySchemaError(f"a message must be a JSON object, got {type(doc).__name__}")
+    schema = doc.get("schema")
+    if schema not in _VALIDATORS:
+        raise TelemetrySchemaError(f"schema: unknown {schema!r}; expected one of {sorted(_VALIDATORS)}")
+    _VALIDATORS[schema](doc, "")
+    # Cross-field facts a type check cannot see.
+    if schema == TELEMETRY_SCHEMA:
+        req = doc["requests"]
+        if req["deadline_met"] + req["deadline_missed"] > req["count"]:
+            raise TelemetrySchemaError("requests: deadline_met + deadline_missed exceeds count")
+        for name in ("exits", "partitions"):
+            if sum(req[name].values()) > req["count"]:
+                raise TelemetrySchemaError(f"requests.{name}: counts add up to more than requests.count")
+    elif schema == EXPERIENCE_SCHEMA:
+        for i, record in enumerate(doc["records"]):
+            if "exit" not in record["action"] or "partition" not in record["action"]:
+                raise TelemetrySchemaError(f"records[{i}].action: must name both 'exit' and 'partition'")
+    return str(schema)
+
+
+def _rounded(value: Any) -> Any:
+    # Four decimals are below every sensor's resolution and keep the messages short.
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    doc = dataclasses.asdict(message)
+    # The schema name first, so a human reading a raw message knows what follows.
+    return _rounded({"schema": doc.pop("schema"), **doc})
+
+
+def encode(message: TelemetryMessage | StatusMessage | ExperienceBatch) -> bytes:
+    """A message as compact UTF-8 JSON, validated first so that nothing invalid is ever published."""
+    doc = _to_dict(message)
+    validate(doc)
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _build(cls: Any, doc: Mapping[str, Any]) -> Any:
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in doc.items():
+        nested = {
+            "requests": RequestStats,
+            "latency": LatencyStats,
+            "link": LinkStats,
+            "power": PowerStats,
+            "system": SystemStats,
+        }.get(name)
+        if nested is not None and cls is TelemetryMessage:
+            value = _build(nested, value)
+        elif name == "records" and cls is ExperienceBatch:
+            value = [_build(ExperienceRecord, r) for r in value]
+        if name in hints:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def decode(payload: bytes | str) -> TelemetryMessage | StatusMessage | ExperienceBatch:
+    """Parse and validate one message; the size is bounded before parsing."""
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise TelemetrySchemaError(f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TelemetrySchemaError(f"not JSON: {e}") from e
+    schema = validate(doc)
+    cls = {TELEMETRY_SCHEMA: TelemetryMessage, STATUS_SCHEMA: StatusMessage, EXPERIENCE_SCHEMA: ExperienceBatch}[schema]
+    return _build(cls, doc)  # type: ignore[no-any-return]
