@@ -43,6 +43,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_PAHO_LOG = logging.getLogger(f"{__name__}.paho")
+
+
+class _QuietDisconnects(logging.Filter):
+    """paho logs an ERROR each time its loop runs without a socket, which is what a normal
+    disconnect or a reconnect wait looks like; keep those at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith("Client is not connected"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return _PAHO_LOG.isEnabledFor(logging.DEBUG)
+        return True
+
+
+_PAHO_LOG.addFilter(_QuietDisconnects())
 _ADDRESSES: weakref.WeakKeyDictionary[paho.Client, BrokerAddress] = weakref.WeakKeyDictionary()
 
 
@@ -153,7 +168,7 @@ def make_client(
         protocol=MQTTProtocolVersion.MQTTv5,
         reconnect_on_failure=True,
     )
-    client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+    client.enable_logger(_PAHO_LOG)
     if address.username is not None:
         client.username_pw_set(address.username, address.password)
     if address.tls:

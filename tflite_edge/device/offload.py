@@ -1,0 +1,168 @@
+"""The device's MQTT 5 request client: publish a frame, wait for the correlated reply.
+
+One paho client per device runtime. Replies arrive on the device's own reply topic and
+are matched to waiting requests by ``CorrelationData``; replies nobody waits for any
+more (the device already fell back) are dropped. The network loop runs in paho's thread
+and reconnects on its own; a request sent while disconnected fails at once, so the
+device can fall back without waiting for its deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ..errors import BrokerConnectionError, TransportError
+from ..transport.mqtt import connect_and_start, make_client
+from ..transport.protocol import (
+    DEFAULT_PREFIX,
+    ReplyHeader,
+    RequestHeader,
+    Topics,
+    expiry_seconds,
+    request_properties,
+    user_properties,
+    validate_device_id,
+)
+
+__all__ = ["Reply", "OffloadClient"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply as received: header, frame bytes and when it arrived (``perf_counter``)."""
+
+    header: ReplyHeader
+    payload: bytes
+    received_at: float
+
+
+class _Slot:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reply: Reply | None = None
+
+
+class OffloadClient:
+    """Sends requests for one device id and waits for their replies."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        device_id: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        qos: int = 0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.device_id = validate_device_id(device_id)
+        self.topics = Topics(prefix)
+        self.reply_topic = self.topics.reply(self.device_id)
+        self.qos = qos
+        self._pending: dict[bytes, _Slot] = {}
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        client_id = f"tfe-dev-{self.device_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._client = make_client(broker_url, client_id)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        connect_and_start(self._client, connect_timeout_s)
+        if not self._subscribed.wait(connect_timeout_s):
+            self.close()
+            raise BrokerConnectionError(f"the broker did not confirm the subscription to {self.reply_topic}")
+
+    # -- paho callbacks (network thread) ------------------------------------------------
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        # Subscribed again on every (re)connect: sessions are not kept by the broker.
+        client.subscribe(self.reply_topic, qos=self.qos)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
+        if codes and not codes[0].is_failure:
+            self._subscribed.set()
+        else:
+            log.warning("subscription to %s refused: %s", self.reply_topic, codes)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._subscribed.clear()
+        if reason.is_failure:
+            log.info("disconnected from the broker (%s); reconnecting in the background", reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        received_at = time.perf_counter()
+        correlation = getattr(message.properties, "CorrelationData", None)
+        if not correlation:
+            log.debug("reply without correlation data on %s dropped", message.topic)
+            return
+        with self._lock:
+            slot = self._pending.get(bytes(correlation))
+        if slot is None:
+            log.debug("late or unknown reply %r dropped", correlation)
+            return
+        try:
+            header = ReplyHeader.from_properties(user_properties(message.properties))
+        except TransportError as e:
+            header = ReplyHeader.failure("", "bad_reply", f"the edge sent a malformed reply: {e}")
+        slot.reply = Reply(header, message.payload, received_at)
+        slot.event.set()
+
+    # -- requests ------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected() and self._subscribed.is_set()
+
+    def request(
+        self,
+        bundle_id: str,
+        frame: bytes,
+        header: RequestHeader,
+        *,
+        timeout_s: float,
+    ) -> Reply | None:
+        """Publish a request and wait up to ``timeout_s`` for its reply (None on timeout).
+
+        Raises ``BrokerConnectionError`` at once when the client is not connected, so the
+        caller can fall back without spending its deadline.
+        """
+        if not self.connected:
+            raise BrokerConnectionError("not connected to the MQTT broker (reconnecting in the background)")
+        correlation = header.request_id.encode()
+        slot = _Slot()
+        with self._lock:
+            self._pending[correlation] = slot
+        try:
+            props = request_properties(
+                header, response_topic=self.reply_topic, correlation=correlation,
+                expiry_s=expiry_seconds(header.deadline_ms),
+            )
+            info = self._client.publish(self.topics.request(bundle_id), frame, qos=self.qos, properties=props)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                raise BrokerConnectionError(f"publishing the request failed: {paho.error_string(info.rc)}")
+            slot.event.wait(max(timeout_s, 0.0))
+            return slot.reply
+        finally:
+            with self._lock:
+                self._pending.pop(correlation, None)
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()

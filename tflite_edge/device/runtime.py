@@ -1,0 +1,306 @@
+"""The device runtime: run the head of a bundle, exit early or offload the tail, never drop a request.
+
+Per request (see ``Plan``): segments [0, K) run locally, checking every exit passed on
+the way against the early-exit rule. If the target exit lies beyond K, the activation at
+the cut is sent to the edge; the device waits until the deadline minus the time it needs
+to answer on its own. On timeout, an edge error or a missing broker it finishes locally,
+at the deepest exit its measured segment latencies say it can still afford (or the last
+exit it already computed), and marks the result ``fell_back``.
+
+Imports neither TensorFlow nor anything heavier than numpy, paho-mqtt and a TFLite
+interpreter, so it runs on tflite-runtime with numpy<2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from ..bundle import Bundle, load_bundle
+from ..errors import RemoteError, TransportError, WireFormatError
+from ..runtime.chain import BundleRunner, dequantize
+from ..transport.protocol import DEFAULT_PREFIX, RequestHeader, remote_error, validate_device_id
+from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation
+from .offload import OffloadClient, Reply
+from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
+from .result import InferenceResult
+
+__all__ = ["DeviceRuntime", "ResultHook"]
+
+log = logging.getLogger(__name__)
+
+ResultHook = Callable[[InferenceResult], None]
+FALLBACK_MARGIN_MS = 2.0  # slack for scheduling jitter when reserving local compute time
+EMA_WEIGHT = 0.2
+
+
+class DeviceRuntime:
+    """Runs requests on a device, offloading to edge workers over MQTT when the plan says so.
+
+    ``broker_url=None`` makes a local-only runtime (any offload falls back at once).
+    ``on_result`` is called with every result (for telemetry); exceptions it raises are
+    logged and never affect the request. With ``raise_remote_errors=True`` an edge's
+    error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | os.PathLike[str],
+        *,
+        broker_url: str | None = None,
+        device_id: str = "device",
+        backend: str | None = None,
+        num_threads: int | None = None,
+        delegate: str | None = None,
+        allow_fallback: bool = False,
+        prefix: str = DEFAULT_PREFIX,
+        codec: str = "none",
+        qos: int = 0,
+        connect_timeout_s: float = 10.0,
+        default_timeout_ms: float = 10_000.0,
+        on_result: ResultHook | None = None,
+        raise_remote_errors: bool = False,
+        warmup: bool = True,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
+        self.manifest = self.bundle.manifest
+        self.device_id = validate_device_id(device_id)
+        if codec not in CODECS:
+            raise TransportError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+        self.codec = codec
+        self.default_timeout_ms = default_timeout_ms
+        self.on_result = on_result
+        self.raise_remote_errors = raise_remote_errors
+        self.runner = BundleRunner(
+            self.bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback
+        )
+        self.segment_ms = [0.0] * self.manifest.num_segments
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._exits_by_segment: dict[int, list[str]] = {}
+        for spec in self.manifest.exits:
+            self._exits_by_segment.setdefault(spec.segment, []).append(spec.name)
+        self.offload: OffloadClient | None = None
+        if warmup:
+            self.warmup()
+        if broker_url is not None:
+            self.offload = OffloadClient(
+                broker_url, self.device_id, prefix=prefix, qos=qos, connect_timeout_s=connect_timeout_s
+            )
+
+    # -- lifecycle -------------------------------------------------------------------
+    def warmup(self, rounds: int = 2) -> list[float]:
+        """Load every segment and measure its latency on a neutral input; returns ``segment_ms``."""
+        x = np.zeros(self.manifest.input.shape, dtype=np.float32)
+        for _ in range(rounds):
+            seen = {self.manifest.input.name: self.runner.quantize_input(x)}
+            for index in range(self.manifest.num_segments):
+                start = time.perf_counter()
+                seen.update(self.runner.run_segment(index, seen))
+                self.segment_ms[index] = (time.perf_counter() - start) * 1e3
+        return list(self.segment_ms)
+
+    def close(self) -> None:
+        if self.offload is not None:
+            self.offload.close()
+            self.offload = None
+
+    def __enter__(self) -> DeviceRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests --------------------------------------------------------------------
+    def infer(
+        self,
+        x: np.ndarray,
+        *,
+        exit: str | None = None,
+        partition: int | None = None,
+        deadline_ms: float | None = None,
+        rule: ExitRule | None = None,
+        request_id: str | None = None,
+    ) -> InferenceResult:
+        """Run one sample under a plan given by keywords (see ``run``)."""
+        return self.run(x, Plan(exit, partition, deadline_ms, rule or ExitRule()), request_id=request_id)
+
+    def run_many(self, xs: Iterable[np.ndarray], plan: Plan) -> Iterator[InferenceResult]:
+        """``run`` for each sample, in order."""
+        for x in xs:
+            yield self.run(x, plan)
+
+    def run(self, x: np.ndarray, plan: Plan, *, request_id: str | None = None) -> InferenceResult:
+        """Answer one request for sample ``x`` following ``plan``. Always returns a result."""
+        resolved = resolve_plan(self.manifest, plan)
+        rid = request_id or f"{self._id_prefix}-{next(self._ids)}"
+        with self._lock:
+            result = self._run(x, resolved, rid)
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:  # telemetry must never break inference
+                log.exception("on_result hook failed for request %s", rid)
+        return result
+
+    def _run(self, x: np.ndarray, plan: ResolvedPlan, rid: str) -> InferenceResult:
+        t0 = time.perf_counter()
+        seen = {self.manifest.input.name: self.runner.quantize_input(x)}
+        device_ms = 0.0
+        last_exit: str | None = None
+        for index in range(plan.local_stop):
+            device_ms += self._run_segment(index, seen)
+            for name in self._exits_by_segment.get(index, ()):
+                if name == plan.exit:
+                    return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device")
+                if self._exit_before_target(name, plan):
+                    last_exit = name
+                    if plan.rule and plan.rule.confident(name, self.runner.exit_probabilities(seen, name)):
+                        return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device", early=True)
+        # The target exit lies beyond the partition: offload the tail.
+        return self._offload(rid, plan, seen, t0, device_ms, last_exit)
+
+    def _exit_before_target(self, name: str, plan: ResolvedPlan) -> bool:
+        return self.manifest.exit(name).segment <= plan.exit_segment and name != plan.exit
+
+    def _run_segment(self, index: int, seen: dict[str, np.ndarray]) -> float:
+        start = time.perf_counter()
+        seen.update(self.runner.run_segment(index, seen))
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        # Moving average: the fallback budget follows the device's current speed.
+        self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms - self.segment_ms[index])
+        return elapsed_ms
+
+    def _offload(
+        self, rid: str, plan: ResolvedPlan, seen: dict[str, np.ndarray], t0: float, device_ms: float,
+        last_exit: str | None,
+    ) -> InferenceResult:
+        k = plan.partition
+        spec = self.manifest.segments[k].inputs[0]
+        budget_ms = plan.deadline_ms if plan.deadline_ms is not None else self.default_timeout_ms
+        reserve_ms = 0.0 if last_exit is not None else self._cost_ms(k, self._first_exit_from(k)) + FALLBACK_MARGIN_MS
+        error: str | None = None
+        request_bytes = 0
+        if self.offload is None:
+            error = "no broker configured: the device answered locally"
+        else:
+            t_send = time.perf_counter()
+            frame = encode_tensor(seen[spec.name], spec, bundle_id=self.manifest.bundle_id, segment=k, codec=self.codec)
+            request_bytes = len(frame)
+            header = RequestHeader(
+                rid, self.device_id, plan.exit, deadline_ms=plan.deadline_ms,
+                thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind,
+            )
+            elapsed_ms = (t_send - t0) * 1e3
+            timeout_s = max(budget_ms - elapsed_ms - reserve_ms, 0.0) / 1e3
+            try:
+                reply = self.offload.request(self.manifest.bundle_id, frame, header, timeout_s=timeout_s)
+            except TransportError as e:
+                reply, error = None, str(e)
+            if reply is None and error is None:
+                error = f"no reply from the edge within {timeout_s * 1e3:.1f} ms"
+            elif reply is not None and not reply.header.ok:
+                remote = remote_error(reply.header.code, reply.header.message)
+                if self.raise_remote_errors:
+                    raise remote
+                error = str(remote)
+            elif reply is not None:
+                try:
+                    return self._edge_result(rid, plan, reply, t0, t_send, device_ms, request_bytes)
+                except (WireFormatError, RemoteError) as e:
+                    error = f"the edge's reply is unusable: {e}"
+        log.info("request %s falls back locally: %s", rid, error)
+        return self._fallback(rid, plan, seen, t0, device_ms, last_exit, error, request_bytes)
+
+    def _edge_result(
+        self, rid: str, plan: ResolvedPlan, reply: Reply, t0: float, t_send: float, device_ms: float,
+        request_bytes: int,
+    ) -> InferenceResult:
+        exit_name = reply.header.exit
+        try:
+            exit_spec = self.manifest.exit(exit_name)
+        except KeyError as e:
+            raise RemoteError(f"the edge answered with unknown exit {exit_name!r}", "bad_reply") from e
+        if exit_spec.segment < plan.partition or exit_spec.segment > plan.exit_segment:
+            raise RemoteError(f"the edge answered with exit {exit_name!r}, outside the plan", "bad_reply")
+        tensor = self.manifest.segments[exit_spec.segment].output(exit_name)
+        _, raw = decode_frame(reply.payload, expect=expect_activation(self.manifest, spec=tensor),
+                              max_payload_bytes=tensor.bytes)
+        probabilities = dequantize(raw, tensor)[0]
+        done = time.perf_counter()
+        edge_ms = reply.header.edge_us / 1e3
+        round_trip_ms = (done - t_send) * 1e3
+        return self._result(
+            rid, plan, exit_name, probabilities, t0, device_ms,
+            transfer_ms=max(round_trip_ms - edge_ms, 0.0), edge_ms=edge_ms,
+            ran_on="edge" if plan.partition == 0 else "split",
+            early=exit_name != plan.exit, request_bytes=request_bytes, reply_bytes=len(reply.payload),
+            total_ms=(done - t0) * 1e3,
+        )
+
+    def _fallback(
+        self, rid: str, plan: ResolvedPlan, seen: dict[str, np.ndarray], t0: float, device_ms: float,
+        last_exit: str | None, error: str | None, request_bytes: int,
+    ) -> InferenceResult:
+        k = plan.partition
+        budget_ms = plan.deadline_ms if plan.deadline_ms is not None else self.default_timeout_ms
+        remaining_ms = budget_ms - (time.perf_counter() - t0) * 1e3
+        candidates = [e for e in self.manifest.exits if k <= e.segment <= plan.exit_segment]
+        # Deepest exit whose remaining segments fit in the time left; else the last exit
+        # already computed; else the first exit after the cut, late but answered.
+        chosen = next((e.name for e in reversed(candidates) if self._cost_ms(k, e.name) <= remaining_ms), None)
+        if chosen is None:
+            chosen = last_exit if last_exit is not None else candidates[0].name
+        stop = self.manifest.exit(chosen).segment + 1
+        for index in range(k, stop):
+            device_ms += self._run_segment(index, seen)
+            for name in self._exits_by_segment.get(index, ()):
+                if (name != chosen and self._exit_before_target(name, plan) and plan.rule
+                        and plan.rule.confident(name, self.runner.exit_probabilities(seen, name))):
+                    return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device", early=True,
+                                        fell_back=True, error=error, request_bytes=request_bytes)
+        return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on="device", early=chosen != plan.exit,
+                            fell_back=True, error=error, request_bytes=request_bytes)
+
+    def _first_exit_from(self, k: int) -> str:
+        return next(e.name for e in self.manifest.exits if e.segment >= k)
+
+    def _cost_ms(self, k: int, exit_name: str) -> float:
+        """Estimated local time to run segments [k, exit's segment]."""
+        return sum(self.segment_ms[k:self.manifest.exit(exit_name).segment + 1])
+
+    def _finish(
+        self, rid: str, plan: ResolvedPlan, exit_name: str, seen: dict[str, np.ndarray], t0: float,
+        device_ms: float, *, ran_on: str, early: bool = False, fell_back: bool = False,
+        error: str | None = None, request_bytes: int = 0,
+    ) -> InferenceResult:
+        probabilities = self.runner.exit_probabilities(seen, exit_name)
+        return self._result(rid, plan, exit_name, probabilities, t0, device_ms, transfer_ms=0.0, edge_ms=0.0,
+                            ran_on=ran_on, early=early, fell_back=fell_back, error=error,
+                            request_bytes=request_bytes)
+
+    def _result(
+        self, rid: str, plan: ResolvedPlan, exit_name: str, probabilities: np.ndarray, t0: float,
+        device_ms: float, *, transfer_ms: float, edge_ms: float, ran_on: str, early: bool = False,
+        fell_back: bool = False, error: str | None = None, request_bytes: int = 0, reply_bytes: int = 0,
+        total_ms: float | None = None,
+    ) -> InferenceResult:
+        flat = probabilities.reshape(-1)
+        top = int(np.argmax(flat))
+        return InferenceResult(
+            request_id=rid, exit=exit_name, partition=plan.partition, top1_class=top,
+            top1_score=float(flat[top]), device_ms=device_ms, transfer_ms=transfer_ms, edge_ms=edge_ms,
+            total_ms=total_ms if total_ms is not None else (time.perf_counter() - t0) * 1e3,
+            ran_on=ran_on, fell_back=fell_back, early_exit=early, error=error,
+            request_bytes=request_bytes, reply_bytes=reply_bytes, codec=self.codec,
+            deadline_ms=plan.deadline_ms, probabilities=probabilities,
+        )

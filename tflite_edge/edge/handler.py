@@ -1,0 +1,135 @@
+"""Answering one co-inference request: frame in, exit output frame (or a typed error) out.
+
+No MQTT here: ``EdgeHandler.handle`` takes the request's bundle id, payload and user
+properties and returns the reply payload and header, so it is tested without a broker.
+It keeps no state between requests besides the loaded interpreters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import ProtocolError, TfliteEdgeError, WireFormatError
+from ..runtime.chain import BundleRunner
+from ..transport.protocol import ErrorCode, ReplyHeader, RequestHeader
+from ..transport.wire import decode_activation, encode_tensor
+from ..device.plan import ExitRule
+
+__all__ = ["EdgeHandler", "EdgeReply"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EdgeReply:
+    """What to publish back: the frame (empty for errors) and the reply header."""
+
+    payload: bytes
+    header: ReplyHeader
+
+
+class EdgeHandler:
+    """Runs the tail segments of any of several bundles, keyed by bundle id."""
+
+    def __init__(
+        self,
+        bundles: Iterable[Bundle],
+        *,
+        backend: str | None = None,
+        num_threads: int | None = None,
+        delegate: str | None = None,
+        allow_fallback: bool = False,
+        codec: str = "none",
+    ) -> None:
+        self.runners: dict[str, BundleRunner] = {}
+        for bundle in bundles:
+            self.runners[bundle.bundle_id] = BundleRunner(
+                bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback
+            )
+        if not self.runners:
+            raise TfliteEdgeError("an edge needs at least one bundle to serve")
+        self.codec = codec
+
+    @property
+    def bundle_ids(self) -> tuple[str, ...]:
+        return tuple(self.runners)
+
+    def warmup(self) -> None:
+        """Load every segment of every bundle now, so the first request is not slow."""
+        for runner in self.runners.values():
+            for index in range(runner.manifest.num_segments):
+                runner.interpreter(index)
+
+    def handle(self, bundle_id: str, payload: bytes, properties: Mapping[str, str]) -> EdgeReply:
+        """Answer one request. Never raises for bad input: errors become error replies."""
+        rid = properties.get("rid", "")
+        try:
+            header = RequestHeader.from_properties(properties)
+        except ProtocolError as e:
+            return self._error(rid, ErrorCode.BAD_REQUEST, str(e))
+        runner = self.runners.get(bundle_id)
+        if runner is None:
+            served = ", ".join(self.runners)
+            return self._error(
+                rid, ErrorCode.UNKNOWN_BUNDLE,
+                f"this edge does not serve bundle {bundle_id!r} (it serves {served}); "
+                "start the edge with --bundle pointing to that bundle",
+            )
+        manifest = runner.manifest
+        try:
+            frame, activation = decode_activation(payload, manifest)
+        except WireFormatError as e:
+            return self._error(rid, e.code, f"bad activation frame: {e}")
+        try:
+            exit_segment = manifest.exit(header.exit).segment
+        except KeyError:
+            return self._error(rid, ErrorCode.BAD_REQUEST, f"bundle {bundle_id} has no exit {header.exit!r}")
+        if exit_segment < frame.segment:
+            return self._error(
+                rid, ErrorCode.BAD_REQUEST,
+                f"exit {header.exit!r} is computed by segment {exit_segment}, before the cut at segment {frame.segment}",
+            )
+        try:
+            rule = ExitRule(header.thresholds, header.threshold_kind)
+        except TfliteEdgeError as e:
+            return self._error(rid, ErrorCode.BAD_REQUEST, str(e))
+        start = time.perf_counter()
+        try:
+            exit_name, seen = self._run(runner, frame.segment, exit_segment, header.exit, frame.tensor, activation, rule)
+            spec = manifest.segments[manifest.exit(exit_name).segment].output(exit_name)
+            out = encode_tensor(seen[exit_name], spec, bundle_id=bundle_id,
+                                segment=manifest.exit(exit_name).segment, codec=self.codec)
+        except TfliteEdgeError as e:
+            log.warning("request %s failed: %s", rid, e)
+            return self._error(rid, ErrorCode.INTERNAL, str(e))
+        edge_us = int((time.perf_counter() - start) * 1e6)
+        return EdgeReply(out, ReplyHeader.success(header.request_id, exit_name, edge_us))
+
+    @staticmethod
+    def _run(
+        runner: BundleRunner, first: int, last: int, target: str, tensor: str, activation: np.ndarray, rule: ExitRule
+    ) -> tuple[str, dict[str, np.ndarray]]:
+        manifest = runner.manifest
+        seen: dict[str, np.ndarray] = {tensor: activation}
+        for index in range(first, last + 1):
+            seen.update(runner.run_segment(index, seen))
+            for spec in manifest.exits:
+                if spec.segment != index:
+                    continue
+                # Same order as the device: the target ends the request, an earlier exit
+                # ends it only when the rule finds it confident.
+                if spec.name == target:
+                    return target, seen
+                if rule and rule.confident(spec.name, runner.exit_probabilities(seen, spec.name)):
+                    return spec.name, seen
+        return target, seen
+
+    @staticmethod
+    def _error(rid: str, code: str, message: str) -> EdgeReply:
+        return EdgeReply(b"", ReplyHeader.failure(rid, code, message))

@@ -1,0 +1,220 @@
+"""Edge workers: MQTT 5 shared-subscription consumers that answer co-inference requests.
+
+Every worker subscribes to ``$share/{group}/{prefix}/req/+``, so the broker hands each
+request to exactly one worker of the group; workers of one group may run in one process,
+several processes or on several machines, and should serve the same bundles (a worker
+answers ``unknown_bundle`` for bundles it lacks). Workers keep no state between requests:
+killing one loses only the requests it held, which devices then finish locally.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ..bundle import Bundle, load_bundle
+from ..errors import BrokerConnectionError, InputError
+from ..transport.mqtt import connect_and_start, make_client
+from ..transport.protocol import (
+    DEFAULT_PREFIX,
+    ErrorCode,
+    ReplyHeader,
+    Topics,
+    reply_properties,
+    user_properties,
+    validate_topic_level,
+)
+from .handler import EdgeHandler, EdgeReply
+
+__all__ = ["DEFAULT_GROUP", "EdgeWorker", "serve"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "tflite-edge"
+
+
+class EdgeWorker:
+    """One MQTT client answering requests for ``bundles``; requests run on paho's network thread.
+
+    Running inference on the network thread keeps a request's path short (no hand-off to
+    another thread); one worker therefore serves one request at a time, and parallelism
+    comes from more workers in the group (see ``serve``).
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        bundles: Sequence[Bundle],
+        *,
+        group: str = DEFAULT_GROUP,
+        prefix: str = DEFAULT_PREFIX,
+        qos: int = 0,
+        worker_id: str | None = None,
+        backend: str | None = None,
+        num_threads: int | None = None,
+        delegate: str | None = None,
+        allow_fallback: bool = False,
+        codec: str = "none",
+    ) -> None:
+        self.group = validate_topic_level(group, "group")
+        self.topics = Topics(prefix)
+        self.qos = qos
+        self.handler = EdgeHandler(
+            bundles, backend=backend, num_threads=num_threads, delegate=delegate,
+            allow_fallback=allow_fallback, codec=codec,
+        )
+        self.worker_id = worker_id or f"tfe-edge-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.served = 0
+        self.failed = 0
+        self._subscribed = threading.Event()
+        self._client = make_client(broker_url, self.worker_id)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def start(self, timeout_s: float = 10.0) -> EdgeWorker:
+        """Load the segments, connect and wait until the shared subscription is active."""
+        self.handler.warmup()
+        connect_and_start(self._client, timeout_s)
+        if not self._subscribed.wait(timeout_s):
+            self.stop()
+            raise BrokerConnectionError(
+                f"the broker did not accept the shared subscription {self.topics.shared_request_filter(self.group)}; "
+                "it must support MQTT 5 shared subscriptions (Mosquitto >= 1.6, EMQX, HiveMQ)"
+            )
+        log.info("edge worker %s serving %s in group %s", self.worker_id, ", ".join(self.handler.bundle_ids),
+                 self.group)
+        return self
+
+    def stop(self) -> None:
+        """Disconnect and stop the network thread."""
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+
+    def __enter__(self) -> EdgeWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- paho callbacks (network thread) -------------------------------------------------
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        client.subscribe(self.topics.shared_request_filter(self.group), qos=self.qos)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
+        if codes and not codes[0].is_failure:
+            self._subscribed.set()
+        else:
+            log.error("shared subscription refused: %s", codes)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._subscribed.clear()
+        if reason.is_failure:
+            log.info("disconnected from the broker (%s); reconnecting in the background", reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        props = message.properties
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        if not response_topic or any(c in response_topic for c in "+#\x00"):
+            log.warning("request on %s without a usable ResponseTopic dropped", message.topic)
+            return
+        try:
+            reply = self._answer(message.topic, message.payload, user_properties(props))
+        except Exception as e:  # a worker must survive anything a request can trigger
+            log.exception("unexpected failure answering a request on %s", message.topic)
+            reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
+        if reply.header.ok:
+            self.served += 1
+        else:
+            self.failed += 1
+        client.publish(response_topic, reply.payload, qos=self.qos,
+                       properties=reply_properties(reply.header, correlation=correlation))
+
+    def _answer(self, topic: str, payload: bytes, properties: dict[str, str]) -> EdgeReply:
+        try:
+            bundle_id = self.topics.bundle_of(topic)
+        except Exception as e:
+            return EdgeReply(b"", ReplyHeader.failure(properties.get("rid", ""), ErrorCode.BAD_REQUEST, str(e)))
+        return self.handler.handle(bundle_id, payload, properties)
+
+
+def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, Any], ready: Any) -> None:
+    # Child process entry point: serve until SIGTERM/SIGINT.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    bundles = [load_bundle(p) for p in bundle_paths]
+    worker = EdgeWorker(broker_url, bundles, **options).start()
+    ready.release()
+    try:
+        stop.wait()
+    finally:
+        worker.stop()
+
+
+def serve(
+    broker_url: str,
+    bundle_paths: Sequence[str | os.PathLike[str]],
+    *,
+    workers: int = 1,
+    stop: threading.Event | None = None,
+    start_timeout_s: float = 30.0,
+    **options: Any,
+) -> None:
+    """Run ``workers`` edge workers until ``stop`` is set (or SIGINT/SIGTERM in the CLI).
+
+    One worker runs in this process; more run as separate processes (one Python
+    interpreter each, so they use separate cores). ``options`` go to ``EdgeWorker``.
+    """
+    stop = stop or threading.Event()
+    paths = [str(Path(p)) for p in bundle_paths]
+    bundles = [load_bundle(p) for p in paths]  # fail fast, in this process, on a bad bundle
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        with EdgeWorker(broker_url, bundles, **options):
+            stop.wait()
+        return
+    context = multiprocessing.get_context("spawn")
+    ready = context.Semaphore(0)
+    children = [
+        context.Process(target=_worker_main, args=(broker_url, paths, options, ready), daemon=True)
+        for _ in range(workers)
+    ]
+    for child in children:
+        child.start()
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        for _ in children:
+            if not ready.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                raise BrokerConnectionError(f"edge workers did not start within {start_timeout_s:g} s")
+        while not stop.wait(0.5):
+            dead = [c for c in children if not c.is_alive()]
+            if dead:
+                log.warning("%d edge worker process(es) exited; the others keep serving", len(dead))
+                children = [c for c in children if c.is_alive()]
+                if not children:
+                    raise BrokerConnectionError("every edge worker process exited")
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+        for child in children:
+            child.join(5)
