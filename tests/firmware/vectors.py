@@ -6,7 +6,7 @@ import numpy as np
 
 from tflite_edge.firmware_bridge.messages import (
     Capabilities, ErrorReply, GetTelemetry, Hello, Invoke, LoadAck, LoadBegin, LoadChunk, LoadEnd,
-    Message, ModelInfo, Result, Telemetry, Tensor, TensorDesc,
+    DTYPE_CODES, Message, ModelInfo, Result, Telemetry, Tensor, TensorDesc,
 )
 
 
@@ -36,3 +36,49 @@ def example_messages() -> list[Message]:
         ErrorReply(9, "arena too small: needs 3040 bytes, has 2048"),
         ErrorReply(1, ""),
     ]
+
+
+def _tensors(label: str, items: tuple, with_data: bool) -> str:
+    out = f" {label}={len(items)}"
+    for item in items:
+        desc = item.desc if with_data else item
+        shape = ("s" + "".join(f"x{d}" for d in desc.shape)) if desc.shape else ""
+        out += " ["
+        if with_data:
+            out += f"{item.index}:"
+        out += f"{DTYPE_CODES[desc.dtype]}:{shape}:{desc.scale:.9g}:{desc.zero_point}"
+        if with_data:
+            out += ":" + item.data.hex()
+        out += "]"
+    return out
+
+
+def canonical(m: Message) -> str:
+    """The text form the C test driver prints for a decoded message (tests/firmware/codec_driver.c)."""
+    if isinstance(m, Hello):
+        return f"HELLO v={m.protocol_version} max={m.max_payload_bytes}"
+    if isinstance(m, Capabilities):
+        return (f"CAPS v={m.protocol_version} slots={m.model_slots} max={m.max_payload_bytes} arena={m.arena_bytes} "
+                f"model={m.max_model_bytes} board={m.board.encode().hex()} fw={m.firmware.encode().hex()}")
+    if isinstance(m, LoadBegin):
+        return f"LOAD_BEGIN slot={m.slot} total={m.total_bytes} crc={m.crc32}"
+    if isinstance(m, LoadChunk):
+        return f"LOAD_CHUNK slot={m.slot} off={m.offset} data={m.data.hex()}"
+    if isinstance(m, LoadAck):
+        return f"LOAD_ACK slot={m.slot} next={m.next_offset}"
+    if isinstance(m, LoadEnd):
+        return f"LOAD_END slot={m.slot}"
+    if isinstance(m, ModelInfo):
+        return (f"MODEL_INFO slot={m.slot} arena={m.arena_used_bytes}"
+                + _tensors("in", m.inputs, False) + _tensors("out", m.outputs, False))
+    if isinstance(m, Invoke):
+        return f"INVOKE slot={m.slot}" + _tensors("t", m.tensors, True)
+    if isinstance(m, Result):
+        return f"RESULT us={m.latency_us}" + _tensors("t", m.tensors, True)
+    if isinstance(m, GetTelemetry):
+        return "GET_TELEMETRY"
+    if isinstance(m, Telemetry):
+        return (f"TELEMETRY up={m.uptime_ms} p={m.power_mw:.9g} v={m.voltage_mv:.9g} t={m.temperature_c:.9g} "
+                f"free={m.free_memory_bytes} n={m.invokes}")
+    assert isinstance(m, ErrorReply)
+    return f"ERROR code={m.code} text={m.text.encode().hex()}"
