@@ -26,6 +26,8 @@ COMMANDS = (
     "evaluate",
     "profile",
     "zoo",
+    "device",
+    "edge",
 )
 
 DESCRIPTION = """\

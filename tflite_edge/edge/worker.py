@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
@@ -176,12 +176,14 @@ def serve(
     workers: int = 1,
     stop: threading.Event | None = None,
     start_timeout_s: float = 30.0,
+    on_ready: Callable[[], None] | None = None,
     **options: Any,
 ) -> None:
     """Run ``workers`` edge workers until ``stop`` is set (or SIGINT/SIGTERM in the CLI).
 
     One worker runs in this process; more run as separate processes (one Python
-    interpreter each, so they use separate cores). ``options`` go to ``EdgeWorker``.
+    interpreter each, so they use separate cores). ``on_ready`` is called once every worker
+    has subscribed. ``options`` go to ``EdgeWorker``.
     """
     stop = stop or threading.Event()
     paths = [str(Path(p)) for p in bundle_paths]
@@ -190,7 +192,10 @@ def serve(
         raise InputError(f"workers must be >= 1, got {workers}")
     if workers == 1:
         with EdgeWorker(broker_url, bundles, **options):
-            stop.wait()
+            if on_ready is not None:
+                on_ready()
+            while not stop.wait(0.5):  # a timed wait lets signal handlers run promptly
+                pass
         return
     context = multiprocessing.get_context("spawn")
     ready = context.Semaphore(0)
@@ -205,6 +210,8 @@ def serve(
         for _ in children:
             if not ready.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
                 raise BrokerConnectionError(f"edge workers did not start within {start_timeout_s:g} s")
+        if on_ready is not None:
+            on_ready()
         while not stop.wait(0.5):
             dead = [c for c in children if not c.is_alive()]
             if dead:

@@ -1,0 +1,102 @@
+"""tflite-edge device: run requests on this device, offloading the tail of a bundle to edge workers."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from ..errors import InputError
+from .common import add_backend_options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "device", help="run a bundle on this device, offloading to edge workers over MQTT",
+        description=(
+            "Run every sample of X.npy through the bundle: segments [0, K) on this device, the rest on an "
+            "edge worker (see `tflite-edge edge`). If the edge does not answer by the deadline, the device "
+            "finishes locally at the deepest exit it can afford and reports that it fell back. Prints one "
+            "result per sample; with --json one JSON object per line."
+        ),
+        epilog=(
+            "example:\n"
+            "  tflite-edge device --broker mqtt://127.0.0.1:1883 --bundle bundle --id pi-1 \\\n"
+            "      --input x.npy --exit final --partition 1 --deadline-ms 50 --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--broker", metavar="URL",
+                        help="MQTT broker, mqtt://[USER:PASS@]HOST[:PORT] or mqtts://...; omit to run locally only")
+    parser.add_argument("--bundle", required=True, help="bundle directory (the edge must serve the same bundle)")
+    parser.add_argument("--id", default="device", metavar="ID",
+                        help="device id, one MQTT topic level: no '/', '+', '#' (default: device)")
+    parser.add_argument("--input", required=True, metavar="X.npy", help="float32 samples, (N, ...) or one sample")
+    parser.add_argument("--exit", metavar="NAME", help="target exit (default: the bundle's last exit)")
+    parser.add_argument("--partition", type=int, metavar="K",
+                        help="segments [0, K) run here, the rest on the edge; 0 sends the raw input "
+                             "(default: the number of segments, everything local)")
+    parser.add_argument("--deadline-ms", type=float, metavar="D",
+                        help="answer within D ms, falling back locally if the edge is late (default: 10 s)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="EXIT=VALUE",
+                        help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
+    parser.add_argument("--entropy", action="store_true",
+                        help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
+    parser.add_argument("--codec", default="none", choices=("none", "zlib", "lz4", "zstd"),
+                        help="activation compression (default: none; see bench/bench_wire.py for when it pays)")
+    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
+    parser.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S",
+                        help="how long to wait for the broker at start (default: 10)")
+    parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
+    parser.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
+    add_backend_options(parser)
+    parser.set_defaults(func=run)
+
+
+def parse_thresholds(items: list[str]) -> dict[str, float]:
+    """``EXIT=VALUE`` strings to a dict; ``InputError`` for malformed ones."""
+    thresholds: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name or not math.isfinite(number):
+            raise InputError(f"--threshold {item!r}: expected EXIT=VALUE, e.g. exit_1=0.9")
+        thresholds[name] = number
+    return thresholds
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..device import DeviceRuntime, ExitRule, Plan
+
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
+    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    with DeviceRuntime(
+        args.bundle, broker_url=args.broker, device_id=args.id, backend=args.backend, num_threads=args.threads,
+        delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
+        connect_timeout_s=args.connect_timeout_s,
+    ) as runtime:
+        sample_shape = runtime.manifest.input.shape[1:]
+        samples = x[np.newaxis] if x.shape == sample_shape else x
+        plan = Plan(args.exit, args.partition, args.deadline_ms, rule)
+        for result in runtime.run_many(samples, plan):
+            if args.json:
+                print(result.to_json(), flush=True)
+            else:
+                where = result.ran_on + (" (fell back: " + (result.error or "") + ")" if result.fell_back else "")
+                print(
+                    f"{result.request_id}  exit {result.exit}  class {result.top1_class} ({result.top1_score:.3f})  "
+                    f"total {result.total_ms:.2f} ms = device {result.device_ms:.2f} + transfer "
+                    f"{result.transfer_ms:.2f} + edge {result.edge_ms:.2f}  on {where}",
+                    flush=True,
+                )
+    sys.stdout.flush()
+    return 0
