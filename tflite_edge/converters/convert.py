@@ -148,6 +148,11 @@ def convert_model(
         raise InputError("give either explicit cuts or a number of automatic cuts, not both")
     if Path(output_dir).exists() and not overwrite:
         raise ConversionError(f"{output_dir} already exists; choose another output or pass overwrite (--force)")
+    if quantize == "int8" and calibration is None:
+        raise CalibrationError(
+            "int8 quantization needs calibration data: pass --calibration FILE.npy (a few hundred "
+            "representative inputs), or choose --quantize float16, dynamic or none"
+        )
     if isinstance(model, (str, os.PathLike)):
         say(f"loading {model}")
         model = load_keras_model(model)

@@ -52,7 +52,9 @@ class LayerGraph:
         try:
             return self.layers[self._index[name]]
         except KeyError:
-            raise CutError(f"the model has no layer named {name!r}") from None
+            raise CutError(
+                f"the model has no layer named {name!r}; valid cut layers: {', '.join(self.valid_cuts())}"
+            ) from None
 
     def descendants(self, name: str) -> set[str]:
         seen: set[str] = set()
@@ -114,8 +116,26 @@ class LayerGraph:
         return before + after
 
     def exit_segments(self, cuts: Sequence[str]) -> dict[str, int]:
-        """Segment index of each exit: the number of cuts it depends on."""
-        return {exit_name: sum(1 for c in cuts if c in self.ancestors(exit_name)) for exit_name in self.exits}
+        """Segment index of each exit (``cuts`` in topological order).
+
+        An exit that depends on cuts c_0..c_j belongs to segment j+1, unless its head is
+        private: when none of the layers it needs after c_j lies on the trunk towards the
+        next cut (or the final exit), the head runs in segment j, next to c_j, so the device
+        can take that exit without computing the next segment's trunk.
+        """
+        placement = {}
+        for exit_name in self.exits:
+            needed = self.ancestors(exit_name) | {exit_name}
+            depends = [i for i, c in enumerate(cuts) if c in needed]
+            if not depends:
+                placement[exit_name] = 0
+                continue
+            j = depends[-1]
+            after_cut = self.descendants(cuts[j]) & needed
+            trunk_end = cuts[j + 1] if j + 1 < len(cuts) else self.exits[-1]
+            trunk = (self.ancestors(trunk_end) | {trunk_end}) & self.descendants(cuts[j])
+            placement[exit_name] = j if not after_cut & trunk else j + 1
+        return placement
 
     def cumulative_macs(self) -> dict[str, int]:
         """For each layer, the MACs of itself and all its ancestors (work done before its output exists)."""
@@ -128,10 +148,11 @@ def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[st
 
     Every valid cut lies on the path to the final exit, so valid cuts are totally ordered.
 
-    Rule: for the i-th cut, the target is i/(count+1) of the total MACs. Among the valid cuts
-    whose cumulative MACs lie within half a segment's share of that target, the one with the
-    smallest activation wins (ties go to the one nearest the target); if none lies in the
-    window, the nearest valid cut is taken. Cuts are distinct and increasing.
+    Rule: for the i-th cut, the target is i/(count+1) of the total MACs. Candidates are the
+    valid cuts whose cumulative MACs lie within half a segment's share of that target or,
+    when none does, within 5% of the total of the nearest valid cut (cheap layers such as
+    pooling sit next to the expensive one before them). The candidate with the smallest
+    activation wins; ties go to the one nearest the target. Cuts are distinct and increasing.
     """
     if count < 0:
         raise CutError("--auto-cuts must be zero or positive")
@@ -153,16 +174,18 @@ def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[st
         # Leave enough valid cuts for the cuts still to place.
         candidates = after_last[: len(after_last) - remaining] if remaining else after_last
         in_window = [v for v in candidates if abs(cumulative[v] / total - target) <= window]
-        pool = in_window or candidates
+        if not in_window:
+            nearest = min(abs(cumulative[v] / total - target) for v in candidates)
+            in_window = [v for v in candidates if abs(cumulative[v] / total - target) <= nearest + 0.05]
 
         def activation(v: str) -> int:
             shape = graph.layer(v).output_shape or ()
             return math.prod(shape) * dtype_bytes
 
-        def distance(v: str) -> float:
-            return abs(cumulative[v] / total - target)
+        def rank(v: str, target: float = target) -> tuple[int, float]:
+            return activation(v), abs(cumulative[v] / total - target)
 
-        chosen.append(min(pool, key=(lambda v: (activation(v), distance(v))) if in_window else distance))
+        chosen.append(min(in_window, key=rank))
     return chosen
 
 

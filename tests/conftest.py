@@ -1,0 +1,74 @@
+"""Shared fixtures: a trained digits model and its bundles, built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TRACES = SHARED / "data" / "bandwidth-traces"
+DEVICE_PYTHON = REPO / ".venv-device" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn digits as (x_train, y_train, x_val, y_val), x of shape (N, 8, 8, 1) in [0, 1]."""
+    from tflite_edge import zoo
+
+    return zoo.digits_data()
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits_split):
+    """The 3-exit digits CNN (exits exit_1, exit_2, final), trained."""
+    from tflite_edge import zoo
+
+    x_train, y_train, _, _ = digits_split
+    return zoo.train_digits_model(zoo.build_digits_model(), x_train, y_train, epochs=20)
+
+
+@pytest.fixture(scope="session")
+def digits_model_file(digits_model, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "digits.keras"
+    digits_model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_residual_model(digits_split):
+    """The residual variant (skip connections inside each block), trained briefly."""
+    from tflite_edge import zoo
+
+    x_train, y_train, _, _ = digits_split
+    return zoo.train_digits_model(zoo.build_digits_model(residual=True), x_train, y_train, epochs=10)
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(digits_model, digits_split, tmp_path_factory):
+    """An int8 bundle of the digits model: 3 exits, cuts at block_1_out and block_2_out, 3 segments."""
+    from tflite_edge.converters import convert
+
+    x_train, _, x_val, y_val = digits_split
+    return convert(
+        digits_model,
+        tmp_path_factory.mktemp("bundles") / "digits-int8",
+        cuts=["block_1_out", "block_2_out"],
+        quantize="int8",
+        calibration=x_train[:200],
+        validation=(x_val, y_val),
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_npz(digits_split, tmp_path_factory) -> Path:
+    """The validation split as an .npz with arrays x and y."""
+    _, _, x_val, y_val = digits_split
+    path = tmp_path_factory.mktemp("data") / "digits_val.npz"
+    np.savez(path, x=x_val, y=y_val)
+    return path

@@ -1,0 +1,68 @@
+"""tflite-edge evaluate: per-exit accuracy of a bundle on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..bundle import load_bundle
+from ..errors import InputError
+from ..runtime import BundleRunner
+from .common import add_backend_options, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="per-exit top-1 accuracy of a bundle on labelled data",
+        description="Per-exit top-1 accuracy on D.npz (arrays x and y), and with --model the agreement "
+                    "of each exit's top-1 class with the float Keras model (needs TensorFlow).",
+    )
+    parser.add_argument("bundle", help="bundle directory")
+    parser.add_argument("--data", required=True, metavar="D.npz", help=".npz with x (inputs) and y (labels)")
+    parser.add_argument("--model", metavar="MODEL.keras", help="also compare with this Keras model")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_backend_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files or "y" not in data.files:
+                raise InputError(f"{path} must hold arrays x and y, it has {data.files}")
+            x, y = data["x"], data["y"]
+    except (OSError, ValueError, AttributeError) as e:
+        raise InputError(f"cannot read {path} as an .npz file: {e}") from e
+    return x, (y.argmax(axis=-1) if y.ndim > 1 else y).astype(np.int64)
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle)
+    x, y = _load(args.data)
+    runner = BundleRunner(bundle, backend=args.backend, num_threads=args.threads)
+    predictions = runner.predict(x)
+    report: dict[str, dict[str, float]] = {
+        name: {"accuracy": float(np.mean(p.argmax(-1) == y))} for name, p in predictions.items()
+    }
+    if args.model:
+        from ..converters import load_keras_model
+        from ..converters.verify import keras_predictions
+
+        reference = keras_predictions(load_keras_model(args.model), x)
+        for name, p in predictions.items():
+            if name not in reference:
+                raise InputError(f"the Keras model has no output named {name!r}")
+            ref = reference[name]
+            report[name]["keras_accuracy"] = float(np.mean(ref.argmax(-1) == y))
+            report[name]["agreement"] = float(np.mean(ref.argmax(-1) == p.argmax(-1)))
+    if args.json:
+        print_json({"bundle_id": bundle.bundle_id, "samples": len(x), "exits": report})
+        return 0
+    print(f"bundle {bundle.bundle_id} on {len(x)} samples ({runner.backend_name})")
+    for name, figures in report.items():
+        line = f"  {name:<16} top-1 {figures['accuracy']:.2%}"
+        if "agreement" in figures:
+            line += f"   Keras top-1 {figures['keras_accuracy']:.2%}   agreement {figures['agreement']:.2%}"
+        print(line)
+    return 0
