@@ -13,7 +13,7 @@ from .env import CoInferenceEnv
 from .evaluate import PolicyResult, compare, format_table
 from .objectives import OBJECTIVES, Objective, get_objective
 from .profiles import PLATFORMS, LatencyProfile, Platform, get_platform, load_profile
-from .radio import RADIOS, RadioModel, get_radio
+from .radio import RADIO_MODELS, RadioPowerModel, get_radio
 from .simulator import OBSERVATION_FEATURES, Action, Episode, ExitSamples, Outcomes, Scenario, Simulator
 from .traces import Trace, load_trace, load_traces, markov_trace, split_traces, step_trace
 
@@ -22,7 +22,7 @@ __all__ = [
     "OBJECTIVES",
     "OBSERVATION_FEATURES",
     "PLATFORMS",
-    "RADIOS",
+    "RADIO_MODELS",
     "Action",
     "CoInferenceEnv",
     "Episode",
@@ -33,7 +33,7 @@ __all__ = [
     "Platform",
     "Policy",
     "PolicyResult",
-    "RadioModel",
+    "RadioPowerModel",
     "Scenario",
     "Simulator",
     "Trace",

@@ -36,7 +36,7 @@ from ..bundle.manifest import Manifest
 from ..errors import PolicyError, ProfileError
 from .objectives import Objective
 from .profiles import LatencyProfile, Platform, get_platform
-from .radio import RadioModel, get_radio
+from .radio import RadioPowerModel, get_radio, transmit_energy_mj
 from .traces import Trace
 
 __all__ = [
@@ -186,7 +186,7 @@ class Simulator:
         *,
         device: Platform | str = "rpi3-edgent",
         edge: Platform | str = "host",
-        radio: RadioModel | str = "3g",
+        radio: RadioPowerModel | str = "3g",
         scenario: Scenario | None = None,
         samples: ExitSamples | None = None,
         thresholds: Sequence[float] = (),
@@ -341,7 +341,7 @@ class Simulator:
             if k < n:
                 edge_ms = np.where(local, 0.0, (self._edge_cum_ms[seg_taken + 1] - self._edge_cum_ms[k]) / (1 - load))
                 link_ms = np.where(local, 0.0, tx_ms[k] + rtt)
-                radio_mj = np.where(local, 0.0, self.radio.energy_mj(self._megabits[k], tx_ms[k]))
+                radio_mj = np.where(local, 0.0, transmit_energy_mj(self.radio, self._megabits[k], tx_ms[k]))
             else:
                 edge_ms = link_ms = radio_mj = np.zeros(len(episode))
             latency = device_ms + link_ms + edge_ms

@@ -28,6 +28,7 @@ COMMANDS = (
     "zoo",
     "device",
     "edge",
+    "policy",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,153 @@
+"""tflite-edge policy: simulate exit/offload policies over bandwidth traces and compare them."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_backend_options, print_json, progress
+
+SIMULATE_EPILOG = """\
+examples:
+  tflite-edge profile bundle --json -o profile.json
+  tflite-edge policy simulate --bundle bundle --profile profile.json \\
+      --traces ../shared/data/bandwidth-traces/norway-3g --objective accuracy
+  tflite-edge policy simulate --bundle bundle --synthetic 20 --objective energy --accuracy-floor 0.9 --json
+
+Policies: device-only, edge-only, best-static (in hindsight), neurosurgeon, edgent,
+planner (predicted-reward argmax), linucb (online bandit, ANS-style), oracle (knows the
+true bandwidth during each transfer). Objectives: accuracy (Edgent: accuracy under the
+deadline), energy (AutoScale: energy under deadline and accuracy floor), latency
+(Neurosurgeon), edgeml (accuracy only when both latency and energy budgets hold).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "policy", help="simulate and compare exit/offload policies over bandwidth traces",
+        description="Choose the exit and the partition per request: simulate policies on bandwidth traces.",
+    )
+    commands = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    simulate = commands.add_parser(
+        "simulate", help="compare the baselines and the oracle on traces (a table, or --json)",
+        description="Simulate requests over bandwidth traces with the bundle's profile and compare policies: "
+                    "mean reward, accuracy, deadline-miss rate, latency, energy and the most used action.",
+        epilog=SIMULATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_simulation_options(simulate)
+    simulate.add_argument("--policy", action="append", metavar="NAME",
+                          help="a policy to include (repeatable; default: every baseline and the oracle)")
+    simulate.add_argument("--json", action="store_true", help="print JSON")
+    simulate.set_defaults(func=run_simulate)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def add_simulation_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the policy subcommands: bundle, profile, traces, platforms, objective."""
+    from ..agents.objectives import OBJECTIVES
+
+    parser.add_argument("--bundle", required=True, metavar="B", help="bundle directory")
+    parser.add_argument("--profile", metavar="P.json",
+                        help="latency profile from `tflite-edge profile B --json` (default: measure it now)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--traces", metavar="DIR", help="directory of `time_s <tab> Mbit/s` bandwidth traces")
+    source.add_argument("--synthetic", type=int, metavar="N", help="use N seeded Markov-regime synthetic traces")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="accuracy", help="what to optimise (default accuracy)")
+    parser.add_argument("--accuracy-floor", type=float, default=0.0, metavar="A",
+                        help="energy objective: minimum exit accuracy (default 0)")
+    parser.add_argument("--miss-penalty", type=float, default=0.0, metavar="P",
+                        help="extra negative reward for a missed deadline or budget (default 0)")
+    parser.add_argument("--device", default="rpi3-edgent", metavar="PLATFORM",
+                        help="device platform: rpi3-edgent (default) or host")
+    parser.add_argument("--device-slowdown", type=float, metavar="X",
+                        help="device latency = X × profiled latency (overrides the platform's figure)")
+    parser.add_argument("--device-power-mw", type=float, metavar="MW", help="device compute power (mW)")
+    parser.add_argument("--edge-slowdown", type=float, default=1.0, metavar="X",
+                        help="edge latency = X × profiled latency (default 1: the edge is this machine)")
+    parser.add_argument("--radio", choices=("3g", "lte", "wifi"), default="3g", help="uplink radio model (default 3g)")
+    parser.add_argument("--rtt-ms", type=float, nargs=2, metavar=("LOW", "HIGH"), help="range of base RTT per trace")
+    parser.add_argument("--deadline-ms", type=float, nargs="+", metavar="MS",
+                        help="deadlines drawn per request (default: 0.5, 1, 2 × device-only latency)")
+    parser.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="time between requests (default 0.5)")
+    parser.add_argument("--data", metavar="D.npz",
+                        help="labelled data (x, y) for per-sample correctness and early-exit thresholds")
+    parser.add_argument("--thresholds", type=float, nargs="+", metavar="T",
+                        help="early-exit confidence thresholds to offer as actions (needs --data)")
+    parser.add_argument("--requests", type=int, metavar="N", help="requests per trace (default: trace length / interval)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
+    add_backend_options(parser, threads=False)
+
+
+def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(simulator, traces, objective) described by the shared options."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ..agents import Objective, Scenario, load_traces, markov_trace
+    from ..agents.from_bundle import collect_exit_samples, profile_for_bundle
+    from ..agents.profiles import Platform, get_platform, load_profile
+    from ..agents.simulator import Simulator
+    from ..bundle import load_bundle
+    from ..errors import InputError
+
+    bundle = load_bundle(args.bundle)
+    if args.profile:
+        profile = load_profile(args.profile, bundle.manifest)
+    else:
+        progress("profiling the bundle on this machine (pass --profile to reuse a profile)")
+        profile = profile_for_bundle(bundle, backend=args.backend)
+    device = get_platform(args.device)
+    if args.device_slowdown is not None or args.device_power_mw is not None:
+        device = replace(
+            device, name="custom",
+            slowdown=device.slowdown if args.device_slowdown is None else args.device_slowdown,
+            compute_power_mw=device.compute_power_mw if args.device_power_mw is None else args.device_power_mw,
+        )
+    edge = Platform("edge", args.edge_slowdown, 0.0)
+    scenario = Scenario(request_interval_s=args.interval_s)
+    if args.rtt_ms:
+        scenario = replace(scenario, rtt_ms=tuple(args.rtt_ms))
+    if args.deadline_ms:
+        scenario = replace(scenario, deadline_ms=tuple(args.deadline_ms))
+    samples = None
+    if args.data:
+        try:
+            with np.load(args.data, allow_pickle=False) as data:
+                x, y = data["x"], data["y"]
+        except (OSError, KeyError, ValueError) as e:
+            raise InputError(f"cannot read x and y from {args.data}: {e}") from e
+        progress(f"running the bundle on {min(len(x), 500)} samples for per-sample exit results")
+        samples = collect_exit_samples(bundle, x, y, backend=args.backend)
+    if args.traces:
+        traces = load_traces(args.traces)
+    else:
+        traces = [markov_trace(seed=args.seed * 1000 + i) for i in range(args.synthetic)]
+    simulator = Simulator(bundle.manifest, profile, device=device, edge=edge, radio=args.radio, scenario=scenario,
+                          samples=samples, thresholds=tuple(args.thresholds or ()))
+    objective = Objective(args.objective, args.accuracy_floor, args.miss_penalty)
+    return simulator, traces, objective
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from ..agents import compare, format_table
+
+    simulator, traces, objective = build_from_args(args)
+    results = compare(simulator, traces, objective, args.policy, seed=args.seed, requests=args.requests)
+    if args.json:
+        print_json({
+            "bundle_id": simulator.manifest.bundle_id,
+            "objective": objective.name,
+            "traces": len(traces),
+            "device": {"name": simulator.device.name, "slowdown": simulator.device.slowdown,
+                       "compute_power_mw": simulator.device.compute_power_mw},
+            "edge_slowdown": simulator.edge.slowdown,
+            "radio": simulator.radio.name,
+            "actions": simulator.action_labels(),
+            "results": [r.to_dict() for r in results],
+        })
+        return 0
+    print(f"bundle {simulator.manifest.bundle_id}: {len(traces)} traces, objective {objective.name}, "
+          f"device {simulator.device.name} (×{simulator.device.slowdown:.1f}), radio {simulator.radio.name}, "
+          f"{len(simulator.actions)} actions")
+    print(format_table(results))
+    return 0
