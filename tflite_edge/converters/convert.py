@@ -82,7 +82,7 @@ def load_labeled(path: str | os.PathLike[str], what: str = "validation data") ->
 
 
 def _check_samples(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarray:
-    if x.ndim == len(input_shape):
+    if tuple(x.shape) == input_shape:
         x = x[np.newaxis]
     if tuple(x.shape[1:]) != input_shape:
         raise CalibrationError(
