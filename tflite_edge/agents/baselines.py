@@ -46,6 +46,7 @@ __all__ = [
     "Oracle",
     "Planner",
     "Policy",
+    "best_actions",
     "make_policy",
 ]
 
@@ -137,19 +138,26 @@ class Edgent(Policy):
         return choice
 
 
+def best_actions(rewards: np.ndarray, latency_ms: np.ndarray) -> np.ndarray:
+    """Per row, the highest-reward action; ties (e.g. every action misses) go to the fastest."""
+    top = rewards.max(axis=1, keepdims=True)
+    return np.argmin(np.where(rewards >= top - 1e-12, latency_ms, np.inf), axis=1)
+
+
 class Planner(Policy):
     name = "planner"
 
     def decide(self, simulator: Simulator, episode: Episode, objective: Objective) -> np.ndarray:
-        predicted = simulator.rewards(episode, simulator.predicted(episode), objective)
-        return np.argmax(predicted, axis=1)
+        predicted = simulator.predicted(episode)
+        return best_actions(simulator.rewards(episode, predicted, objective), predicted.latency_ms)
 
 
 class Oracle(Policy):
     name = "oracle"
 
     def decide(self, simulator: Simulator, episode: Episode, objective: Objective) -> np.ndarray:
-        return np.argmax(simulator.rewards(episode, simulator.outcomes(episode), objective), axis=1)
+        outcomes = simulator.outcomes(episode)
+        return best_actions(simulator.rewards(episode, outcomes, objective), outcomes.latency_ms)
 
 
 class LinUCB(Policy):

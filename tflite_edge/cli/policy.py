@@ -51,7 +51,8 @@ def add_simulation_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--traces", metavar="DIR", help="directory of `time_s <tab> Mbit/s` bandwidth traces")
     source.add_argument("--synthetic", type=int, metavar="N", help="use N seeded Markov-regime synthetic traces")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="accuracy", help="what to optimise (default accuracy)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="accuracy",
+                        help="what to optimise (default accuracy)")
     parser.add_argument("--accuracy-floor", type=float, default=0.0, metavar="A",
                         help="energy objective: minimum exit accuracy (default 0)")
     parser.add_argument("--miss-penalty", type=float, default=0.0, metavar="P",
@@ -63,11 +64,13 @@ def add_simulation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-power-mw", type=float, metavar="MW", help="device compute power (mW)")
     parser.add_argument("--edge-slowdown", type=float, default=1.0, metavar="X",
                         help="edge latency = X × profiled latency (default 1: the edge is this machine)")
-    parser.add_argument("--radio", choices=("3g", "lte", "wifi"), default="3g", help="uplink radio model (default 3g)")
+    parser.add_argument("--radio", choices=("3g", "lte", "wifi"), default="3g",
+                        help="uplink radio model (default 3g)")
     parser.add_argument("--rtt-ms", type=float, nargs=2, metavar=("LOW", "HIGH"), help="range of base RTT per trace")
     parser.add_argument("--deadline-ms", type=float, nargs="+", metavar="MS",
                         help="deadlines drawn per request (default: 0.5, 1, 2 × device-only latency)")
-    parser.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="time between requests (default 0.5)")
+    parser.add_argument("--interval-s", type=float, default=0.5, metavar="S",
+                        help="time between requests (default 0.5)")
     parser.add_argument("--data", metavar="D.npz",
                         help="labelled data (x, y) for per-sample correctness and early-exit thresholds")
     parser.add_argument("--thresholds", type=float, nargs="+", metavar="T",
