@@ -75,7 +75,8 @@ def add_simulation_options(parser: argparse.ArgumentParser) -> None:
                         help="labelled data (x, y) for per-sample correctness and early-exit thresholds")
     parser.add_argument("--thresholds", type=float, nargs="+", metavar="T",
                         help="early-exit confidence thresholds to offer as actions (needs --data)")
-    parser.add_argument("--requests", type=int, metavar="N", help="requests per trace (default: trace length / interval)")
+    parser.add_argument("--requests", type=int, metavar="N",
+                        help="requests per trace (default: trace length / interval)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
     add_backend_options(parser, threads=False)
 
