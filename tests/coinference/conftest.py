@@ -1,8 +1,15 @@
-"""Fixtures of the co-inference tests: a tiny in-memory manifest and a private broker."""
+"""Fixtures of the co-inference tests: a tiny manifest, a private broker, edge processes."""
 
 from __future__ import annotations
 
-from typing import Iterator
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -41,3 +48,80 @@ def broker() -> Iterator[MosquittoBroker]:
     """A Mosquitto on a free loopback port, stopped after the test."""
     with MosquittoBroker() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def other_bundle(tmp_path_factory: pytest.TempPathFactory):
+    """A second, different bundle (untrained digits model, one cut) for unknown-bundle tests."""
+    from tflite_edge import zoo
+    from tflite_edge.converters import convert
+
+    x = zoo.digits_data()[0][:32]
+    return convert(zoo.build_digits_model(seed=1), tmp_path_factory.mktemp("other") / "other", cuts=["block_1_out"],
+                   calibration=x, verify_samples=4)
+
+
+def start_edge_process(
+    broker_url: str, bundle_path: Path, *, python: str = sys.executable, extra: Sequence[str] = (),
+    timeout_s: float = 60.0,
+) -> subprocess.Popen[str]:
+    """Start `tflite-edge edge` in a child process and return once it reports ready."""
+    process = subprocess.Popen(
+        [python, "-m", "tflite_edge", "edge", "--broker", broker_url, "--bundle", str(bundle_path), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert process.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stderr = process.stderr
+
+    def pump() -> None:
+        # Drains the pipe for the process's whole life (a full pipe would block it), then closes it.
+        with stderr:
+            for line in stderr:
+                lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if line.startswith("edge: ready"):
+            return process
+    process.kill()
+    raise AssertionError(f"edge process did not become ready; its stderr:\n{''.join(seen)}")
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    deadline = time.monotonic() + 5
+    while process.stderr is not None and not process.stderr.closed and time.monotonic() < deadline:
+        time.sleep(0.01)  # the pump thread closes the pipe at end of file
+
+
+@pytest.fixture
+def edge_processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """A factory ``start(broker_url, bundle_path, python=..., extra=...)`` of edge processes, all
+    stopped after the test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(broker_url: str, bundle_path: Path, **kwargs: object) -> subprocess.Popen[str]:
+        process = start_edge_process(broker_url, bundle_path, **kwargs)  # type: ignore[arg-type]
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        stop_process(process)

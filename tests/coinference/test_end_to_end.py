@@ -1,0 +1,184 @@
+"""Device and edge workers through a real Mosquitto on loopback, with real TFLite interpreters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from tflite_edge.bundle import Bundle
+from tflite_edge.device import DeviceRuntime, ExitRule, InferenceResult
+from tflite_edge.edge import EdgeHandler, EdgeWorker
+from tflite_edge.errors import UnknownBundleError
+from tflite_edge.runtime import BundleRunner
+from tflite_edge.transport.broker import MosquittoBroker
+from tflite_edge.transport.protocol import ErrorCode, RequestHeader
+from tflite_edge.transport.wire import encode_tensor
+
+pytestmark = pytest.mark.slow
+
+DEADLINE_SLACK_MS = 60.0  # scheduling noise on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def samples(digits_split) -> np.ndarray:
+    return digits_split[2][:6].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference(digits_bundle: Bundle, samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Every exit's probabilities from running the whole chain locally."""
+    return BundleRunner(digits_bundle).predict(samples)
+
+
+def test_every_partition_and_exit_equals_the_local_chain(
+    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray]
+) -> None:
+    seen: list[InferenceResult] = []
+    manifest = digits_bundle.manifest
+    with EdgeWorker(broker.url, [digits_bundle], group="g") as w1, EdgeWorker(broker.url, [digits_bundle], group="g") as w2:
+        with DeviceRuntime(digits_bundle, broker_url=broker.url, device_id="pi-1", on_result=seen.append) as device:
+            for partition in range(manifest.num_segments + 1):
+                for exit_spec in manifest.exits:
+                    for i, x in enumerate(samples):
+                        r = device.infer(x, exit=exit_spec.name, partition=partition, deadline_ms=5000)
+                        assert not r.fell_back, r.error
+                        assert r.exit == exit_spec.name and r.partition == partition
+                        # int8 end to end: bit-exact with the local chain.
+                        assert np.array_equal(r.probabilities, reference[exit_spec.name][i])
+                        assert r.top1_class == int(np.argmax(reference[exit_spec.name][i]))
+                        offloaded = partition <= exit_spec.segment
+                        assert r.ran_on == ("device" if not offloaded else "edge" if partition == 0 else "split")
+                        if offloaded:
+                            assert r.request_bytes > 0 and r.reply_bytes > 0 and r.edge_ms > 0
+                        else:
+                            assert r.request_bytes == r.reply_bytes == 0 and r.transfer_ms == 0
+                        assert r.total_ms >= r.device_ms
+    assert len(seen) == (manifest.num_segments + 1) * len(manifest.exits) * len(samples)
+    # Both workers of the shared group took requests, and none failed.
+    assert w1.served > 0 and w2.served > 0 and w1.failed == w2.failed == 0
+
+
+def test_early_exit_rule_gives_the_same_answer_on_device_and_edge(
+    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray]
+) -> None:
+    # A threshold between the samples' exit_1 confidences, so some stop early and some do not.
+    confidences = reference["exit_1"].max(axis=1)
+    threshold = float(np.median(confidences))
+    rule = ExitRule({"exit_1": threshold})
+    expected = ["exit_1" if c >= threshold else "final" for c in confidences]
+    assert len(set(expected)) == 2
+    with EdgeWorker(broker.url, [digits_bundle]), DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
+        for partition in (0, 1, 3):  # rule applied by the edge, by the edge after the cut, by the device
+            for i, x in enumerate(samples):
+                r = device.infer(x, exit="final", partition=partition, rule=rule, deadline_ms=5000)
+                assert not r.fell_back and r.exit == expected[i]
+                assert r.early_exit == (expected[i] == "exit_1")
+                assert np.array_equal(r.probabilities, reference[expected[i]][i])
+
+
+def test_unknown_bundle_gets_a_clear_error_reply(
+    broker: MosquittoBroker, digits_bundle: Bundle, other_bundle: Bundle, samples: np.ndarray
+) -> None:
+    with EdgeWorker(broker.url, [other_bundle]):
+        with DeviceRuntime(digits_bundle, broker_url=broker.url, raise_remote_errors=True) as strict:
+            with pytest.raises(UnknownBundleError, match=f"does not serve bundle '{digits_bundle.bundle_id}'"):
+                strict.infer(samples[0], partition=1, deadline_ms=5000)
+        with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
+            start = time.perf_counter()
+            r = device.infer(samples[0], partition=1, deadline_ms=5000)
+            # Answered locally right after the error reply, not at the deadline.
+            assert r.fell_back and r.ran_on == "device" and (time.perf_counter() - start) < 2.0
+            assert r.error is not None and "unknown_bundle" in r.error and other_bundle.bundle_id in r.error
+
+
+def test_bad_frames_get_typed_error_replies(digits_bundle: Bundle, other_bundle: Bundle) -> None:
+    handler = EdgeHandler([digits_bundle, other_bundle])
+    manifest = digits_bundle.manifest
+    props = dict(RequestHeader("r1", "pi-1", "final").to_pairs())
+    cut = manifest.segments[1].inputs[0]
+    frame = encode_tensor(np.zeros(cut.shape, np.int8), cut, bundle_id=manifest.bundle_id, segment=1)
+    assert handler.handle(manifest.bundle_id, frame, props).header.ok
+    cases = {
+        "truncated": (manifest.bundle_id, frame[:-3], props),
+        "bad_header": (manifest.bundle_id, b"JUNK" + frame[4:], props),
+        "mismatch": (other_bundle.bundle_id, frame, props),  # frame for another bundle
+        ErrorCode.UNKNOWN_BUNDLE: ("0123456789abcdef", frame, props),
+        ErrorCode.BAD_REQUEST: (manifest.bundle_id, frame, {"rid": "r1"}),
+    }
+    for code, (bundle_id, payload, properties) in cases.items():
+        reply = handler.handle(bundle_id, payload, properties)
+        assert not reply.header.ok and reply.header.code == code and reply.payload == b"", code
+    early = dict(RequestHeader("r1", "pi-1", "exit_1").to_pairs())
+    frame2 = encode_tensor(np.zeros((1, 2, 2, 32), np.int8), manifest.segments[2].inputs[0],
+                           bundle_id=manifest.bundle_id, segment=2)
+    assert handler.handle(manifest.bundle_id, frame2, early).header.code == ErrorCode.BAD_REQUEST
+
+
+def test_deadline_without_edge_falls_back_locally(
+    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray]
+) -> None:
+    with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
+        for deadline_ms in (30.0, 120.0):
+            start = time.perf_counter()
+            r = device.infer(samples[0], exit="final", partition=0, deadline_ms=deadline_ms)
+            wall_ms = (time.perf_counter() - start) * 1e3
+            assert r.fell_back and r.ran_on == "device" and "no reply" in (r.error or "")
+            assert r.total_ms <= deadline_ms + DEADLINE_SLACK_MS and wall_ms <= deadline_ms + DEADLINE_SLACK_MS
+            # It waited for the edge for most of the deadline before giving up.
+            assert r.total_ms >= deadline_ms * 0.5
+            assert np.array_equal(r.probabilities, reference[r.exit][0])
+
+
+def test_broker_outage_falls_back_at_once_and_recovers(
+    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray]
+) -> None:
+    with EdgeWorker(broker.url, [digits_bundle]), DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
+        assert not device.infer(samples[0], partition=1, deadline_ms=2000).fell_back
+        broker.stop()
+        _wait_for(lambda: device.offload is not None and not device.offload.connected, 5.0)
+        start = time.perf_counter()
+        r = device.infer(samples[1], partition=1, deadline_ms=2000)
+        assert r.fell_back and "not connected" in (r.error or "")
+        assert (time.perf_counter() - start) < 0.5  # did not sit out the deadline
+        assert np.array_equal(r.probabilities, reference["final"][1])
+        broker.start()
+        _wait_for(lambda: device.offload is not None and device.offload.connected, 15.0)
+        # The worker reconnects on its own as well; requests offload again.
+        _wait_for(lambda: not device.infer(samples[2], partition=1, deadline_ms=500).fell_back, 15.0)
+
+
+def test_killing_a_worker_mid_stream_loses_no_request(
+    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray],
+    edge_processes: Callable[..., object],
+) -> None:
+    doomed = edge_processes(broker.url, digits_bundle.path)
+    survivor = edge_processes(broker.url, digits_bundle.path)
+    deadline_ms = 250.0
+    results: list[InferenceResult] = []
+    with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
+        for n in range(120):
+            if n == 30:
+                os.kill(doomed.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+            results.append(device.infer(samples[n % len(samples)], partition=1, deadline_ms=deadline_ms))
+    assert len(results) == 120
+    for n, r in enumerate(results):
+        assert np.array_equal(r.probabilities, reference[r.exit][n % len(samples)])
+        assert r.total_ms <= deadline_ms + DEADLINE_SLACK_MS
+    fell_back = [n for n, r in enumerate(results) if r.fell_back]
+    # Only requests the killed worker held can be lost; the survivor takes the rest.
+    assert len(fell_back) <= 3, fell_back
+    assert all(r.offloaded for r in results[40:])
+    assert survivor.poll() is None  # type: ignore[attr-defined]
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.05)
