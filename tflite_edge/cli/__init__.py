@@ -29,6 +29,7 @@ COMMANDS = (
     "device",
     "edge",
     "policy",
+    "firmware",
 )
 
 DESCRIPTION = """\

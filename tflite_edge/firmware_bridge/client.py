@@ -12,6 +12,7 @@ offset, LOAD_BEGIN restarts a load, a repeated LOAD_END returns the same model i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class BridgeClient:
         self._decoder = FrameDecoder(max_payload_bytes=max_payload_bytes)
         self._port: Any = None
         self._seq = 0
+        # One request at a time: the telemetry thread and the inference path share the link.
+        self._lock = threading.RLock()
 
     # -- port ---------------------------------------------------------------------------
     def open(self) -> BridgeClient:
@@ -183,6 +186,10 @@ class BridgeClient:
         Raises ``McuError`` for an ERROR reply, ``BridgeTimeoutError`` when no reply came after
         every retry, ``SerialPortError`` when the port cannot be reopened.
         """
+        with self._lock:
+            return self._request(message, expect)
+
+    def _request(self, message: Message, expect: type[_M]) -> _M:
         msg_type, payload = encode_message(message)
         if len(payload) > self.link_payload_bytes:
             raise SerialMessageError(
