@@ -11,6 +11,7 @@ Delegates: ``"edgetpu"`` (first Edge TPU), ``"edgetpu:usb"``, ``"edgetpu:usb:0"`
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import platform
@@ -114,6 +115,9 @@ def _load_edgetpu(backend: Backend, spec: str) -> Any:
     library = _edgetpu_library()
     options = _edgetpu_options(spec)
     try:
+        # Probe the library first: the interpreter's Delegate object raises again from its
+        # destructor when the library is missing.
+        ctypes.CDLL(library)
         return backend.load_delegate(library, options)
     except OSError as e:
         raise DelegateError(
@@ -165,7 +169,10 @@ class SegmentInterpreter:
                     f"{label} was compiled for the Edge TPU and needs the delegate: run with --delegate edgetpu"
                 ) from e
             raise BackendError(f"{self.backend.name} cannot load {label}: {e}") from e
-        self._inputs = {name: (d["index"], tuple(d["shape"]), np.dtype(d["dtype"])) for name, d in self.input_details.items()}
+        self._inputs = {
+            name: (d["index"], tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]))
+            for name, d in self.input_details.items()
+        }
         self._outputs = {name: d["index"] for name, d in self.output_details.items()}
 
     @property
