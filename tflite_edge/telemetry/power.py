@@ -15,9 +15,9 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import PowerSensorError
 
@@ -61,7 +61,7 @@ class PowerSensor(ABC):
     def read(self) -> PowerReading:
         """The current (or most recent interval's average) power draw."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most sensors hold nothing to release
         """Release the bus, port or file the sensor holds."""
 
     def __enter__(self) -> PowerSensor:
@@ -187,7 +187,7 @@ class RaplPowerSensor(PowerSensor):
 
     def __init__(
         self,
-        zones: list[str | Path],
+        zones: Sequence[str | Path],
         *,
         min_interval_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
@@ -221,7 +221,7 @@ class RaplPowerSensor(PowerSensor):
         now = self._clock()
         after = self._energies()
         delta_uj = 0.0
-        for b, a, wrap in zip(before, after, self._ranges):
+        for b, a, wrap in zip(before, after, self._ranges, strict=True):
             delta_uj += a - b if a >= b else a + wrap - b
         elapsed = now - then
         if elapsed <= 0:
@@ -288,6 +288,6 @@ def discover_power_sensor(
         from .energy import EstimatedPowerSensor
 
         fallback = EstimatedPowerSensor
-    sensor = fallback()
-    log.warning("no power sensor found; power figures are model-based estimates (%s)", sensor.source)
-    return sensor
+    estimate = fallback()
+    log.warning("no power sensor found; power figures are model-based estimates (%s)", estimate.source)
+    return estimate

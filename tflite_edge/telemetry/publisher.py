@@ -28,7 +28,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import __version__
 from ..errors import PowerSensorError, TelemetryError
@@ -201,14 +202,15 @@ class TelemetryPublisher:
         (transfer bytes/time, RTT, losses) at once; the rest is summarised per window.
         """
         obs = observation_from_result(result if result is not None else fields)
-        if obs.bytes_sent > 0 and obs.transfer_ms > 0:
+        link_ok = obs.ok and not obs.timed_out and not obs.link_failed
+        if obs.bytes_sent > 0 and obs.transfer_ms > 0 and link_ok:
             self.link.record_transfer(obs.bytes_sent, obs.transfer_ms / 1000.0)
-        if obs.rtt_ms is not None:
+        if obs.rtt_ms is not None and link_ok:
             self.link.record_rtt(obs.rtt_ms)
         if obs.offloaded or obs.timed_out:
             if obs.timed_out:
                 self.link.record_timeout()
-            elif not obs.ok:
+            elif not link_ok:
                 self.link.record_error()
             else:
                 self.link.record_success()
@@ -249,7 +251,9 @@ class TelemetryPublisher:
         sensor = self.power_sensor
         if isinstance(sensor, EstimatedPowerSensor):
             rate = self.link.throughput.mbps
-            sensor.observe(compute_s=obs.device_compute_ms / 1000, transmit_s=obs.transfer_ms / 1000, throughput_mbps=rate)
+            sensor.observe(
+                compute_s=obs.device_compute_ms / 1000, transmit_s=obs.transfer_ms / 1000, throughput_mbps=rate
+            )
             return request_energy_mj(
                 compute_s=obs.device_compute_ms / 1000,
                 transmit_s=obs.transfer_ms / 1000,
@@ -361,7 +365,8 @@ class TelemetryPublisher:
             with self._lock:
                 if not self._experience:
                     return
-                records = [self._experience.popleft() for _ in range(min(len(self._experience), MAX_EXPERIENCE_RECORDS))]
+                count = min(len(self._experience), MAX_EXPERIENCE_RECORDS)
+                records = [self._experience.popleft() for _ in range(count)]
                 self._experience_seq += 1
                 seq = self._experience_seq
             self._publish("experience", encode(ExperienceBatch(self.device_id, seq, time.time(), records)))

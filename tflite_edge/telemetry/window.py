@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .schema import LatencyStats, RequestStats
 
@@ -24,7 +25,8 @@ class RequestObservation:
 
     ``partition`` is the number of segments the device ran; ``transfer_ms`` is the upload
     of ``bytes_sent`` (0 when nothing was offloaded); ``rtt_ms`` is request sent -> reply
-    received. ``deadline_met`` is None when the request had no deadline.
+    received. ``deadline_met`` is None when the request had no deadline. ``timed_out`` and
+    ``link_failed`` describe the offload (a request may still have been answered locally).
     """
 
     exit: str
@@ -39,11 +41,13 @@ class RequestObservation:
     deadline_met: bool | None = None
     ok: bool = True
     timed_out: bool = False
+    link_failed: bool = False
     segment_ms: Mapping[str, float] = field(default_factory=dict)
     request_id: str | None = None
 
     @property
     def offloaded(self) -> bool:
+        """True when an activation went over the link (answered by the edge or not)."""
         return self.bytes_sent > 0
 
 
@@ -56,14 +60,45 @@ def _get(result: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+def _from_inference_result(result: Any) -> RequestObservation:
+    """The device runtime's ``InferenceResult``: every result carries an answer.
+
+    A fallback (``fell_back``) still answered locally, so it counts as a success of the
+    request but as a loss of the link: a timeout when the deadline ran out, else an error.
+    Its ``transfer_ms`` is the offload round trip minus edge compute (both directions), so
+    the uplink estimate from it is conservative.
+    """
+    offloaded = bool(result.offloaded)
+    error = result.error or ""
+    return RequestObservation(
+        exit=str(result.exit),
+        partition=int(result.partition),
+        total_ms=float(result.total_ms),
+        device_compute_ms=float(result.device_ms),
+        transfer_ms=float(result.transfer_ms),
+        edge_compute_ms=float(result.edge_ms),
+        rtt_ms=float(result.transfer_ms + result.edge_ms) if offloaded else None,
+        bytes_sent=int(result.request_bytes),
+        deadline_ms=result.deadline_ms,
+        deadline_met=result.met_deadline,
+        ok=True,
+        timed_out=bool(result.fell_back) and ("no reply" in error or "deadline" in error or "timed out" in error),
+        link_failed=bool(result.fell_back) and bool(result.request_bytes),
+        request_id=result.request_id,
+    )
+
+
 def observation_from_result(result: Any) -> RequestObservation:
     """A ``RequestObservation`` from any result object or mapping with matching attribute names.
 
-    Accepts the names above and common variants (``exit_name``, ``device_ms``, ``edge_ms``,
+    The device runtime's ``InferenceResult`` is understood as such. Otherwise accepts the
+    names above and common variants (``exit_name``, ``device_ms``, ``edge_ms``,
     ``latency_ms``, ``error``); durations given in seconds (``*_s``) are converted.
     """
     if isinstance(result, RequestObservation):
         return result
+    if all(hasattr(result, name) for name in ("ran_on", "fell_back", "request_bytes", "device_ms")):
+        return _from_inference_result(result)
 
     def ms(*names: str, default: float | None = 0.0) -> float | None:
         value = _get(result, *names)
