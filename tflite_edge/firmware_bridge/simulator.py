@@ -320,11 +320,15 @@ def open_pty() -> tuple[int, int, str]:
 
 def serve(mcu: SimulatedMcu, link: ByteLink, stop: threading.Event, *, baud: int | None = None,
           poll_s: float = 0.05) -> None:
-    """Answer requests on ``link`` until ``stop`` is set; ``baud`` models the link's speed."""
+    """Answer requests on ``link`` until ``stop`` is set or the link closes; ``baud`` models its speed."""
     decoder = FrameDecoder(max_payload_bytes=mcu.max_payload_bytes)
     byte_time_s = 10.0 / baud if baud else 0.0
     while not stop.is_set():
-        data = link.read(poll_s)
+        try:
+            data = link.read(poll_s)
+        except ConnectionError:
+            log.info("the host closed the link")
+            return
         if not data:
             continue
         if byte_time_s:
