@@ -30,6 +30,8 @@ COMMANDS = (
     "edge",
     "policy",
     "firmware",
+    "telemetry",
+    "plot",
 )
 
 DESCRIPTION = """\
