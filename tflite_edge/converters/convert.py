@@ -171,6 +171,10 @@ def convert_model(
     outputs = list(dict.fromkeys([*graph.exits, *chosen]))
     whole_bytes = convert_whole_model(model, outputs, quantize=quantize, calibration=calibration)
     whole = read_whole_model(whole_bytes)
+    if len(whole.inputs) != 1:
+        raise ConversionError(f"the converted model has inputs {sorted(whole.inputs)}; expected one")
+    # The signature may name the input after the Keras tensor rather than the input layer.
+    whole.inputs = {graph.input_name: next(iter(whole.inputs.values()))}
     missing = [n for n in outputs if n not in whole.outputs]
     if missing:
         raise ConversionError(f"the converted model lost the outputs {missing}; this is a converter bug")
