@@ -49,8 +49,11 @@ def main() -> int:
     for script in scripts:
         print(f"running {script.name} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
+        command = [sys.executable, str(script)]
+        if "--json" in script.read_text():  # scripts that can also save their figures as JSON
+            command += ["--json", str(out / f"{script.stem}.json")]
         result = subprocess.run(
-            [sys.executable, str(script), "--json", str(out / f"{script.stem}.json")],
+            command,
             capture_output=True, text=True, env=env,
         )
         took = time.perf_counter() - start
