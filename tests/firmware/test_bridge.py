@@ -38,7 +38,7 @@ def test_invoke_over_pty_equals_bundle_runner(digits_bundle, digits_split, start
             result = client.invoke([q])
             expected = runner.run_segment(0, {digits_bundle.manifest.input.name: q})
             assert result.latency_us > 0
-            for spec, got in zip(layout.outputs, result.outputs):
+            for spec, got in zip(layout.outputs, result.outputs, strict=True):
                 diff = np.abs(got.astype(np.int32) - expected[spec.name].astype(np.int32))
                 worst = max(worst, int(diff.max()))
                 differing += int(np.count_nonzero(diff))
@@ -65,7 +65,7 @@ def test_pty_closed_and_reopened_mid_stream(digits_bundle, digits_split, start_m
         client._port.close()
         again = client.invoke([q]).outputs  # the client reopens the pty and retries
         assert client.stats.reconnects == 1
-        for a, b in zip(first, again):
+        for a, b in zip(first, again, strict=True):
             np.testing.assert_array_equal(a, b)
         # A clean close and reopen of the same path works as well.
         client.close()
@@ -100,7 +100,7 @@ def test_lossy_link_is_retried(digits_bundle, digits_split, start_mcu) -> None:
         client.load(digits_bundle.read_segment(0))  # chunks get retried; offsets keep them idempotent
         for _ in range(4):
             outputs = client.invoke([q]).outputs
-            for spec, got in zip(layout.outputs, outputs):
+            for spec, got in zip(layout.outputs, outputs, strict=True):
                 np.testing.assert_array_equal(got, expected[spec.name])
         assert client.stats.retries >= 3 and client.stats.frames_dropped >= 3
 

@@ -13,7 +13,14 @@ from tflite_edge.errors import SerialFrameError, SerialMessageError
 from tflite_edge.firmware_bridge import framing, messages
 from tflite_edge.firmware_bridge.framing import Frame, FrameDecoder, decode_frame, encode_frame
 from tflite_edge.firmware_bridge.messages import (
-    ErrorReply, Hello, Invoke, MessageType, Tensor, TensorDesc, decode_message, encode_message,
+    ErrorReply,
+    Hello,
+    Invoke,
+    MessageType,
+    Tensor,
+    TensorDesc,
+    decode_message,
+    encode_message,
 )
 
 from .vectors import example_messages

@@ -5,8 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from tflite_edge.firmware_bridge.messages import (
-    Capabilities, ErrorReply, GetTelemetry, Hello, Invoke, LoadAck, LoadBegin, LoadChunk, LoadEnd,
-    DTYPE_CODES, Message, ModelInfo, Result, Telemetry, Tensor, TensorDesc,
+    DTYPE_CODES,
+    Capabilities,
+    ErrorReply,
+    GetTelemetry,
+    Hello,
+    Invoke,
+    LoadAck,
+    LoadBegin,
+    LoadChunk,
+    LoadEnd,
+    Message,
+    ModelInfo,
+    Result,
+    Telemetry,
+    Tensor,
+    TensorDesc,
 )
 
 

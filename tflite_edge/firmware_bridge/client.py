@@ -15,16 +15,34 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..errors import BridgeTimeoutError, McuError, SerialMessageError, SerialPortError
 from .framing import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, FrameDecoder, encode_frame
 from .messages import (
-    Capabilities, ErrorCode, ErrorReply, GetTelemetry, Hello, Invoke, LoadAck, LoadBegin, LoadChunk, LoadEnd,
-    Message, MessageType, ModelInfo, Result, Telemetry, Tensor, TensorDesc, decode_message, encode_message,
+    Capabilities,
+    ErrorCode,
+    ErrorReply,
+    GetTelemetry,
+    Hello,
+    Invoke,
+    LoadAck,
+    LoadBegin,
+    LoadChunk,
+    LoadEnd,
+    Message,
+    MessageType,
+    ModelInfo,
+    Result,
+    Telemetry,
+    Tensor,
+    TensorDesc,
+    decode_message,
+    encode_message,
 )
 
 __all__ = ["BridgeClient", "InvokeResult", "ClientStats"]

@@ -72,7 +72,7 @@ def _header_source(
         "// Tensors in TFLM order (interpreter.input(i) / output(i)); real = scale * (q - zero_point):",
     ]
     for kind, descs, names in (("input", report.inputs, input_names), ("output", report.outputs, output_names)):
-        for i, (desc, name) in enumerate(zip(descs, names)):
+        for i, (desc, name) in enumerate(zip(descs, names, strict=True)):
             lines.append(f"//   {kind} {i}: {name:<16} {desc.dtype}{list(desc.shape)} "
                          f"scale={desc.scale:.9g} zero_point={desc.zero_point}")
     lines += [
@@ -108,7 +108,8 @@ def export_segment(
     from .layout import segment_layout
 
     if not 0 <= index < bundle.manifest.num_segments:
-        raise InputError(f"segment {index} does not exist; the bundle has segments 0..{bundle.manifest.num_segments - 1}")
+        last = bundle.manifest.num_segments - 1
+        raise InputError(f"segment {index} does not exist; the bundle has segments 0..{last}")
     name = _identifier(array_name)
     model = bundle.read_segment(index)
     report = check_micro(model, label=f"segment {index}")

@@ -12,7 +12,8 @@ power readings as a telemetry ``PowerSensor``, so the device's telemetry on
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class McuBundleRunner(BundleRunner):
             result = self.client.invoke(feeds, slot=self.slot)
         self.last_mcu_latency_us = result.latency_us
         self.last_round_trip_ms = result.round_trip_ms
-        return {spec.name: out for spec, out in zip(self.layout.outputs, result.outputs)}
+        return {spec.name: out for spec, out in zip(self.layout.outputs, result.outputs, strict=True)}
 
 
 class McuPowerSensor(PowerSensor):

@@ -15,8 +15,9 @@ from __future__ import annotations
 import enum
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
@@ -206,7 +207,9 @@ class Tensor:
 
     def encode(self) -> bytes:
         if len(self.data) != self.desc.nbytes:
-            raise SerialMessageError(f"tensor {self.index}: {len(self.data)} data bytes, shape needs {self.desc.nbytes}")
+            raise SerialMessageError(
+                f"tensor {self.index}: {len(self.data)} data bytes, shape needs {self.desc.nbytes}"
+            )
         return bytes([self.index]) + self.desc.encode() + self.data
 
     @classmethod
@@ -369,7 +372,8 @@ class ModelInfo(_Message):
     outputs: tuple[TensorDesc, ...]
 
     def encode_payload(self) -> bytes:
-        return struct.pack("<BI", self.slot, self.arena_used_bytes) + _encode_list(self.inputs) + _encode_list(self.outputs)
+        head = struct.pack("<BI", self.slot, self.arena_used_bytes)
+        return head + _encode_list(self.inputs) + _encode_list(self.outputs)
 
     @classmethod
     def decode_payload(cls, r: _Reader) -> ModelInfo:
@@ -467,11 +471,11 @@ Message = (
     Hello | Capabilities | LoadBegin | LoadChunk | LoadAck | LoadEnd | ModelInfo | Invoke | Result
     | GetTelemetry | Telemetry | ErrorReply
 )
-_BY_TYPE: dict[int, type[_Message]] = {
-    cls.TYPE: cls
-    for cls in (Hello, Capabilities, LoadBegin, LoadChunk, LoadAck, LoadEnd, ModelInfo, Invoke, Result,
-                GetTelemetry, Telemetry, ErrorReply)
-}
+_CLASSES: tuple[type[_Message], ...] = (
+    Hello, Capabilities, LoadBegin, LoadChunk, LoadAck, LoadEnd, ModelInfo, Invoke, Result, GetTelemetry, Telemetry,
+    ErrorReply,
+)
+_BY_TYPE: dict[int, type[_Message]] = {cls.TYPE: cls for cls in _CLASSES}
 
 
 def encode_message(message: Message) -> tuple[int, bytes]:

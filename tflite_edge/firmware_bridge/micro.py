@@ -17,8 +17,9 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ class MicroModel:
         """Run once on arrays given in input order; returns (outputs in order, invoke time in µs)."""
         if len(inputs) != len(self.inputs):
             raise MicroModelError(f"{self.label} takes {len(self.inputs)} inputs, got {len(inputs)}")
-        for index, (array, desc) in enumerate(zip(inputs, self.inputs)):
+        for index, (array, desc) in enumerate(zip(inputs, self.inputs, strict=True)):
             if array.shape != desc.shape or array.dtype != np.dtype(desc.dtype):
                 raise MicroModelError(
                     f"{self.label} input {index} must be {desc.dtype}{list(desc.shape)}, "

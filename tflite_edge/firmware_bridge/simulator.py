@@ -28,8 +28,23 @@ import numpy as np
 from ..errors import MicroModelError, SerialMessageError
 from .framing import PROTOCOL_VERSION, Frame, FrameDecoder, encode_frame
 from .messages import (
-    Capabilities, ErrorCode, ErrorReply, GetTelemetry, Hello, Invoke, LoadBegin, LoadChunk, LoadAck, LoadEnd,
-    Message, ModelInfo, Result, Telemetry, Tensor, decode_message, encode_message,
+    Capabilities,
+    ErrorCode,
+    ErrorReply,
+    GetTelemetry,
+    Hello,
+    Invoke,
+    LoadAck,
+    LoadBegin,
+    LoadChunk,
+    LoadEnd,
+    Message,
+    ModelInfo,
+    Result,
+    Telemetry,
+    Tensor,
+    decode_message,
+    encode_message,
 )
 from .micro import MicroModel
 
@@ -145,8 +160,8 @@ class SimulatedMcu:
         if isinstance(request, LoadBegin):
             self._slot(request.slot)
             if request.total_bytes > self.max_model_bytes:
-                raise _Refusal(ErrorCode.MODEL_TOO_LARGE,
-                               f"model of {request.total_bytes} bytes exceeds {self.max_model_bytes} bytes of model memory")
+                raise _Refusal(ErrorCode.MODEL_TOO_LARGE, f"model of {request.total_bytes} bytes exceeds "
+                               f"{self.max_model_bytes} bytes of model memory")
             # A new load replaces whatever the slot held.
             self.slots[request.slot] = _Slot(request.total_bytes, request.crc32, bytearray(), True)
             return LoadAck(request.slot, 0)
@@ -230,7 +245,7 @@ class SimulatedMcu:
         self.invokes += 1
         tensors = tuple(
             Tensor.from_array(i, np.asarray(out), desc.scale, desc.zero_point)
-            for i, (out, desc) in enumerate(zip(outputs, model.outputs))
+            for i, (out, desc) in enumerate(zip(outputs, model.outputs, strict=True))
         )
         return Result(latency_us, tensors)
 
