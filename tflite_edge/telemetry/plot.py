@@ -90,9 +90,16 @@ def _plot_latency(plt: Any, series: dict[str, Series], out: Path) -> Path:
         axes[0].plot(s.t_s, s.values(lambda m: m.latency.total_p95_ms), "--", color=color, alpha=0.8,
                      label=f"{s.device_id} p95")
     axes[0].set_ylabel("end-to-end latency (ms)")
-    axes[0].set_title("Latency per window (solid: median, dashed: 95th percentile)")
+    observed = [v for s in series.values() for m in s.messages
+                for v in (m.latency.total_p50_ms, m.latency.total_p95_ms) if v is not None and v > 0]
+    log_scale = bool(observed) and max(observed) / min(observed) > 20
+    if log_scale:  # local answers in µs and edge timeouts in tens of ms both stay readable
+        axes[0].set_yscale("log")
+    else:
+        axes[0].set_ylim(bottom=0)
+    axes[0].set_title("Latency per window (solid: median, dashed: 95th percentile"
+                      + (", log scale)" if log_scale else ")"))
     axes[0].legend(ncol=2, loc="upper left")
-    axes[0].set_ylim(bottom=0)
     # Where the time goes, for the first device (mean per window): stacked parts.
     first = next(iter(series.values()))
     parts = [
@@ -147,15 +154,19 @@ def _plot_power(plt: Any, series: dict[str, Series], out: Path) -> Path:
         axes[0].plot(s.t_s, s.values(lambda m: m.power.power_mw), style, marker="o", ms=3, color=color, label=label)
         axes[1].plot(s.t_s, s.values(lambda m: m.power.energy_per_inference_mj), style, marker="o", ms=3,
                      color=color, label=s.device_id)
-        axes[2].plot(s.t_s, s.values(lambda m: m.system.cpu_load_percent), "-", color=color,
-                     label=f"{s.device_id} CPU load (%)")
-        axes[2].plot(s.t_s, s.values(lambda m: m.system.cpu_temperature_c), ":", color=color,
-                     label=f"{s.device_id} CPU temperature (°C)")
+        for getter, style, what in (
+            (lambda m: m.system.cpu_load_percent, "-", "CPU load (%, whole machine)"),
+            (lambda m: m.system.cpu_temperature_c, ":", "CPU temperature (°C)"),
+        ):
+            values = s.values(getter)
+            if any(v == v for v in values):  # leave out what this device does not report
+                axes[2].plot(s.t_s, values, style, color=color, label=f"{s.device_id} {what}")
     axes[0].set_ylabel("power (mW)")
     axes[0].set_title("Device power" + (" (dashed: model-based estimate, no sensor)" if any_estimated else ""))
     axes[1].set_ylabel("energy (mJ)")
     axes[1].set_title("Energy per inference")
     axes[2].set_ylabel("% / °C")
+    axes[2].set_ylim(0, 105)
     axes[2].set_title("CPU load and temperature")
     for ax in axes:
         ax.set_ylim(bottom=0)
@@ -163,18 +174,25 @@ def _plot_power(plt: Any, series: dict[str, Series], out: Path) -> Path:
     return _finish(fig, axes, "Power and energy", out)
 
 
+def _sort_key(name: str) -> tuple[int, str]:
+    # Partitions are numbers: 0, 1, ..., 10 (not 0, 1, 10, 2); exit names sort as text.
+    return (int(name), "") if name.isdigit() else (1 << 30, name)
+
+
 def _mix_bars(ax: Any, s: Series, key: str, title: str) -> None:
-    names = sorted({k for m in s.messages for k in getattr(m.requests, key)}, key=lambda k: (len(k), k))
-    bottoms = [0.0] * len(s.messages)
-    width = min((b - a for a, b in zip(s.t_s, s.t_s[1:], strict=False)), default=1.0) * 0.9 or 0.9
+    names = sorted({k for m in s.messages for k in getattr(m.requests, key)}, key=_sort_key)
+    # Each window is one bar spanning the window it summarises (it ends at its timestamp).
+    busy = [(t, m) for t, m in zip(s.t_s, s.messages, strict=True) if sum(getattr(m.requests, key).values())]
+    lefts = [t - m.window_s for t, m in busy]
+    widths = [max(m.window_s, 1e-3) for _, m in busy]
+    bottoms = [0.0] * len(busy)
     for j, name in enumerate(names):
         shares = []
-        for m in s.messages:
+        for _, m in busy:
             counts = getattr(m.requests, key)
-            total = sum(counts.values())
-            shares.append(100.0 * counts.get(name, 0) / total if total else 0.0)
-        ax.bar(s.t_s, shares, width=width, bottom=bottoms, color=_PALETTE[j % len(_PALETTE)], label=name,
-               align="center")
+            shares.append(100.0 * counts.get(name, 0) / sum(counts.values()))
+        ax.bar(lefts, shares, width=widths, bottom=bottoms, align="edge", color=_PALETTE[j % len(_PALETTE)],
+               label=name, edgecolor="white", linewidth=0.5)
         bottoms = [b + v for b, v in zip(bottoms, shares, strict=True)]
     ax.set_ylim(0, 100)
     ax.set_ylabel("share of requests (%)")
