@@ -39,9 +39,15 @@ Hierarchy::
     │   ├── BridgeTimeoutError      the microcontroller did not answer in time, after retries
     │   ├── McuError                the microcontroller answered with an error code and text
     │   └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
-    └── PolicyError                 the exit/offload policy, its simulator or its training cannot run
-        ├── TraceError              a bandwidth trace is missing, empty or malformed
-        └── ProfileError            a latency profile or device profile does not fit the bundle
+    ├── PolicyError                 the exit/offload policy, its simulator or its training cannot run
+    │   ├── TraceError              a bandwidth trace is missing, empty or malformed
+    │   └── ProfileError            a latency profile or device profile does not fit the bundle
+    └── SecurityError               signing, verification, TLS or broker access set-up failed
+        ├── SigningKeyError         a key file is missing, unreadable, encrypted without a password or not Ed25519
+        ├── SignatureError          a signature does not verify: tampered content or an untrusted key
+        │   └── MissingSignatureError  the bundle or policy carries no signature at all
+        ├── TlsSettingsError        a CA, certificate or key file for TLS is missing or unusable
+        └── BrokerConfigError       a broker configuration (users, ACLs, password file) cannot be made
 
 Third-party exceptions are translated at the boundary and re-raised ``from`` their cause.
 Later subsystems (wire format, transport, telemetry, agents, firmware bridge) add their
@@ -88,6 +94,12 @@ __all__ = [
     "PolicyError",
     "TraceError",
     "ProfileError",
+    "SecurityError",
+    "SigningKeyError",
+    "SignatureError",
+    "MissingSignatureError",
+    "TlsSettingsError",
+    "BrokerConfigError",
 ]
 
 
@@ -269,3 +281,27 @@ class TraceError(PolicyError):
 
 class ProfileError(PolicyError):
     """A latency profile or device profile does not fit the bundle it is used with."""
+
+
+class SecurityError(TfliteEdgeError):
+    """Signing, signature verification, TLS or broker access control cannot be set up or failed."""
+
+
+class SigningKeyError(SecurityError):
+    """A signing or verification key file is missing, unreadable, needs a password, or is not Ed25519."""
+
+
+class SignatureError(SecurityError):
+    """A signature does not verify: the content was changed after signing, or the key is not trusted."""
+
+
+class MissingSignatureError(SignatureError):
+    """The bundle, policy or message carries no signature; sign it with `tflite-edge sign`."""
+
+
+class TlsSettingsError(SecurityError):
+    """A CA, certificate or private key file for TLS is missing, unreadable or does not match."""
+
+
+class BrokerConfigError(SecurityError):
+    """A Mosquitto configuration (users, passwords, ACLs, TLS listener) cannot be generated."""
