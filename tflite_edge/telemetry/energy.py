@@ -134,12 +134,12 @@ class EstimatedPowerSensor(PowerSensor):
             now = self._clock()
             elapsed = now - self._since
             if elapsed > 0:
+                # Reported activity cannot exceed the interval (requests may straddle two reads).
                 busy_s = min(self._compute_s, elapsed)
-                energy_mj = (
-                    self.compute.active_mw * busy_s
-                    + self.compute.idle_mw * (elapsed - busy_s)
-                    + self._radio_mj
-                )
+                radio_mj = self._radio_mj
+                if self._transmit_s > elapsed:
+                    radio_mj *= elapsed / self._transmit_s
+                energy_mj = self.compute.active_mw * busy_s + self.compute.idle_mw * (elapsed - busy_s) + radio_mj
                 self._last_mw = energy_mj / elapsed
                 self._since = now
                 self._compute_s = self._transmit_s = self._radio_mj = 0.0
