@@ -47,6 +47,7 @@ __all__ = [
     "Outcomes",
     "Scenario",
     "Simulator",
+    "observation_from_context",
 ]
 
 OBSERVATION_FEATURES = (
@@ -59,6 +60,38 @@ OBSERVATION_FEATURES = (
     "edge_load",
     "bias",
 )
+
+
+def observation_from_context(
+    *,
+    throughput_mbps: np.ndarray | float,
+    throughput_std_mbps: np.ndarray | float,
+    rtt_ms: np.ndarray | float,
+    deadline_ms: np.ndarray | float,
+    power_budget_mw: np.ndarray | float,
+    device_speed: np.ndarray | float,
+    edge_load: np.ndarray | float,
+    reference_ms: float,
+) -> np.ndarray:
+    """The policy's input features (:data:`OBSERVATION_FEATURES`) from a device's measured context.
+
+    The simulator and a device running a learned policy both call this, so a policy sees
+    the same features in training and in the field. ``reference_ms`` is the device-only
+    latency of the final exit at nominal speed (``Simulator.reference_ms``, stored with a
+    trained policy). Scalars give one row; arrays give one row per request.
+    """
+    throughput = np.maximum(np.asarray(throughput_mbps, dtype=np.float64), 1e-6)
+    columns = [
+        np.log2(throughput),
+        np.asarray(throughput_std_mbps, dtype=np.float64) / throughput,
+        np.asarray(rtt_ms, dtype=np.float64) / 100.0,
+        np.log2(np.asarray(deadline_ms, dtype=np.float64) / reference_ms),
+        np.asarray(power_budget_mw, dtype=np.float64) / 1000.0,
+        np.asarray(device_speed, dtype=np.float64),
+        np.asarray(edge_load, dtype=np.float64),
+    ]
+    rows = np.broadcast_arrays(*columns)
+    return np.stack([*rows, np.ones_like(rows[0])], axis=-1).astype(np.float32).reshape(-1, len(OBSERVATION_FEATURES))
 
 
 @dataclass(frozen=True)
@@ -139,19 +172,16 @@ class Episode:
         cached = self._cache.get("obs")
         if isinstance(cached, np.ndarray):
             return cached
-        obs = np.stack(
-            [
-                np.log2(self.est_mbps),
-                self.std_mbps / self.est_mbps,
-                self.rtt_est_ms / 100.0,
-                np.log2(self.deadline_ms / self.reference_ms),
-                self.power_budget_mw / 1000.0,
-                self.device_speed,
-                self.edge_load,
-                np.ones_like(self.t_s),
-            ],
-            axis=1,
-        ).astype(np.float32)
+        obs = observation_from_context(
+            throughput_mbps=self.est_mbps,
+            throughput_std_mbps=self.std_mbps,
+            rtt_ms=self.rtt_est_ms,
+            deadline_ms=self.deadline_ms,
+            power_budget_mw=self.power_budget_mw,
+            device_speed=self.device_speed,
+            edge_load=self.edge_load,
+            reference_ms=self.reference_ms,
+        )
         self._cache["obs"] = obs
         return obs
 

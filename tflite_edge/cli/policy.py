@@ -21,6 +21,15 @@ deadline), energy (AutoScale: energy under deadline and accuracy floor), latency
 """
 
 
+TRAIN_EPILOG = """\
+example:
+  tflite-edge policy train --bundle bundle --profile profile.json \\
+      --traces ../shared/data/bandwidth-traces/norway-3g --objective accuracy -o policy
+  tflite-edge policy evaluate --bundle bundle --profile profile.json \\
+      --traces ../shared/data/bandwidth-traces/norway-3g --objective accuracy --policy policy
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "policy", help="simulate and compare exit/offload policies over bandwidth traces",
@@ -38,6 +47,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="a policy to include (repeatable; default: every baseline and the oracle)")
     simulate.add_argument("--json", action="store_true", help="print JSON")
     simulate.set_defaults(func=run_simulate)
+
+    train = commands.add_parser(
+        "train", help="train a policy with TF-Agents and export it to TFLite",
+        description="Train a contextual-bandit policy (TF-Agents) on simulated requests over the training "
+                    "traces and export POLICY_DIR/policy.tflite and policy.json. A share of the traces "
+                    "(--held-out) is never used in training; `policy evaluate` reports on it. Training "
+                    "resumes from POLICY_DIR/checkpoints when present.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_simulation_options(train)
+    train.add_argument("-o", "--output", required=True, metavar="POLICY_DIR", help="policy directory to write")
+    train.add_argument("--agent", choices=("neural-epsilon-greedy", "linucb"), default="neural-epsilon-greedy",
+                       help="TF-Agents agent (default neural-epsilon-greedy)")
+    train.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    train.add_argument("--batch-size", type=int, default=256, help="requests per training step (default 256)")
+    train.add_argument("--held-out", type=float, default=0.25, metavar="F",
+                       help="share of the traces kept out of training for evaluation (default 0.25; 0 uses all)")
+    train.set_defaults(func=run_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="compare a trained policy with every baseline and the oracle on held-out traces",
+        description="Evaluate POLICY_DIR (policy.tflite, run through the TFLite interpreter as a device would) "
+                    "against every baseline and the oracle on traces it was not trained on. Use the same "
+                    "simulation options as for training.",
+    )
+    add_simulation_options(evaluate)
+    evaluate.add_argument("--policy", required=True, metavar="POLICY_DIR", help="a directory from `policy train`")
+    evaluate.add_argument("--all-traces", action="store_true",
+                          help="also evaluate on traces used in training (default: held-out traces only)")
+    evaluate.add_argument("--plots", metavar="DIR", help="write reward-over-time and action-vs-throughput plots")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(func=run_evaluate)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -154,4 +195,69 @@ def run_simulate(args: argparse.Namespace) -> int:
           f"device {simulator.device.name} (×{simulator.device.slowdown:.1f}), radio {simulator.radio.name}, "
           f"{len(simulator.actions)} actions")
     print(format_table(results))
+    return 0
+
+
+def _simulation_record(args: argparse.Namespace) -> dict[str, object]:
+    keys = ("objective", "accuracy_floor", "miss_penalty", "device", "device_slowdown", "device_power_mw",
+            "edge_slowdown", "radio", "rtt_ms", "deadline_ms", "interval_s", "thresholds", "requests", "seed")
+    return {k: getattr(args, k) for k in keys}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..agents import split_traces
+    from ..agents.training import TrainConfig, train_policy
+
+    simulator, traces, objective = build_from_args(args)
+    held_out: list = []
+    if args.held_out > 0:
+        traces, held_out = split_traces(traces, held_out=args.held_out, seed=args.seed)
+    config = TrainConfig(agent=args.agent, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    progress(f"training {config.agent} on {len(traces)} traces ({len(held_out)} held out), {config.steps} steps")
+    result = train_policy(
+        simulator, traces, objective, args.output, config,
+        progress=lambda step, loss: progress(f"step {step}/{config.steps}  loss {loss:.5f}"),
+        record={"simulation": _simulation_record(args), "held_out_traces": [t.name for t in held_out]},
+    )
+    print(f"wrote {result.policy_dir / 'policy.tflite'} ({result.tflite_bytes:,} B) and policy.json: "
+          f"{result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.5f}")
+    print(f"evaluate it: tflite-edge policy evaluate --policy {result.policy_dir} (with the same options)")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..agents import BASELINES, compare, format_table
+    from ..agents.tflite_policy import TFLitePolicy
+    from ..errors import PolicyError
+
+    simulator, traces, objective = build_from_args(args)
+    policy = TFLitePolicy(args.policy, backend=args.backend)
+    trained_on = set(policy.metadata.get("training_traces", []))
+    if not args.all_traces:
+        traces = [t for t in traces if t.name not in trained_on]
+        if not traces:
+            raise PolicyError("every trace was used in training; pass other traces or --all-traces")
+    results = compare(simulator, traces, objective, [policy, *BASELINES], seed=args.seed, requests=args.requests)
+    if args.plots:
+        from ..agents.plots import plot_evaluation
+
+        for path in plot_evaluation(simulator, traces, objective, policy, args.plots, seed=args.seed):
+            progress(f"wrote {path}")
+    oracle = next(r for r in results if r.policy == "oracle").mean_reward
+    best = max((r for r in results if r.policy not in ("oracle", policy.name)), key=lambda r: r.mean_reward)
+    learned = results[0]
+    if args.json:
+        print_json({
+            "policy": str(args.policy), "objective": objective.name, "traces": [t.name for t in traces],
+            "held_out_only": not args.all_traces, "results": [r.to_dict() for r in results],
+            "learned_vs_oracle": learned.mean_reward / oracle if oracle > 0 else None,
+            "best_baseline": best.policy,
+        })
+        return 0
+    print(f"policy {args.policy} ({policy.backend_name}) on {len(traces)} "
+          f"{'held-out ' if not args.all_traces else ''}traces, objective {objective.name}")
+    print(format_table(results))
+    if oracle > 0:
+        print(f"learned/oracle mean reward: {learned.mean_reward / oracle:.1%}; best baseline: {best.policy} "
+              f"({best.mean_reward:.4f})")
     return 0
