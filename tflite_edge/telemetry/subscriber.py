@@ -145,6 +145,8 @@ class DeviceView:
     device_id: str
     status: str = "?"
     last: TelemetryMessage | None = None
+    #: the latest window that had requests: latency columns keep showing it while the device idles
+    last_busy: TelemetryMessage | None = None
     last_seen_unix_s: float = 0.0
     requests: int = 0
     exits: Counter[str] = field(default_factory=Counter)
@@ -168,6 +170,8 @@ class FleetView:
                 view.status = message.state
             elif isinstance(message, TelemetryMessage):
                 view.last = message
+                if message.requests.count:
+                    view.last_busy = message
                 if view.status == "?":
                     view.status = "online"
                 view.requests += message.requests.count
@@ -198,10 +202,14 @@ COLUMNS = (
 
 
 def render_table(views: list[DeviceView]) -> str:
-    """A plain-text table of the fleet (estimated power is marked with ``~``)."""
+    """A plain-text table of the fleet (estimated power is marked with ``~``).
+
+    Latency and energy come from each device's latest window with requests; link and power
+    from its latest window.
+    """
     rows = [list(COLUMNS)]
     for v in views:
-        t = v.last
+        t, busy = v.last, v.last_busy
         power = "-"
         if t is not None and t.power.power_mw is not None:
             power = ("~" if t.power.estimated else "") + f"{t.power.power_mw:.0f}"
@@ -212,12 +220,12 @@ def render_table(views: list[DeviceView]) -> str:
                 str(v.requests),
                 _mix(v.exits),
                 _mix(v.partitions),
-                _num(t.latency.total_p50_ms if t else None),
-                _num(t.latency.total_p95_ms if t else None),
+                _num(busy.latency.total_p50_ms if busy else None),
+                _num(busy.latency.total_p95_ms if busy else None),
                 _num(t.link.uplink_mbps if t else None, "{:.2f}"),
                 _num(t.link.rtt_ms if t else None),
                 power,
-                _num(t.power.energy_per_inference_mj if t else None),
+                _num(busy.power.energy_per_inference_mj if busy else None),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
