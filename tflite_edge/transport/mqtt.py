@@ -10,9 +10,11 @@ Broker URL grammar::
 
     mqtt://[user[:password]@]host[:port]     plain TCP, default port 1883
     mqtts://[user[:password]@]host[:port]    TLS, default port 8883, system CA store
+    mqtts://...?ca=CA.crt[&cert=CLIENT.crt&key=CLIENT.key]   own CA, mutual TLS
 
 User name and password may be percent-encoded (``%40`` for ``@``). IPv6 hosts go in
-brackets: ``mqtt://[::1]:1883``.
+brackets: ``mqtt://[::1]:1883``. The TLS query options are described in
+``tflite_edge.security.tls``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 
-from ..errors import BrokerConnectionError, BrokerUrlError
+from ..errors import BrokerConnectionError, BrokerUrlError, TlsSettingsError
+from ..security.tls import TlsSettings, tls_settings_from_query
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -70,6 +73,7 @@ class BrokerAddress:
     tls: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    tls_settings: TlsSettings | None = None
 
     @property
     def url(self) -> str:
@@ -77,7 +81,8 @@ class BrokerAddress:
         scheme = "mqtts" if self.tls else "mqtt"
         user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{user}{host}:{self.port}"
+        query = f"?{self.tls_settings.query()}" if self.tls_settings and self.tls_settings.query() else ""
+        return f"{scheme}://{user}{host}:{self.port}{query}"
 
     def __str__(self) -> str:
         return self.url
@@ -109,8 +114,15 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise BrokerUrlError(
             f"broker URL scheme {parts.scheme!r} is not supported; use mqtt:// (TCP) or mqtts:// (TLS)"
         )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise BrokerUrlError(f"broker URL {_redact(text)!r} must not have a path, query or fragment")
+    if parts.path not in ("", "/") or parts.fragment or (parts.query and scheme != "mqtts"):
+        raise BrokerUrlError(
+            f"broker URL {_redact(text)!r} must not have a path or fragment, and options (?ca=...) only with mqtts://"
+        )
+    try:
+        tls_settings = tls_settings_from_query(dict(urllib.parse.parse_qsl(parts.query, strict_parsing=True))
+                                               if parts.query else {})
+    except (TlsSettingsError, ValueError) as e:
+        raise BrokerUrlError(f"broker URL {_redact(text)!r}: {e}") from e
     try:
         port = parts.port
     except ValueError as e:
@@ -130,6 +142,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
         tls=scheme == "mqtts",
         username=username,
         password=password,
+        tls_settings=tls_settings,
     )
 
 
@@ -152,6 +165,7 @@ def make_client(
     max_reconnect_delay_s: int = 30,
     ca_certs: str | None = None,
     session_expiry_s: int = 0,
+    tls: TlsSettings | None = None,
 ) -> paho.Client:
     """A paho-mqtt 2.x MQTT 5 client for ``url``, configured but not yet running.
 
@@ -159,7 +173,8 @@ def make_client(
     ``client.loop_start()`` (or call ``connect_and_start``) and the loop thread connects,
     and reconnects after any loss with exponential backoff, on its own. Subscriptions
     should therefore be (re)made in ``on_connect``. ``session_expiry_s=0`` means the broker
-    forgets the session on disconnect, which suits stateless clients.
+    forgets the session on disconnect, which suits stateless clients. ``tls`` (or the
+    URL's ``?ca=&cert=&key=`` options) sets the CA and the client certificate for mutual TLS.
     """
     address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
     client = paho.Client(
@@ -171,7 +186,10 @@ def make_client(
     client.enable_logger(_PAHO_LOG)
     if address.username is not None:
         client.username_pw_set(address.username, address.password)
-    if address.tls:
+    settings = tls or address.tls_settings
+    if settings is not None:
+        client.tls_set_context(settings.context())
+    elif address.tls:
         try:
             client.tls_set(ca_certs=ca_certs, cert_reqs=ssl.CERT_REQUIRED)
         except (OSError, ssl.SSLError, ValueError) as e:
