@@ -153,8 +153,9 @@ def test_discovery_order_hwmon_then_rapl_then_labelled_estimate(tmp_path):
     powercap = rapl_tree(tmp_path)
     empty = tmp_path / "empty"
     assert discover_power_sensor(hwmon_root=hwmon, powercap_root=powercap).source == "hwmon:ina260:ch1"
-    assert discover_power_sensor(hwmon_root=empty, powercap_root=powercap).source == "rapl:package-0"
-    fallback = discover_power_sensor(hwmon_root=empty, powercap_root=empty)
+    rapl = discover_power_sensor(hwmon_root=empty, powercap_root=powercap, probe_vcgencmd=False)
+    assert rapl.source == "rapl:package-0"
+    fallback = discover_power_sensor(hwmon_root=empty, powercap_root=empty, probe_vcgencmd=False)
     assert isinstance(fallback, EstimatedPowerSensor)
     reading = fallback.read()
     assert reading.estimated and reading.source == "model:wifi"
@@ -190,3 +191,27 @@ def test_estimated_sensor_averages_the_interval():
     assert reading.estimated
     with pytest.raises(PowerSensorError, match="unknown radio model"):
         EstimatedPowerSensor(radio="5g")
+
+
+PMIC_OUTPUT = """\
+     3V7_WL_SW_A current(0)=0.01000000A
+       3V3_SYS_A current(1)=0.05000000A
+        VDD_CORE_A current(7)=1.00000000A
+     3V7_WL_SW_V volt(8)=3.70000000V
+       3V3_SYS_V volt(9)=3.30000000V
+        VDD_CORE_V volt(15)=0.80000000V
+         EXT5V_V volt(24)=5.10000000V
+        BATT_V volt(25)=0.00000000V
+"""
+
+
+def test_pi5_pmic_rails_are_summed():
+    from tflite_edge.telemetry.power_pi import PmicPowerSensor, parse_pmic_adc
+
+    power_mw, input_mv = parse_pmic_adc(PMIC_OUTPUT)
+    assert power_mw == pytest.approx((0.01 * 3.7 + 0.05 * 3.3 + 1.0 * 0.8) * 1000)
+    assert input_mv == pytest.approx(5100.0)
+    reading = PmicPowerSensor(run=lambda: PMIC_OUTPUT).read()
+    assert reading.source == "vcgencmd:pmic" and not reading.estimated and reading.voltage_mv == pytest.approx(5100)
+    with pytest.raises(PowerSensorError, match="not a Pi 5"):
+        parse_pmic_adc("error=1 error_msg=\"Command not registered\"")

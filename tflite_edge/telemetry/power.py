@@ -2,9 +2,10 @@
 
 ``PowerSensor.read()`` returns a ``PowerReading``. Real sources live here (Linux hwmon,
 Intel RAPL) and beside this module (``power_i2c``: INA219/INA260 over I2C;
-``power_serial``: a serial power meter). When none is found, ``discover_power_sensor``
-falls back to the model-based estimate of ``energy.EstimatedPowerSensor``, whose readings
-say ``estimated=True`` so that no message passes a guess off as a measurement.
+``power_serial``: a serial power meter; ``power_pi``: the Raspberry Pi 5 PMIC). When none
+is found, ``discover_power_sensor`` falls back to the model-based estimate of
+``energy.EstimatedPowerSensor``, whose readings say ``estimated=True`` so that no message
+passes a guess off as a measurement.
 
 Every sysfs root is a parameter, so tests run each source against a fake tree.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -259,8 +261,9 @@ def discover_power_sensor(
     hwmon_root: str | Path = HWMON_ROOT,
     powercap_root: str | Path = POWERCAP_ROOT,
     fallback: Callable[[], PowerSensor] | None = None,
+    probe_vcgencmd: bool = True,
 ) -> PowerSensor:
-    """The best power sensor this machine has: hwmon, then RAPL, then the estimate.
+    """The best power sensor this machine has: hwmon, the Pi 5 PMIC, RAPL, then the estimate.
 
     A source is taken only if one reading succeeds (RAPL counters are often root-only).
     I2C and serial meters cannot be probed safely (probing a bus can upset other chips),
@@ -276,6 +279,16 @@ def discover_power_sensor(
             continue
         log.info("power sensor: %s", sensor.source)
         return sensor
+    if probe_vcgencmd and shutil.which("vcgencmd"):
+        from .power_pi import PmicPowerSensor
+
+        pmic = PmicPowerSensor()
+        try:
+            pmic.read()
+            log.info("power sensor: %s", pmic.source)
+            return pmic
+        except PowerSensorError as e:
+            log.info("skipping vcgencmd: %s", e)
     zones = find_rapl_zones(powercap_root)
     if zones:
         try:
