@@ -1,6 +1,7 @@
 """tflite-edge telemetry and tflite-edge plot, run as a user runs them."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,25 @@ from tflite_edge.telemetry.subscriber import FleetView, Received, read_recording
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tflite_edge", *args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def start_watcher(*args: str) -> subprocess.Popen:
+    """``tflite-edge telemetry ...`` in a subprocess, returned once it is subscribed."""
+    watcher = subprocess.Popen([sys.executable, "-m", "tflite_edge", "telemetry", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert watcher.stderr is not None
+    line = watcher.stderr.readline()  # printed after the broker confirmed the subscriptions
+    assert line.startswith("listening on "), line
+    return watcher
+
+
+def interrupt(watcher: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C, as a user stops the live view; it must exit cleanly."""
+    time.sleep(0.5)  # the last messages reach the watcher
+    watcher.send_signal(signal.SIGINT)
+    out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    return out, err
 
 
 def run_device(publisher: TelemetryPublisher, n: int, *, partition_of=lambda i: 1 + i % 2) -> None:
@@ -35,18 +55,12 @@ def run_device(publisher: TelemetryPublisher, n: int, *, partition_of=lambda i: 
 
 def test_telemetry_json_and_record_then_plot(broker, tmp_path):
     recording = tmp_path / "session.jsonl"
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "tflite_edge", "telemetry", "--broker", broker.url, "--json", "--record",
-         str(recording), "--duration", "6"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    time.sleep(2.0)  # the watcher subscribes (Python start-up included)
+    watcher = start_watcher("--broker", broker.url, "--json", "--record", str(recording))
     with TelemetryPublisher("cli-a", broker_url=broker.url, period_s=0.2, power_sensor=EstimatedPowerSensor()) as pub:
         for _ in range(5):
             run_device(pub, 20)
             time.sleep(0.25)
-    out, err = watcher.communicate(timeout=30)
-    assert watcher.returncode == 0, err
+    out, _ = interrupt(watcher)
     lines = [json.loads(line) for line in out.splitlines()]
     kinds = {validate(line["message"]) for line in lines}
     assert kinds == {"tflite-edge/status/1", "tflite-edge/telemetry/1", "tflite-edge/experience/1"}
@@ -64,18 +78,11 @@ def test_telemetry_json_and_record_then_plot(broker, tmp_path):
 
 
 def test_table_mode_prints_a_table_when_piped(broker):
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "tflite_edge", "telemetry", "--broker", broker.url, "--device", "cli-b",
-         "--duration", "5", "--refresh-s", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    time.sleep(2.0)
+    watcher = start_watcher("--broker", broker.url, "--device", "cli-b", "--refresh-s", "0.2")
     with TelemetryPublisher("cli-b", broker_url=broker.url, period_s=0.2, power_sensor=EstimatedPowerSensor()) as pub:
         run_device(pub, 30)
         time.sleep(0.5)
-    out, err = watcher.communicate(timeout=30)
-    assert watcher.returncode == 0, err
-    assert "listening on tflite-edge/v1/dev/cli-b/status" in err
+    out, _ = interrupt(watcher)
     last_table = out.strip().split("\n\n")[-1]
     header, rule, row, *notes = last_table.splitlines()
     assert header.split()[:3] == ["device", "status", "req"]
@@ -116,10 +123,14 @@ def test_live_table_redraws_in_place_in_a_terminal(broker, tmp_path):
     if tmux is None:
         pytest.skip("tmux is not installed")
     session = f"tfe-{time.monotonic_ns()}"
-    command = f"{sys.executable} -m tflite_edge telemetry --broker {broker.url} --duration 8 --refresh-s 0.2"
+    command = f"{sys.executable} -m tflite_edge telemetry --broker {broker.url} --duration 20 --refresh-s 0.2"
     subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "150", "-y", "30", command], check=True)
     try:
-        time.sleep(2.0)
+        deadline = time.monotonic() + 20
+        while "listening on" not in subprocess.run([tmux, "capture-pane", "-p", "-t", session],
+                                                   capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "the live view never subscribed"
+            time.sleep(0.1)
         with TelemetryPublisher("tty-1", broker_url=broker.url, period_s=0.2,
                                 power_sensor=EstimatedPowerSensor()) as pub:
             for _ in range(4):

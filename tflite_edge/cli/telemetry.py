@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with subscriber:
-            if not args.json:
-                print(f"listening on {', '.join(subscriber.filters)}", file=sys.stderr, flush=True)
+            # On stderr, so that it never mixes with the JSON lines on stdout.
+            print(f"listening on {', '.join(subscriber.filters)}", file=sys.stderr, flush=True)
             while deadline is None or time.monotonic() < deadline:
                 wait_s = args.refresh_s if deadline is None else min(args.refresh_s, deadline - time.monotonic())
                 time.sleep(max(wait_s, 0.0))
