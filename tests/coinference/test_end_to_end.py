@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -40,7 +40,10 @@ def test_every_partition_and_exit_equals_the_local_chain(
 ) -> None:
     seen: list[InferenceResult] = []
     manifest = digits_bundle.manifest
-    with EdgeWorker(broker.url, [digits_bundle], group="g") as w1, EdgeWorker(broker.url, [digits_bundle], group="g") as w2:
+    with (
+        EdgeWorker(broker.url, [digits_bundle], group="g") as w1,
+        EdgeWorker(broker.url, [digits_bundle], group="g") as w2,
+    ):
         with DeviceRuntime(digits_bundle, broker_url=broker.url, device_id="pi-1", on_result=seen.append) as device:
             for partition in range(manifest.num_segments + 1):
                 for exit_spec in manifest.exits:

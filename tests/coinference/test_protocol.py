@@ -51,7 +51,8 @@ def test_prefixes_are_validated(bad: str) -> None:
 
 
 def test_request_header_round_trip_through_mqtt_properties() -> None:
-    header = RequestHeader("r-1", "pi-1", "final", deadline_ms=12.5, thresholds={"exit_1": 0.9}, threshold_kind="entropy")
+    header = RequestHeader("r-1", "pi-1", "final", deadline_ms=12.5, thresholds={"exit_1": 0.9},
+                           threshold_kind="entropy")
     props = request_properties(header, response_topic="tflite-edge/v1/dev/pi-1/res", correlation=b"r-1", expiry_s=1)
     assert props.ResponseTopic == "tflite-edge/v1/dev/pi-1/res" and props.CorrelationData == b"r-1"
     assert props.MessageExpiryInterval == 1

@@ -19,8 +19,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -268,8 +268,8 @@ class DeviceRuntime:
                         and plan.rule.confident(name, self.runner.exit_probabilities(seen, name))):
                     return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device", early=True,
                                         fell_back=True, error=error, request_bytes=request_bytes)
-        return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on="device", early=chosen != plan.exit,
-                            fell_back=True, error=error, request_bytes=request_bytes)
+        return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on="device", fell_back=True, error=error,
+                            request_bytes=request_bytes)
 
     def _first_exit_from(self, k: int) -> str:
         return next(e.name for e in self.manifest.exits if e.segment >= k)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
 from ..bundle import Bundle
+from ..device.plan import ExitRule
 from ..errors import ProtocolError, TfliteEdgeError, WireFormatError
 from ..runtime.chain import BundleRunner
 from ..transport.protocol import ErrorCode, ReplyHeader, RequestHeader
 from ..transport.wire import decode_activation, encode_tensor
-from ..device.plan import ExitRule
 
 __all__ = ["EdgeHandler", "EdgeReply"]
 
@@ -93,7 +93,8 @@ class EdgeHandler:
         if exit_segment < frame.segment:
             return self._error(
                 rid, ErrorCode.BAD_REQUEST,
-                f"exit {header.exit!r} is computed by segment {exit_segment}, before the cut at segment {frame.segment}",
+                f"exit {header.exit!r} is computed by segment {exit_segment}, "
+                f"before the cut at segment {frame.segment}",
             )
         try:
             rule = ExitRule(header.thresholds, header.threshold_kind)
@@ -101,7 +102,9 @@ class EdgeHandler:
             return self._error(rid, ErrorCode.BAD_REQUEST, str(e))
         start = time.perf_counter()
         try:
-            exit_name, seen = self._run(runner, frame.segment, exit_segment, header.exit, frame.tensor, activation, rule)
+            exit_name, seen = self._run(
+                runner, frame.segment, exit_segment, header.exit, frame.tensor, activation, rule
+            )
             spec = manifest.segments[manifest.exit(exit_name).segment].output(exit_name)
             out = encode_tensor(seen[exit_name], spec, bundle_id=bundle_id,
                                 segment=manifest.exit(exit_name).segment, codec=self.codec)

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import ssl
-import weakref
 import time
 import urllib.parse
+import weakref
 from dataclasses import dataclass, field
+
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties

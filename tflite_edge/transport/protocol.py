@@ -19,8 +19,8 @@ as payload, or ``code`` + ``message`` with an empty payload.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -228,7 +228,7 @@ def encode_frame(
     if not math.isfinite(scale_value) or scale_value < 0:
         raise FrameHeaderError(f"scale must be a finite number >= 0, got {scale}")
     contiguous = np.ascontiguousarray(array, dtype=_LE[dtype_name])
-    raw = memoryview(contiguous).cast("B")
+    raw = memoryview(contiguous).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise FrameLimitError(f"tensor of {len(raw)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte frame limit")
     stored = compress(raw, codec, level)

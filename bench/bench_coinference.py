@@ -1,0 +1,265 @@
+"""Co-inference over MQTT on loopback: round trips, protocol overhead, edge throughput.
+
+Figures printed (one private Mosquitto, edge workers as separate processes, as deployed):
+
+1. Round trip per partition of the digits bundle (exit ``final``): median and p99 of the
+   device's total time, and its transfer / edge / device parts.
+2. Protocol overhead for a 25,088-byte int8 activation (28x28x32, the size of
+   MobileNetV2's block_5 cut): the framework's round trip minus the edge's compute time,
+   against a bare paho-mqtt request/response through the same broker (25 KB request; a
+   71-byte reply like the framework's, and a full 25 KB echo), interleaved in one run.
+3. Edge throughput: requests/s of one worker vs two workers in a shared group, with a
+   compute-heavy tail (several 3x3 convolutions at 28x28) and 8 requests in flight.
+
+    .venv/bin/python bench/bench_coinference.py [--requests 300] [--skip-throughput]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from tflite_edge.bundle import Bundle  # noqa: E402
+from tflite_edge.device import DeviceRuntime  # noqa: E402
+from tflite_edge.transport.broker import MosquittoBroker  # noqa: E402
+from tflite_edge.transport.mqtt import connect_and_start, make_client  # noqa: E402
+from tflite_edge.transport.protocol import RequestHeader, Topics, request_properties  # noqa: E402
+from tflite_edge.transport.wire import encode_tensor  # noqa: E402
+
+ECHO_SERVER = r"""
+import sys, threading
+import paho.mqtt.client as paho
+from tflite_edge.transport.mqtt import connect_and_start, make_client
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+client = make_client(sys.argv[1], "bench-echo")
+def on_message(c, u, m):
+    props = Properties(PacketTypes.PUBLISH)
+    props.CorrelationData = m.properties.CorrelationData
+    payload = m.payload if m.topic.endswith("/full") else m.payload[:71]
+    c.publish(m.properties.ResponseTopic, payload, properties=props)
+client.on_message = on_message
+client.on_connect = lambda c, *a: c.subscribe("bench/echo/+")
+connect_and_start(client)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def start_edge(broker_url: str, bundles: list[Path], workers: int, threads: int = 1) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "tflite_edge", "edge", "--broker", broker_url, "--workers", str(workers),
+            "--threads", str(threads)]
+    for path in bundles:
+        args += ["--bundle", str(path)]
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("edge: ready"):
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process
+    raise RuntimeError(f"edge did not start (exit code {process.wait()})")
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    process.wait(10)
+
+
+def build_bundles(directory: Path) -> tuple[Bundle, Bundle, Bundle, np.ndarray]:
+    import keras
+
+    from tflite_edge import zoo
+    from tflite_edge.converters import convert
+
+    x_train, y_train, x_val, y_val = zoo.digits_data()
+    digits = convert(zoo.train_digits_model(zoo.build_digits_model(), x_train, y_train, epochs=20),
+                     directory / "digits", cuts=["block_1_out", "block_2_out"], calibration=x_train[:200])
+
+    def cut_model(heavy_layers: int) -> Any:
+        inputs = keras.Input((56, 56, 3), name="image")
+        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="block_1_out")(inputs)
+        for i in range(heavy_layers):
+            x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name=f"tail_conv_{i}")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        outputs = keras.layers.Dense(10, activation="softmax", name="final")(x)
+        return keras.Model(inputs, outputs, name=f"cut25k_{heavy_layers}")
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, size=(16, 56, 56, 3)).astype(np.float32)
+    light = convert(cut_model(0), directory / "light", cuts=["block_1_out"], calibration=images, verify_samples=2)
+    heavy = convert(cut_model(3), directory / "heavy", cuts=["block_1_out"], calibration=images, verify_samples=2)
+    return digits, light, heavy, x_val[:50].astype(np.float32)
+
+
+def round_trips(broker: MosquittoBroker, digits: Bundle, x: np.ndarray, requests: int) -> None:
+    print("\n1. digits bundle, exit 'final', one edge worker process, loopback")
+    print(f"{'K':>2} {'ran on':<7} {'req B':>6} {'total med':>10} {'p99':>7} {'transfer':>9} {'edge':>6} {'device':>7}")
+    with DeviceRuntime(digits, broker_url=broker.url, device_id="bench") as device:
+        for k in range(digits.manifest.num_segments + 1):
+            for i in range(20):
+                device.infer(x[i % len(x)], partition=k, deadline_ms=1000)
+            results = [device.infer(x[i % len(x)], partition=k, deadline_ms=1000) for i in range(requests)]
+            assert not any(r.fell_back for r in results), [r.error for r in results if r.fell_back][:1]
+            total = [r.total_ms for r in results]
+            print(f"{k:>2} {results[0].ran_on:<7} {results[0].request_bytes:>6} {statistics.median(total):>10.3f} "
+                  f"{percentile(total, 99):>7.3f} {statistics.median(r.transfer_ms for r in results):>9.3f} "
+                  f"{statistics.median(r.edge_ms for r in results):>6.3f} "
+                  f"{statistics.median(r.device_ms for r in results):>7.3f}")
+
+
+class EchoClient:
+    """Bare paho-mqtt request/response with MQTT 5 correlation data, nothing else."""
+
+    def __init__(self, url: str) -> None:
+        self.client = make_client(url, "bench-echo-client")
+        self.event = threading.Event()
+        self.client.on_message = lambda c, u, m: self.event.set()
+        self.client.on_connect = lambda c, *a: c.subscribe("bench/echo-reply")
+        connect_and_start(self.client)
+        time.sleep(0.2)
+
+    def request(self, payload: bytes, full: bool) -> float:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "bench/echo-reply"
+        props.CorrelationData = b"1"
+        self.event.clear()
+        start = time.perf_counter()
+        self.client.publish("bench/echo/full" if full else "bench/echo/ack", payload, properties=props)
+        if not self.event.wait(5):
+            raise RuntimeError("echo timed out")
+        return (time.perf_counter() - start) * 1e3
+
+
+def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
+    print("\n2. 25,088-byte int8 activation: framework round trip vs bare paho-mqtt, same broker, interleaved")
+    echo_server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, broker.url], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+    assert echo_server.stdout is not None and echo_server.stdout.readline().strip() == "ready"
+    echo = EchoClient(broker.url)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, size=(56, 56, 3)).astype(np.float32)
+    payload = rng.integers(-128, 127, size=25_088, dtype=np.int8).tobytes()
+    framework, framework_total, ack, full, edge = [], [], [], [], []
+    with DeviceRuntime(light, broker_url=broker.url, device_id="bench") as device:
+        for i in range(requests + 20):
+            r = device.infer(x, partition=1, deadline_ms=1000)
+            a = echo.request(payload, full=False)
+            f = echo.request(payload, full=True)
+            if i >= 20:  # warm-up
+                assert r.request_bytes > 25_088 and not r.fell_back
+                framework.append(r.transfer_ms)
+                framework_total.append(r.total_ms - r.device_ms)
+                edge.append(r.edge_ms)
+                ack.append(a)
+                full.append(f)
+    echo.client.disconnect()
+    echo.client.loop_stop()
+    assert echo_server.stdin is not None
+    echo_server.stdin.close()
+    echo_server.wait(5)
+    rows = [
+        ("framework: round trip - edge compute", framework),
+        ("framework: round trip incl. edge tail", framework_total),
+        ("bare paho: 25 KB request, 71 B reply", ack),
+        ("bare paho: 25 KB echo both ways", full),
+    ]
+    for label, values in rows:
+        print(f"   {label:<40} median {statistics.median(values):7.3f} ms   p99 {percentile(values, 99):7.3f} ms")
+    print(f"   edge compute of the tail: median {statistics.median(edge):.3f} ms")
+    median_ratio = statistics.median(framework) / statistics.median(ack)
+    print(f"   ratio framework / bare (same bytes): median {median_ratio:.2f}x, "
+          f"p99 {percentile(framework, 99) / percentile(ack, 99):.2f}x")
+
+
+def throughput(broker: MosquittoBroker, heavy: Bundle, paths: list[Path], window: int, seconds: float) -> None:
+    print(f"\n3. edge throughput, compute-heavy tail, {window} requests in flight, {seconds:g} s per run")
+    spec = heavy.manifest.segments[1].inputs[0]
+    frame = encode_tensor(np.zeros(spec.shape, np.int8), spec, bundle_id=heavy.bundle_id, segment=1)
+    topics = Topics()
+    rates = {}
+    for workers in (1, 2):
+        edge = start_edge(broker.url, paths, workers)
+        try:
+            client = make_client(broker.url, f"bench-load-{workers}")
+            done = threading.Semaphore(0)
+            counter = {"n": 0}
+
+            def on_message(c: Any, u: Any, m: Any, counter: dict[str, int] = counter,
+                           done: threading.Semaphore = done) -> None:
+                counter["n"] += 1
+                done.release()
+
+            client.on_message = on_message
+            client.on_connect = lambda c, *a: c.subscribe(topics.reply("bench-load"))
+            connect_and_start(client)
+            time.sleep(0.3)
+            sent = 0
+
+            def send(client: Any = client) -> None:
+                nonlocal sent
+                header = RequestHeader(f"r{sent}", "bench-load", "final")
+                props = request_properties(header, response_topic=topics.reply("bench-load"),
+                                           correlation=header.request_id.encode())
+                client.publish(topics.request(heavy.bundle_id), frame, properties=props)
+                sent += 1
+
+            for _ in range(window):
+                send()
+            warm_until = time.perf_counter() + 1.0
+            while time.perf_counter() < warm_until:
+                if done.acquire(timeout=5):
+                    send()
+            start_count, start = counter["n"], time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                if done.acquire(timeout=5):
+                    send()
+            rates[workers] = (counter["n"] - start_count) / (time.perf_counter() - start)
+            client.disconnect()
+            client.loop_stop()
+        finally:
+            stop(edge)
+        print(f"   {workers} worker(s): {rates[workers]:.1f} requests/s")
+    print(f"   speed-up 2 vs 1: {rates[2] / rates[1]:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="requests per measurement (default 300)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput run (default 5)")
+    parser.add_argument("--window", type=int, default=8, help="requests in flight for throughput (default 8)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        digits, light, heavy, x = build_bundles(Path(tmp))
+        with MosquittoBroker() as broker:
+            edge = start_edge(broker.url, [digits.path, light.path], workers=1)
+            try:
+                round_trips(broker, digits, x, args.requests)
+                overhead(broker, light, args.requests)
+            finally:
+                stop(edge)
+            if not args.skip_throughput:
+                throughput(broker, heavy, [heavy.path], args.window, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
