@@ -94,3 +94,12 @@ def test_convert_end_to_end_and_errors(capsys, digits_model_file, digits_split, 
 def test_errors_are_one_line_not_tracebacks(capsys, tmp_path):
     code, _, err = run_cli(capsys, "inspect", tmp_path / "missing")
     assert code == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_cli_reference_is_up_to_date():
+    from pathlib import Path
+
+    from tflite_edge.cli.reference import render_reference
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert docs.read_text() == render_reference(), "regenerate: python -m tflite_edge.cli.reference > docs/cli.md"

@@ -101,7 +101,9 @@ def test_lossy_link_is_retried(digits_bundle, digits_split, start_mcu) -> None:
         for _ in range(4):
             outputs = client.invoke([q]).outputs
             for spec, got in zip(layout.outputs, outputs, strict=True):
-                np.testing.assert_array_equal(got, expected[spec.name])
+                # TFLite Micro and LiteRT may round a requantization one step apart.
+                steps = np.abs(got.astype(np.int32) - expected[spec.name].astype(np.int32)).max()
+                assert steps <= 1, f"{spec.name} differs by {steps} quantization steps"
         assert client.stats.retries >= 3 and client.stats.frames_dropped >= 3
 
 
