@@ -180,3 +180,13 @@ def test_desc_rejects_what_cannot_cross() -> None:
     with pytest.raises(SerialMessageError):
         encode_message(Invoke(0, (Tensor(0, TensorDesc("complex64", (1,)), b""),)))
     assert messages.DTYPE_CODES["int8"] == 9  # TfLiteType kTfLiteInt8
+
+
+def test_importing_the_package_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, tflite_edge.firmware_bridge as fb; fb.FrameDecoder; "
+            "print([m for m in ('serial', 'tensorflow', 'tflite_micro') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -135,3 +135,24 @@ def test_cli_simulate_and_bridge(digits_bundle, digits_split, tmp_path: Path, ca
         finally:
             sim.send_signal(signal.SIGTERM)
             assert sim.wait(timeout=10) == 0
+
+
+DEVICE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-device" / "bin" / "python"
+
+
+@pytest.mark.skipif(not DEVICE_PYTHON.exists(), reason="the device environment .venv-device is not set up")
+def test_gateway_runs_in_the_device_environment(digits_bundle, digits_split, start_mcu, tmp_path: Path) -> None:
+    # The gateway on a Raspberry Pi: tflite-runtime, numpy<2, pyserial, no TensorFlow.
+    xs = digits_split[2][:5]
+    np.save(tmp_path / "x.npy", xs)
+    sim = start_mcu()
+    done = subprocess.run(
+        [str(DEVICE_PYTHON), "-m", "tflite_edge", "firmware", "bridge", "--port", sim.path, "--bundle",
+         str(digits_bundle.path), "--input", str(tmp_path / "x.npy"), "--json"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(row) for row in done.stdout.splitlines()]
+    final = digits_bundle.manifest.exits[-1].name
+    assert [r["top1_class"] for r in rows] == list(_local(digits_bundle, xs, final).argmax(axis=1))
+    assert sim.mcu.invokes >= len(xs)

@@ -295,10 +295,12 @@ class FdLink:
             time.sleep(timeout_s)
             return b""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, *, give_up_s: float = 2.0) -> None:
         view = memoryview(data)
-        while view:
-            _, ready, _ = select.select([], [self.fd], [], 1.0)
+        deadline = time.monotonic() + give_up_s
+        while view and time.monotonic() < deadline:
+            # Nobody draining the other end for a while: drop the rest, as a UART would.
+            _, ready, _ = select.select([], [self.fd], [], 0.1)
             if ready:
                 view = view[os.write(self.fd, view) :]
 
