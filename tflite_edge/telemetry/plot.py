@@ -70,6 +70,13 @@ def _style(plt: Any) -> None:
     )
 
 
+def _headroom(ax: Any) -> None:
+    """Start the y axis at 0 and leave the top fifth free for the legend."""
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0, top * 1.25 if top > 0 else 1.0)
+    ax.legend(loc="upper left", ncol=2)
+
+
 def _finish(fig: Any, axes: Any, title: str, out: Path) -> Path:
     axes[-1].set_xlabel("time since the recording started (s)")
     fig.suptitle(title, fontsize=13)
@@ -112,8 +119,8 @@ def _plot_latency(plt: Any, series: dict[str, Series], out: Path) -> Path:
                       colors=("#4c72b0", "#dd8452", "#55a868"), alpha=0.85)
     axes[1].set_ylabel("mean time per request (ms)")
     axes[1].set_title(f"Where the time goes on {first.device_id} (transfer and edge: offloaded requests only)")
-    axes[1].legend(loc="upper left", ncol=3)
     axes[1].set_ylim(bottom=0)
+    _headroom(axes[1])
     return _finish(fig, axes, "Latency", out)
 
 
@@ -135,9 +142,8 @@ def _plot_link(plt: Any, series: dict[str, Series], out: Path) -> Path:
     axes[2].set_ylabel("lost (%)")
     axes[2].set_title("Offloaded requests lost (timeouts and errors, last 100)")
     for ax in axes:
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left", ncol=2)
-    axes[2].set_ylim(0, 100)
+        _headroom(ax)
+    axes[2].set_ylim(0, 105)
     return _finish(fig, axes, "Link quality", out)
 
 
@@ -168,9 +174,9 @@ def _plot_power(plt: Any, series: dict[str, Series], out: Path) -> Path:
     axes[2].set_ylabel("% / °C")
     axes[2].set_ylim(0, 105)
     axes[2].set_title("CPU load and temperature")
-    for ax in axes:
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left")
+    _headroom(axes[0])
+    _headroom(axes[1])
+    axes[2].legend(loc="lower left", ncol=2)
     return _finish(fig, axes, "Power and energy", out)
 
 
