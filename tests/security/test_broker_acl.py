@@ -1,0 +1,272 @@
+"""The generated broker configuration on a real Mosquitto: passwords, per-device ACLs, mutual TLS."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from tflite_edge.security.acl import FleetUsers, TlsListener, mosquitto_conf, write_broker_config
+from tflite_edge.security.tls import TlsSettings
+from tflite_edge.transport.broker import MosquittoBroker, free_port
+from tflite_edge.transport.mqtt import connect_and_start, make_client
+from tflite_edge.transport.protocol import Topics
+
+from .conftest import Pki
+
+TOPICS = Topics()
+# Run as root, Mosquitto drops to the `mosquitto` user, which cannot read pytest's private
+# temporary directory; a deployment installs the files readable by that user instead.
+KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
+USERS = FleetUsers(devices=("pi-1", "pi-2"), edges=("edge-1",), readers=("dash",))
+
+
+@dataclass
+class SecuredBroker:
+    broker: MosquittoBroker
+    tls_port: int
+    passwords: dict[str, str]
+    pki: Pki
+
+    def url(self, user: str, password: str | None = None) -> str:
+        return f"mqtt://{user}:{password or self.passwords[user]}@127.0.0.1:{self.broker.port}"
+
+    def tls_url(self, user: str, *, cert: bool = True) -> str:
+        query = f"ca={self.pki.ca_cert}"
+        if cert:
+            query += f"&cert={self.pki.client_cert}&key={self.pki.client_key}"
+        return f"mqtts://{user}:{self.passwords[user]}@127.0.0.1:{self.tls_port}?{query}"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SecuredBroker]:
+    out = tmp_path_factory.mktemp("broker-config")
+    tls_port = free_port()
+    listener = TlsListener(port=tls_port, host="127.0.0.1", cert_file=pki.server_cert, key_file=pki.server_key,
+                           ca_file=pki.ca_cert, require_certificate=True)
+    files = write_broker_config(out, USERS, port=None, tls=listener)
+    passwords = {name: entry["password"] for name, entry in json.loads(files.credentials.read_text())["users"].items()}
+    # The plain listener comes from MosquittoBroker; everything else is the generated configuration.
+    extra = mosquitto_conf(password_file=files.password_file, acl_file=files.acl_file, port=None, tls=listener)
+    with MosquittoBroker(allow_anonymous=False, extra_config=KEEP_USER + extra) as broker:
+        yield SecuredBroker(broker, tls_port, passwords, pki)
+
+
+class Client:
+    """A connected client recording what it receives and how its connection went."""
+
+    def __init__(self, url: str, client_id: str, subscribe: tuple[str, ...] = ()) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.subscribed = threading.Event()
+        self.granted: list[int] = []
+        self.client = make_client(url, client_id, min_reconnect_delay_s=5, max_reconnect_delay_s=5)
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.client.on_subscribe = self._on_subscribe
+        connect_and_start(self.client, timeout_s=5)
+        if subscribe:
+            self.client.subscribe([(topic, 1) for topic in subscribe])
+            assert self.subscribed.wait(5)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
+        self.granted = [c.value for c in codes]
+        self.subscribed.set()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def topics(self) -> set[str]:
+        return {t for t, _ in self.messages}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _connect_reason(url: str, client_id: str, timeout_s: float = 5.0) -> int | None:
+    """The CONNACK reason code the broker answers, or None when no MQTT session was reached."""
+    done = threading.Event()
+    reason: list[int] = []
+    client = make_client(url, client_id, min_reconnect_delay_s=10, max_reconnect_delay_s=10)
+
+    def on_connect(c: Any, u: Any, flags: Any, code: Any, props: Any) -> None:
+        reason.append(code.value)
+        done.set()
+
+    client.on_connect = on_connect
+    client.loop_start()
+    try:
+        done.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return reason[0] if reason else None
+
+
+def _settle() -> None:
+    time.sleep(0.3)  # QoS 1 round trips on loopback take well under this
+
+
+def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
+    files = write_broker_config(tmp_path, USERS)
+    assert oct(files.credentials.stat().st_mode & 0o777) == "0o600"
+    assert oct(files.password_file.stat().st_mode & 0o777) == "0o600"
+    lines = files.password_file.read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == list(USERS.names)
+    assert all(line.split(":", 1)[1].startswith("$7$101$") for line in lines)
+    first = json.loads(files.credentials.read_text())["users"]
+    # Regenerating (say, after adding a device) keeps every existing password.
+    more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",))
+    again = json.loads(write_broker_config(tmp_path, more).credentials.read_text())["users"]
+    assert all(again[name]["password"] == first[name]["password"] for name in first)
+    assert again["pi-3"]["role"] == "device" and again["pi-3"]["password"] not in {e["password"] for e in first.values()}
+    text = files.config.read_text()
+    assert "allow_anonymous false" in text and f"acl_file {files.acl_file}" in text
+
+
+def test_the_whole_generated_config_starts_mosquitto(tmp_path: Path, pki: Pki) -> None:
+    """The mosquitto.conf as written (its own listeners) is accepted by a real broker."""
+    port, tls_port = free_port(), free_port()
+    listener = TlsListener(port=tls_port, host="127.0.0.1", cert_file=pki.server_cert, key_file=pki.server_key,
+                           ca_file=pki.ca_cert, require_certificate=True)
+    files = write_broker_config(tmp_path, USERS, port=port, host="127.0.0.1", tls=listener)
+    passwords = json.loads(files.credentials.read_text())["users"]
+    # MosquittoBroker's own listener on a third port; the generated config adds both of its listeners.
+    with MosquittoBroker(allow_anonymous=False, extra_config=KEEP_USER + files.config.read_text()):
+        assert _connect_reason(f"mqtt://dash:{passwords['dash']['password']}@127.0.0.1:{port}", "dash-1") == 0
+        tls = (f"mqtts://pi-1:{passwords['pi-1']['password']}@127.0.0.1:{tls_port}"
+               f"?ca={pki.ca_cert}&cert={pki.client_cert}&key={pki.client_key}")
+        assert _connect_reason(tls, "pi-1-tls") == 0
+
+
+def test_wrong_password_and_anonymous_clients_are_refused(secured: SecuredBroker) -> None:
+    assert _connect_reason(secured.url("pi-1"), "pi-1-ok") == 0
+    # 134 = Bad User Name or Password, 135 = Not authorized (MQTT 5 CONNACK reason codes).
+    assert _connect_reason(secured.url("pi-1", "not-the-password"), "pi-1-bad") in (134, 135)
+    assert _connect_reason(secured.url("pi-2", secured.passwords["pi-1"]), "pi-2-bad") in (134, 135)
+    assert _connect_reason(f"mqtt://127.0.0.1:{secured.broker.port}", "anon") in (134, 135)
+    assert _connect_reason(f"mqtt://nobody:x@127.0.0.1:{secured.broker.port}", "nobody") in (134, 135)
+
+
+def test_a_device_cannot_read_another_devices_results(secured: SecuredBroker) -> None:
+    pi1 = Client(secured.url("pi-1"), "pi-1", subscribe=(TOPICS.reply("pi-1"),))
+    snoop = Client(secured.url("pi-1"), "pi-1-snoop",
+                   subscribe=(TOPICS.reply("pi-2"), f"{TOPICS.prefix}/dev/+/res", f"{TOPICS.prefix}/#", "#"))
+    pi2 = Client(secured.url("pi-2"), "pi-2", subscribe=(TOPICS.reply("pi-2"),))
+    edge = Client(secured.url("edge-1"), "edge-1")
+    try:
+        edge.publish(TOPICS.reply("pi-2"), b"secret result of pi-2")
+        edge.publish(TOPICS.reply("pi-1"), b"result of pi-1")
+        _settle()
+        assert pi2.messages == [(TOPICS.reply("pi-2"), b"secret result of pi-2")]  # the ACL lets the owner read
+        assert pi1.messages == [(TOPICS.reply("pi-1"), b"result of pi-1")]
+        # pi-1's snooping subscriptions see its own result at most, never pi-2's.
+        # Mosquitto 2.0 grants the subscription but checks read access on every delivery.
+        assert TOPICS.reply("pi-2") not in snoop.topics()
+        assert snoop.topics() <= {TOPICS.reply("pi-1")}
+    finally:
+        for c in (pi1, snoop, pi2, edge):
+            c.close()
+
+
+def test_a_device_cannot_publish_as_another_device(secured: SecuredBroker) -> None:
+    reader = Client(secured.url("dash"), "dash", subscribe=(f"{TOPICS.prefix}/dev/+/telemetry",
+                                                             f"{TOPICS.prefix}/dev/+/status"))
+    pi2 = Client(secured.url("pi-2"), "pi-2-listener", subscribe=(TOPICS.reply("pi-2"),))
+    pi1 = Client(secured.url("pi-1"), "pi-1-forger")
+    try:
+        pi1.publish(TOPICS.device("pi-2", "telemetry"), b'{"forged": true}')
+        pi1.publish(TOPICS.device("pi-2", "status"), b'{"state": "offline"}')
+        pi1.publish(TOPICS.reply("pi-2"), b"forged reply")  # only edges may answer
+        pi1.publish(TOPICS.device("pi-1", "telemetry"), b'{"honest": true}')
+        _settle()
+        assert reader.messages == [(TOPICS.device("pi-1", "telemetry"), b'{"honest": true}')]
+        assert pi2.messages == []
+    finally:
+        for c in (reader, pi2, pi1):
+            c.close()
+
+
+def test_readers_and_edges_have_only_their_own_rights(secured: SecuredBroker) -> None:
+    edge = Client(secured.url("edge-1"), "edge-1-shared", subscribe=(TOPICS.shared_request_filter("g"),
+                                                                     f"{TOPICS.prefix}/dev/+/telemetry"))
+    pi1 = Client(secured.url("pi-1"), "pi-1-req", subscribe=(TOPICS.reply("pi-1"),))
+    reader = Client(secured.url("dash"), "dash-2")
+    try:
+        assert edge.granted[0] < 0x80  # the shared request subscription works under the ACL
+        pi1.publish(TOPICS.request("abc"), b"request")
+        pi1.publish(TOPICS.device("pi-1", "telemetry"), b"telemetry")
+        reader.publish(TOPICS.request("abc"), b"reader request")  # readers may not send requests
+        reader.publish(TOPICS.reply("pi-1"), b"reader reply")
+        _settle()
+        assert edge.messages == [(TOPICS.request("abc"), b"request")]  # no telemetry for edges
+        assert pi1.messages == []
+    finally:
+        for c in (edge, pi1, reader):
+            c.close()
+
+
+def test_mutual_tls_accepts_a_ca_signed_client(secured: SecuredBroker) -> None:
+    pi1 = Client(secured.tls_url("pi-1"), "pi-1-tls", subscribe=(TOPICS.reply("pi-1"),))
+    edge = Client(secured.url("edge-1"), "edge-1-plain")
+    try:
+        edge.publish(TOPICS.reply("pi-1"), b"over tls")
+        _settle()
+        assert pi1.messages == [(TOPICS.reply("pi-1"), b"over tls")]
+    finally:
+        pi1.close()
+        edge.close()
+
+
+def test_mutual_tls_refuses_clients_without_a_ca_signed_certificate(secured: SecuredBroker, pki: Pki) -> None:
+    # Through the product's own client: no certificate, no session.
+    assert _connect_reason(secured.tls_url("pi-1", cert=False), "pi-1-nocert", timeout_s=2) is None
+    rogue = (f"mqtts://pi-1:{secured.passwords['pi-1']}@127.0.0.1:{secured.tls_port}"
+             f"?ca={pki.ca_cert}&cert={pki.rogue_cert}&key={pki.rogue_key}")
+    assert _connect_reason(rogue, "pi-1-rogue", timeout_s=2) is None
+    # And at the TLS layer itself: the handshake (or the first read, with TLS 1.3) fails.
+    context = TlsSettings(ca_file=pki.ca_cert).context()
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        with socket.create_connection(("127.0.0.1", secured.tls_port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"\x10\x00")
+                if not tls.recv(1):
+                    raise ConnectionError("closed by the broker")
+    # A client that does not trust the broker's CA refuses the broker, too.
+    with pytest.raises(ssl.SSLError):
+        with socket.create_connection(("127.0.0.1", secured.tls_port), timeout=5) as raw:
+            ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+@pytest.mark.slow
+def test_co_inference_and_telemetry_work_under_the_acl_over_mutual_tls(secured: SecuredBroker, digits_bundle: Any,
+                                                                       digits_split: Any) -> None:
+    """The product's own clients, restricted by the generated ACL: a device over mutual TLS,
+    an edge worker on the plain listener, a telemetry reader."""
+    from tflite_edge.device import DeviceRuntime
+    from tflite_edge.edge import EdgeWorker
+    from tflite_edge.telemetry.publisher import TelemetryPublisher
+
+    sample = digits_split[2][0].astype("float32")
+    reader = Client(secured.url("dash"), "dash-e2e", subscribe=(f"{TOPICS.prefix}/dev/+/status",))
+    try:
+        with EdgeWorker(secured.url("edge-1"), [digits_bundle], group="g"):
+            with DeviceRuntime(digits_bundle, broker_url=secured.tls_url("pi-1"), device_id="pi-1") as device:
+                result = device.infer(sample, partition=1, deadline_ms=5000)
+                assert not result.fell_back, result.error
+                assert result.offloaded
+        publisher = TelemetryPublisher("pi-1", broker_url=secured.tls_url("pi-1"), period_s=0.2).start()
+        publisher.stop()
+        _settle()
+        assert TOPICS.device("pi-1", "status") in reader.topics()
+    finally:
+        reader.close()
