@@ -7,6 +7,12 @@
 
 #include "tfe_bridge.h"
 
+/* NaN prints as "nan" whatever its sign bit, as Python's %-formatting does. */
+static void pf(float f) {
+  if (f != f) printf("nan");
+  else printf("%.9g", (double)f);
+}
+
 static void hex(const uint8_t *p, size_t n) {
   for (size_t i = 0; i < n; i++) printf("%02x", p[i]);
 }
@@ -19,7 +25,9 @@ static void tensors(const char *label, uint8_t n, const tfe_tensor *ts, int with
     if (with_data) printf("%u:", t->index);
     printf("%u:", t->dtype);
     for (uint8_t d = 0; d < t->rank; d++) printf("%sx%u", d ? "" : "s", t->dims[d]);
-    printf(":%.9g:%d", (double)t->scale, (int)t->zero_point);
+    printf(":");
+    pf(t->scale);
+    printf(":%d", (int)t->zero_point);
     if (with_data) {
       printf(":");
       hex(t->data, t->data_len);
@@ -64,9 +72,13 @@ static void canonical(const tfe_message *m) {
       break;
     case TFE_GET_TELEMETRY: printf("GET_TELEMETRY"); break;
     case TFE_TELEMETRY:
-      printf("TELEMETRY up=%u p=%.9g v=%.9g t=%.9g free=%u n=%u", (unsigned)m->u.telemetry.uptime_ms,
-             (double)m->u.telemetry.power_mw, (double)m->u.telemetry.voltage_mv, (double)m->u.telemetry.temperature_c,
-             (unsigned)m->u.telemetry.free_memory_bytes, (unsigned)m->u.telemetry.invokes);
+      printf("TELEMETRY up=%u p=", (unsigned)m->u.telemetry.uptime_ms);
+      pf(m->u.telemetry.power_mw);
+      printf(" v=");
+      pf(m->u.telemetry.voltage_mv);
+      printf(" t=");
+      pf(m->u.telemetry.temperature_c);
+      printf(" free=%u n=%u", (unsigned)m->u.telemetry.free_memory_bytes, (unsigned)m->u.telemetry.invokes);
       break;
     case TFE_ERROR:
       printf("ERROR code=%u text=", m->u.error.code);

@@ -17,7 +17,7 @@ import pytest
 import tflite_edge.firmware_bridge as fb
 from tflite_edge.errors import SerialMessageError
 from tflite_edge.firmware_bridge.framing import FrameDecoder, encode_frame
-from tflite_edge.firmware_bridge.messages import decode_message, encode_message
+from tflite_edge.firmware_bridge.messages import Capabilities, ErrorReply, decode_message, encode_message
 
 from .vectors import canonical, example_messages
 
@@ -32,11 +32,15 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if compiler is None:
         pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C codec cannot be built here")
     exe = tmp_path_factory.mktemp("c") / "codec_driver"
-    subprocess.run(
-        [compiler, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", f"-DTFE_MAX_PAYLOAD={MAX_PAYLOAD}",
-         f"-I{C_DIR}", str(C_DIR / "tfe_bridge.c"), str(DRIVER), "-o", str(exe)],
-        check=True, capture_output=True, text=True,
-    )
+    command = [compiler, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g",
+               f"-DTFE_MAX_PAYLOAD={MAX_PAYLOAD}", f"-I{C_DIR}", str(C_DIR / "tfe_bridge.c"), str(DRIVER),
+               "-o", str(exe)]
+    # With AddressSanitizer and UBSan where the compiler has them: any out-of-bounds access or
+    # overflow on the hostile inputs below aborts the driver and fails the test.
+    sanitized = subprocess.run([*command, "-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+                               capture_output=True, text=True)
+    if sanitized.returncode != 0:
+        subprocess.run(command, check=True, capture_output=True, text=True)
     return exe
 
 
@@ -102,6 +106,36 @@ def test_c_and_python_agree_on_hostile_payloads(driver: Path) -> None:
     streams = [encode_frame(0x05, 1, p) for p in payloads] + [encode_frame(0x42, 1, b"")]
     for stream, c_lines in zip(streams, run_c(driver, streams), strict=True):
         assert normalise(c_lines) == run_python(stream) and "MSGERR" in normalise(c_lines)
+
+
+def test_c_and_python_agree_on_mutated_payloads(driver: Path) -> None:
+    # Intact frames around damaged payloads: the message decoders themselves are compared.
+    rng = random.Random(7)
+    # CAPABILITIES and ERROR carry text, which Python decodes leniently and C keeps as bytes.
+    examples = [m for m in example_messages() if not isinstance(m, (Capabilities, ErrorReply))]
+    streams = []
+    for _ in range(400):
+        msg_type, payload = encode_message(rng.choice(examples))
+        data = bytearray(payload)
+        kind = rng.random()
+        if kind < 0.3 and data:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind < 0.5:
+            data = data[: rng.randint(0, len(data))]
+        elif kind < 0.6:
+            data += rng.randbytes(rng.randint(1, 8))
+        elif kind < 0.8:
+            data = bytearray(rng.randbytes(rng.randint(0, 64)))
+        else:
+            msg_type = rng.choice([0x02, 0x03, 0x04, 0x05, 0x06, 0x82, 0x84, 0x85, 0x86, 0x07, 0x7F])
+            data = bytearray(rng.randbytes(rng.randint(0, 96)))
+        streams.append(encode_frame(msg_type, rng.randrange(0x10000), bytes(data)))
+    outcomes = set()
+    for stream, c_lines in zip(streams, run_c(driver, streams), strict=True):
+        assert normalise(c_lines) == run_python(stream)
+        outcomes.add(normalise(c_lines)[1].split()[0])
+    assert {"MSG", "MSGERR"} <= outcomes  # both accepted and rejected payloads were exercised
 
 
 def test_c_and_python_agree_on_damaged_streams(driver: Path) -> None:

@@ -70,7 +70,7 @@ class PowerModel:
     window_s: float = 1.0
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False)
-    _busy: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    _busy: list[tuple[float, float]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
