@@ -2,7 +2,9 @@
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -122,27 +124,44 @@ def test_running_device_publishes_valid_telemetry(broker, mosquitto_sub, digits_
 
     _, _, x_val, _ = digits_split
     publisher = TelemetryPublisher("pi-e2e", broker_url=broker.url, period_s=0.25, power_sensor=None)
-    with EdgeWorker(broker.url, [digits_bundle]) as _worker, publisher:
-        sub = mosquitto_sub("pi-e2e")
-        sub.wait_for('"state":"online"')
+    # Both standard mosquitto_sub and `tflite-edge telemetry --json` watch the device.
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "tflite_edge", "telemetry", "--broker", broker.url, "--device", "pi-e2e", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watcher.stderr is not None and watcher.stderr.readline().startswith("listening on")
+        with EdgeWorker(broker.url, [digits_bundle]) as _worker, publisher:
+            sub = mosquitto_sub("pi-e2e")
+            sub.wait_for('"state":"online"')
 
-        def on_result(result) -> None:
-            publisher.observe_result(result)
-            publisher.record_experience(
-                context={"uplink_mbps": publisher.link.throughput.mbps},
-                action={"exit": result.exit, "partition": result.partition},
-                reward=1.0 if result.met_deadline else -1.0, latency_ms=result.total_ms,
-                deadline_ms=result.deadline_ms, deadline_met=result.met_deadline, request_id=result.request_id,
-            )
+            def on_result(result) -> None:
+                publisher.observe_result(result)
+                publisher.record_experience(
+                    context={"uplink_mbps": publisher.link.throughput.mbps},
+                    action={"exit": result.exit, "partition": result.partition},
+                    reward=1.0 if result.met_deadline else -1.0, latency_ms=result.total_ms,
+                    deadline_ms=result.deadline_ms, deadline_met=result.met_deadline, request_id=result.request_id,
+                )
 
-        plans = [Plan(partition=1, deadline_ms=2000.0), Plan(deadline_ms=2000.0), Plan(partition=0, deadline_ms=2000.0)]
-        with DeviceRuntime(digits_bundle, broker_url=broker.url, device_id="pi-e2e", on_result=on_result) as device:
-            for i in range(30):
-                device.run(np.asarray(x_val[i : i + 1], np.float32), plans[i % 3])
+            plans = [Plan(partition=k, deadline_ms=2000.0) for k in (1, None, 0)]
+            with DeviceRuntime(digits_bundle, broker_url=broker.url, device_id="pi-e2e", on_result=on_result) as device:
+                for i in range(30):
+                    device.run(np.asarray(x_val[i : i + 1], np.float32), plans[i % 3])
+            time.sleep(0.3)
+        sub.wait_for('"state":"offline"')
+        messages = sub.close()
         time.sleep(0.3)
-    sub.wait_for('"state":"offline"')
-    messages = sub.close()
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0, err
+        seen_by_cli = [json.loads(line)["message"] for line in out.splitlines()]
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
     telemetry = [doc for topic, doc in messages if topic.endswith("/telemetry")]
+    assert [d for d in seen_by_cli if d["schema"] == "tflite-edge/telemetry/1"] == telemetry
     assert sum(doc["requests"]["count"] for doc in telemetry) == 30
     partitions: dict[str, int] = {}
     for doc in telemetry:
