@@ -148,6 +148,15 @@ def test_unreadable_rapl_counter_is_a_clear_error(tmp_path):
         energy.chmod(0o644)
 
 
+def test_unreadable_counter_file_is_a_clear_error(tmp_path):
+    root = rapl_tree(tmp_path)
+    energy = root / "intel-rapl:0" / "energy_uj"
+    energy.unlink()
+    energy.mkdir()  # reading a directory fails for root too
+    with pytest.raises(PowerSensorError, match="cannot read"):
+        RaplPowerSensor(find_rapl_zones(root))
+
+
 def test_discovery_order_hwmon_then_rapl_then_labelled_estimate(tmp_path):
     hwmon = write_tree(tmp_path / "hwmon", {"hwmon0/name": "ina260", "hwmon0/power1_input": "1000000"})
     powercap = rapl_tree(tmp_path)

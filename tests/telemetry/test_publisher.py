@@ -75,6 +75,9 @@ def test_publishes_status_telemetry_and_experience(broker, collector_factory):
     record = sub.docs("/experience")[0]["records"][0]
     assert record["action"] == {"exit": "exit_0", "partition": 1} and record["context"]["power_mw"] is None
     assert publisher.broker_rtt_ms < 1000
+    context = publisher.context()
+    assert context["uplink_mbps"] == pytest.approx(10.0) and context["rtt_ms"] == pytest.approx(10.0)
+    assert context["loss_ratio"] == 0.0 and context["power_mw"] is not None
 
 
 def test_late_subscriber_sees_the_retained_status(broker, collector_factory):

@@ -233,6 +233,7 @@ class LinkMonitor:
         self.losses = LossCounter(loss_window)
         self.wireless_path = Path(wireless_path)
         self.wifi_interface = wifi_interface
+        # Also taken by TelemetryPublisher.context() to read a consistent set of figures.
         self._lock = threading.Lock()
 
     def record_transfer(self, nbytes: int, transfer_s: float) -> None:

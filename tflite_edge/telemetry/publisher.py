@@ -247,6 +247,23 @@ class TelemetryPublisher:
                 self.dropped_experience += 1
             self._experience.append(record)
 
+    def context(self) -> dict[str, float | None]:
+        """The measured state a policy decides on: link, power and load, as the latest figures.
+
+        No I/O: every value was measured already (None until it has been).
+        """
+        with self.link._lock:
+            uplink = self.link.throughput.mbps
+            rtt = self.link.rtt.srtt_ms
+            loss = self.link.losses.loss_ratio
+        return {
+            "uplink_mbps": uplink,
+            "rtt_ms": rtt,
+            "broker_rtt_ms": self.broker_rtt_ms,
+            "loss_ratio": loss,
+            "power_mw": self._power_mw,
+        }
+
     def _request_energy_mj(self, obs: RequestObservation) -> float | None:
         sensor = self.power_sensor
         if isinstance(sensor, EstimatedPowerSensor):
