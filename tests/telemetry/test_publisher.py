@@ -159,3 +159,16 @@ def test_last_will_says_offline_when_the_device_process_dies(broker, collector_f
     late = collector_factory("tflite-edge/v1/dev/dev-will/status")
     late.wait_for(lambda s: bool(s.messages))
     assert late.messages[0][2] and decode(late.messages[0][1]).state == "offline"  # retained
+
+
+def test_attach_chains_the_runtime_hook():
+    class Runtime:
+        on_result = None
+
+    seen = []
+    runtime = Runtime()
+    runtime.on_result = seen.append
+    publisher = TelemetryPublisher("dev-e", broker_url="mqtt://127.0.0.1:9", power_sensor=EstimatedPowerSensor())
+    publisher.attach(runtime)
+    runtime.on_result(observations(1)[0])
+    assert len(seen) == 1 and publisher.build_telemetry().requests.count == 1

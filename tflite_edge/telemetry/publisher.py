@@ -218,6 +218,20 @@ class TelemetryPublisher:
         with self._lock:
             self._pending.append((obs, energy))
 
+    def attach(self, runtime: Any) -> TelemetryPublisher:
+        """Hook into a device runtime's ``on_result`` (keeping any hook it already has)."""
+        previous = getattr(runtime, "on_result", None)
+        if previous is None:
+            runtime.on_result = self.observe_result
+        else:
+
+            def both(result: Any) -> None:
+                previous(result)
+                self.observe_result(result)
+
+            runtime.on_result = both
+        return self
+
     def record_experience(
         self,
         *,
