@@ -11,7 +11,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["add_exit_heads", "build_digits_model", "digits_data", "train_digits_model"]
+__all__ = [
+    "add_exit_heads",
+    "build_digits32_model",
+    "build_digits_model",
+    "digits_data",
+    "train_digits_model",
+    "upscale",
+]
 
 
 def add_exit_heads(
@@ -69,6 +76,45 @@ def build_digits_model(*, residual: bool = False, seed: int = 0) -> Any:
     final = layers.Dense(10, activation="softmax", name="final")(x)
     name = "digits_residual_exits" if residual else "digits_exits"
     return keras.Model(image, [exit_1, exit_2, final], name=name)
+
+
+def build_digits32_model(*, seed: int = 0) -> Any:
+    """A wider 3-exit CNN for digits upscaled to 32x32 (see `upscale`), used by the demo.
+
+    About 38 M multiply-accumulates per image, so that compute matters next to the link:
+    three blocks of two 3x3 convolutions (32, 64, 128 filters) with exits after the first
+    two blocks (``exit_1``, ``exit_2``) and a dense classifier (``final``). Valid cuts
+    include ``block_1_out`` (16x16x32) and ``block_2_out`` (8x8x64).
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((32, 32, 1), name="image")
+
+    def block(x: Any, filters: int, index: int) -> Any:
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block_{index}_conv_a")(x)
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block_{index}_conv_b")(x)
+        return layers.MaxPooling2D(2, name=f"block_{index}_out")(x)
+
+    def head(x: Any, index: int) -> Any:
+        x = layers.AveragePooling2D(4, name=f"exit_{index}_pool")(x)
+        x = layers.Flatten(name=f"exit_{index}_flat")(x)
+        return layers.Dense(10, activation="softmax", name=f"exit_{index}")(x)
+
+    x = block(image, 32, 1)  # 16x16x32
+    exit_1 = head(x, 1)
+    x = block(x, 64, 2)  # 8x8x64
+    exit_2 = head(x, 2)
+    x = block(x, 128, 3)  # 4x4x128
+    x = layers.Dense(128, activation="relu", name="block_4_dense")(layers.Flatten(name="block_4_flat")(x))
+    final = layers.Dense(10, activation="softmax", name="final")(x)
+    return keras.Model(image, [exit_1, exit_2, final], name="digits32_exits")
+
+
+def upscale(x: np.ndarray, factor: int = 4) -> np.ndarray:
+    """Nearest-neighbour upscaling of (N, H, W, C) images (8x8 digits -> 32x32)."""
+    return np.repeat(np.repeat(x, factor, axis=1), factor, axis=2)
 
 
 def digits_data(*, validation_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
