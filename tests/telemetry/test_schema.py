@@ -125,3 +125,12 @@ def test_encoding_does_not_modify_the_message():
     before = copy.deepcopy(message)
     encode(message)
     assert message == before
+
+
+def test_experience_action_may_carry_thresholds_but_partition_is_an_integer():
+    record = ExperienceRecord(1.0, {}, {"exit": "final", "partition": 1, "thr_exit_1": 0.9, "hold": 4}, 0.0, 1.0,
+                              None, None, None)
+    assert decode(encode(ExperienceBatch("d", 1, 1.0, [record]))).records[0].action["thr_exit_1"] == 0.9
+    bad = ExperienceRecord(1.0, {}, {"exit": "final", "partition": 1.5}, 0.0, 1.0, None, None, None)
+    with pytest.raises(TelemetrySchemaError, match="partition"):
+        encode(ExperienceBatch("d", 1, 1.0, [bad]))

@@ -236,7 +236,7 @@ class TelemetryPublisher:
         self,
         *,
         context: Mapping[str, float | None],
-        action: Mapping[str, int | str],
+        action: Mapping[str, int | float | str],
         reward: float,
         latency_ms: float,
         deadline_ms: float | None = None,

@@ -148,7 +148,7 @@ class ExperienceRecord:
 
     time_unix_s: float
     context: dict[str, float | None]
-    action: dict[str, int | str]
+    action: dict[str, int | float | str]
     reward: float
     latency_ms: float
     deadline_ms: float | None
@@ -236,11 +236,12 @@ def _map(values: Check) -> Check:
     return check
 
 
-def _exit_or_partition(value: Any, where: str) -> None:
+def _action_value(value: Any, where: str) -> None:
+    # exit names are strings, partitions integers; policies may add numbers (thresholds, hold steps).
     if isinstance(value, str):
         _string(value, where)
     else:
-        _integer(value, where)
+        _number()(value, where)
 
 
 def _object(fields: Mapping[str, Check]) -> Check:
@@ -350,7 +351,7 @@ _RECORD = _object(
         "time_unix_s": _number(0),
         "request_id": _nullable(_string),
         "context": _map(_nullable(_number())),
-        "action": _map(_exit_or_partition),
+        "action": _map(_action_value),
         "reward": _number(),
         "latency_ms": _number(0),
         "deadline_ms": _nullable(_number(0)),
@@ -392,8 +393,12 @@ def validate(doc: Any) -> str:
                 raise TelemetrySchemaError(f"requests.{name}: counts add up to more than requests.count")
     elif schema == EXPERIENCE_SCHEMA:
         for i, record in enumerate(doc["records"]):
-            if "exit" not in record["action"] or "partition" not in record["action"]:
+            action = record["action"]
+            if "exit" not in action or "partition" not in action:
                 raise TelemetrySchemaError(f"records[{i}].action: must name both 'exit' and 'partition'")
+            partition = action["partition"]
+            if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+                raise TelemetrySchemaError(f"records[{i}].action.partition: expected an integer >= 0")
     return str(schema)
 
 
