@@ -396,6 +396,8 @@ def validate(doc: Any) -> str:
             action = record["action"]
             if "exit" not in action or "partition" not in action:
                 raise TelemetrySchemaError(f"records[{i}].action: must name both 'exit' and 'partition'")
+            if not isinstance(action["exit"], str):
+                raise TelemetrySchemaError(f"records[{i}].action.exit: expected the exit's name, a string")
             partition = action["partition"]
             if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
                 raise TelemetrySchemaError(f"records[{i}].action.partition: expected an integer >= 0")
