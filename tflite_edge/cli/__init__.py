@@ -12,7 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import TfliteEdgeError
@@ -32,6 +32,8 @@ COMMANDS = (
     "firmware",
     "telemetry",
     "plot",
+    "keys",
+    "broker_config",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,78 @@
+"""tflite-edge broker-config: a Mosquitto configuration with passwords, per-device ACLs and TLS."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLE = """\
+examples:
+  tflite-edge broker-config --devices pi-1,pi-2 --edge edge-1 --reader dashboard -o broker/
+  tflite-edge broker-config --devices pi-1,pi-2 --edge edge-1 -o broker/ --no-plain \\
+      --tls-port 8883 --cert server.crt --key server.key --ca ca.crt --require-certificate
+  mosquitto -c broker/mosquitto.conf
+
+Each device may publish requests and its own telemetry/status/experience and read only its
+own replies; edges read requests and publish replies; readers read telemetry. Passwords
+are random and kept in OUT/credentials.json (mode 0600); re-running keeps existing ones.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "broker-config", help="write a Mosquitto config with passwords, per-device ACLs and TLS",
+        description="Write mosquitto.conf, a password file (PBKDF2-SHA512), an ACL file and "
+                    "credentials.json for a fleet of devices, edge workers and telemetry readers.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--devices", default="", metavar="IDS", help="comma-separated device ids (= user names)")
+    parser.add_argument("--edge", action="append", default=[], metavar="NAMES",
+                        help="edge worker user name(s), comma-separated or repeated")
+    parser.add_argument("--reader", action="append", default=[], metavar="NAMES",
+                        help="telemetry reader user name(s) (dashboards, recorders, trainers)")
+    parser.add_argument("--prefix", default=None, metavar="TOPIC", help="topic prefix (default: tflite-edge/v1)")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write into")
+    parser.add_argument("--port", type=int, default=1883, help="plain MQTT listener port (default: 1883)")
+    parser.add_argument("--no-plain", action="store_true", help="no plain listener: TLS only")
+    parser.add_argument("--bind", metavar="HOST", help="address the listeners bind to (default: all)")
+    tls = parser.add_argument_group("TLS listener")
+    tls.add_argument("--tls-port", type=int, metavar="PORT", help="add a TLS listener on PORT (usually 8883)")
+    tls.add_argument("--cert", metavar="FILE", help="the broker's certificate (PEM)")
+    tls.add_argument("--key", metavar="FILE", help="the broker's private key (PEM)")
+    tls.add_argument("--ca", metavar="FILE", help="CA certificate that signs client certificates")
+    tls.add_argument("--require-certificate", action="store_true",
+                     help="mutual TLS: refuse clients without a certificate signed by --ca")
+    parser.add_argument("--persistence-dir", metavar="DIR",
+                        help="keep retained messages and sessions in DIR across restarts")
+    parser.set_defaults(func=run)
+
+
+def _split(values: list[str] | str) -> tuple[str, ...]:
+    items = [values] if isinstance(values, str) else values
+    return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import BrokerConfigError
+    from ..security.acl import FleetUsers, TlsListener, write_broker_config
+    from ..transport.protocol import DEFAULT_PREFIX
+
+    users = FleetUsers(devices=_split(args.devices), edges=_split(args.edge), readers=_split(args.reader))
+    listener = None
+    if args.tls_port is not None:
+        if not args.cert or not args.key:
+            raise BrokerConfigError("a TLS listener needs the broker's --cert and --key")
+        listener = TlsListener(port=args.tls_port, host=args.bind, cert_file=Path(args.cert).resolve(),
+                               key_file=Path(args.key).resolve(),
+                               ca_file=Path(args.ca).resolve() if args.ca else None,
+                               require_certificate=args.require_certificate)
+    elif args.cert or args.key or args.ca or args.require_certificate:
+        raise BrokerConfigError("--cert, --key, --ca and --require-certificate need --tls-port")
+    files = write_broker_config(
+        args.output, users, prefix=args.prefix or DEFAULT_PREFIX, port=None if args.no_plain else args.port,
+        host=args.bind, tls=listener, persistence_dir=args.persistence_dir,
+    )
+    print(f"wrote {files.config}, {files.password_file}, {files.acl_file}")
+    print(f"credentials for {len(users.names)} users in {files.credentials} (keep it secret)")
+    print(f"start the broker with: mosquitto -c {files.config}")
+    return 0
