@@ -216,9 +216,8 @@ def throughput(broker: MosquittoBroker, heavy: Bundle, paths: list[Path], window
 
             def send(client: Any = client) -> None:
                 nonlocal sent
-                header = RequestHeader(f"r{sent}", "bench-load", "final")
-                props = request_properties(header, response_topic=topics.reply("bench-load"),
-                                           correlation=header.request_id.encode())
+                header = RequestHeader(f"r{sent}", "final")
+                props = request_properties(header, response_topic=topics.reply("bench-load"))
                 client.publish(topics.request(heavy.bundle_id), frame, properties=props)
                 sent += 1
 

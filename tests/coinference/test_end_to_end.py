@@ -102,24 +102,25 @@ def test_unknown_bundle_gets_a_clear_error_reply(
 def test_bad_frames_get_typed_error_replies(digits_bundle: Bundle, other_bundle: Bundle) -> None:
     handler = EdgeHandler([digits_bundle, other_bundle])
     manifest = digits_bundle.manifest
-    props = dict(RequestHeader("r1", "pi-1", "final").to_pairs())
+    props = dict(RequestHeader("r1", "final").to_pairs())
     cut = manifest.segments[1].inputs[0]
     frame = encode_tensor(np.zeros(cut.shape, np.int8), cut, bundle_id=manifest.bundle_id, segment=1)
-    assert handler.handle(manifest.bundle_id, frame, props).header.ok
+    assert handler.handle(manifest.bundle_id, frame, props, b"r1").header.ok
     cases = {
-        "truncated": (manifest.bundle_id, frame[:-3], props),
-        "bad_header": (manifest.bundle_id, b"JUNK" + frame[4:], props),
-        "mismatch": (other_bundle.bundle_id, frame, props),  # frame for another bundle
-        ErrorCode.UNKNOWN_BUNDLE: ("0123456789abcdef", frame, props),
-        ErrorCode.BAD_REQUEST: (manifest.bundle_id, frame, {"rid": "r1"}),
+        "truncated": (manifest.bundle_id, frame[:-3], props, b"r1"),
+        "bad_header": (manifest.bundle_id, b"JUNK" + frame[4:], props, b"r1"),
+        "mismatch": (other_bundle.bundle_id, frame, props, b"r1"),  # frame for another bundle
+        ErrorCode.UNKNOWN_BUNDLE: ("0123456789abcdef", frame, props, b"r1"),
+        ErrorCode.BAD_REQUEST: (manifest.bundle_id, frame, {}, b"r1"),
     }
-    for code, (bundle_id, payload, properties) in cases.items():
-        reply = handler.handle(bundle_id, payload, properties)
+    for code, (bundle_id, payload, properties, correlation) in cases.items():
+        reply = handler.handle(bundle_id, payload, properties, correlation)
         assert not reply.header.ok and reply.header.code == code and reply.payload == b"", code
-    early = dict(RequestHeader("r1", "pi-1", "exit_1").to_pairs())
+    assert handler.handle(manifest.bundle_id, frame, props, None).header.code == ErrorCode.BAD_REQUEST
+    early = dict(RequestHeader("r1", "exit_1").to_pairs())
     frame2 = encode_tensor(np.zeros((1, 2, 2, 32), np.int8), manifest.segments[2].inputs[0],
                            bundle_id=manifest.bundle_id, segment=2)
-    assert handler.handle(manifest.bundle_id, frame2, early).header.code == ErrorCode.BAD_REQUEST
+    assert handler.handle(manifest.bundle_id, frame2, early, b"r1").header.code == ErrorCode.BAD_REQUEST
 
 
 def test_deadline_without_edge_falls_back_locally(

@@ -51,42 +51,48 @@ def test_prefixes_are_validated(bad: str) -> None:
 
 
 def test_request_header_round_trip_through_mqtt_properties() -> None:
-    header = RequestHeader("r-1", "pi-1", "final", deadline_ms=12.5, thresholds={"exit_1": 0.9},
-                           threshold_kind="entropy")
-    props = request_properties(header, response_topic="tflite-edge/v1/dev/pi-1/res", correlation=b"r-1", expiry_s=1)
+    header = RequestHeader("r-1", "final", thresholds={"exit_1": 0.9}, threshold_kind="entropy")
+    props = request_properties(header, response_topic="tflite-edge/v1/dev/pi-1/res", expiry_s=1)
     assert props.ResponseTopic == "tflite-edge/v1/dev/pi-1/res" and props.CorrelationData == b"r-1"
     assert props.MessageExpiryInterval == 1
-    assert RequestHeader.from_properties(user_properties(props)) == header
+    assert RequestHeader.from_message(user_properties(props), props.CorrelationData) == header
+    # The common case carries one user property only: each costs time in paho on both sides.
+    assert user_properties(request_properties(RequestHeader("r", "final"), response_topic="t")) == {"exit": "final"}
 
 
 @pytest.mark.parametrize(
-    "pairs",
+    ("pairs", "correlation"),
     [
-        [("dev", "d"), ("exit", "e")],  # no rid
-        [("rid", "r"), ("dev", "d"), ("exit", "e"), ("deadline_ms", "soon")],
-        [("rid", "r"), ("dev", "d"), ("exit", "e"), ("deadline_ms", "-1")],
-        [("rid", "r"), ("dev", "d"), ("exit", "e"), ("thr", "exit_1")],
-        [("rid", "r"), ("dev", "d"), ("exit", "e"), ("thr", "exit_1=nan")],
-        [("rid", "r"), ("dev", "d"), ("exit", "e"), ("thr", "a=1"), ("thr_kind", "median")],
+        ([("exit", "e")], None),  # no request id
+        ([("exit", "e")], b""),
+        ([("exit", "e")], b"\xff\xfe"),  # not UTF-8
+        ([("exit", "e")], b"x" * 129),
+        ([], b"r"),  # no exit
+        ([("exit", "e"), ("thr", "exit_1")], b"r"),
+        ([("exit", "e"), ("thr", "exit_1=nan")], b"r"),
+        ([("exit", "e"), ("thr", "a=1"), ("thr_kind", "median")], b"r"),
     ],
 )
-def test_malformed_requests_are_protocol_errors(pairs: list[tuple[str, str]]) -> None:
+def test_malformed_requests_are_protocol_errors(pairs: list[tuple[str, str]], correlation: bytes | None) -> None:
     with pytest.raises(ProtocolError):
-        RequestHeader.from_properties(pairs_to_dict(pairs))
+        RequestHeader.from_message(pairs_to_dict(pairs), correlation)
 
 
 def test_replies_and_error_mapping() -> None:
-    ok = ReplyHeader.success("r", "final", 1234)
+    ok = ReplyHeader.success("r", 1234)
     props = reply_properties(ok, correlation=b"r")
-    assert ReplyHeader.from_properties(user_properties(props)) == ok
+    assert ReplyHeader.from_message(user_properties(props), props.CorrelationData) == ok
     bad = ReplyHeader.failure("r", ErrorCode.UNKNOWN_BUNDLE, "this edge does not serve bundle 'x'")
-    parsed = ReplyHeader.from_properties(user_properties(reply_properties(bad, correlation=b"r")))
+    parsed = ReplyHeader.from_message(user_properties(reply_properties(bad, correlation=b"r")), b"r")
+    assert not parsed.ok and parsed.code == ErrorCode.UNKNOWN_BUNDLE
     with pytest.raises(UnknownBundleError, match="does not serve"):
         parsed.raise_for_error()
     other = remote_error("truncated", "frame too short")
     assert type(other) is RemoteError and other.code == "truncated"
     with pytest.raises(ProtocolError):
-        ReplyHeader.from_properties({"status": "maybe"})
+        ReplyHeader.from_message({"status": "maybe"}, b"r")
+    with pytest.raises(ProtocolError):
+        ReplyHeader.from_message({"edge_us": "soon"}, b"r")
 
 
 @pytest.mark.parametrize(

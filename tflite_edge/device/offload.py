@@ -116,7 +116,7 @@ class OffloadClient:
             log.debug("late or unknown reply %r dropped", correlation)
             return
         try:
-            header = ReplyHeader.from_properties(user_properties(message.properties))
+            header = ReplyHeader.from_message(user_properties(message.properties), correlation)
         except TransportError as e:
             header = ReplyHeader.failure("", "bad_reply", f"the edge sent a malformed reply: {e}")
         slot.reply = Reply(header, message.payload, received_at)
@@ -134,23 +134,24 @@ class OffloadClient:
         header: RequestHeader,
         *,
         timeout_s: float,
+        deadline_ms: float | None = None,
     ) -> Reply | None:
         """Publish a request and wait up to ``timeout_s`` for its reply (None on timeout).
+
+        ``deadline_ms`` sets the request's MQTT message expiry, so the broker drops it
+        rather than deliver it to a worker after nobody waits for it any more.
 
         Raises ``BrokerConnectionError`` at once when the client is not connected, so the
         caller can fall back without spending its deadline.
         """
         if not self.connected:
             raise BrokerConnectionError("not connected to the MQTT broker (reconnecting in the background)")
-        correlation = header.request_id.encode()
+        correlation = header.request_id.encode("utf-8")
         slot = _Slot()
         with self._lock:
             self._pending[correlation] = slot
         try:
-            props = request_properties(
-                header, response_topic=self.reply_topic, correlation=correlation,
-                expiry_s=expiry_seconds(header.deadline_ms),
-            )
+            props = request_properties(header, response_topic=self.reply_topic, expiry_s=expiry_seconds(deadline_ms))
             info = self._client.publish(self.topics.request(bundle_id), frame, qos=self.qos, properties=props)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 raise BrokerConnectionError(f"publishing the request failed: {paho.error_string(info.rc)}")

@@ -28,7 +28,7 @@ from ..bundle import Bundle, load_bundle
 from ..errors import RemoteError, TransportError, WireFormatError
 from ..runtime.chain import BundleRunner, dequantize
 from ..transport.protocol import DEFAULT_PREFIX, RequestHeader, remote_error, validate_device_id
-from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation
+from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation, parse_header
 from .offload import OffloadClient, Reply
 from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
 from .result import InferenceResult
@@ -196,14 +196,12 @@ class DeviceRuntime:
             t_send = time.perf_counter()
             frame = encode_tensor(seen[spec.name], spec, bundle_id=self.manifest.bundle_id, segment=k, codec=self.codec)
             request_bytes = len(frame)
-            header = RequestHeader(
-                rid, self.device_id, plan.exit, deadline_ms=plan.deadline_ms,
-                thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind,
-            )
+            header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind)
             elapsed_ms = (t_send - t0) * 1e3
             timeout_s = max(budget_ms - elapsed_ms - reserve_ms, 0.0) / 1e3
             try:
-                reply = self.offload.request(self.manifest.bundle_id, frame, header, timeout_s=timeout_s)
+                reply = self.offload.request(self.manifest.bundle_id, frame, header, timeout_s=timeout_s,
+                                             deadline_ms=plan.deadline_ms)
             except TransportError as e:
                 reply, error = None, str(e)
             if reply is None and error is None:
@@ -225,7 +223,9 @@ class DeviceRuntime:
         self, rid: str, plan: ResolvedPlan, reply: Reply, t0: float, t_send: float, device_ms: float,
         request_bytes: int,
     ) -> InferenceResult:
-        exit_name = reply.header.exit
+        # The reply frame's tensor is the exit that answered (the target, or an earlier one
+        # whose threshold fired on the edge).
+        exit_name = parse_header(reply.payload).tensor
         try:
             exit_spec = self.manifest.exit(exit_name)
         except KeyError as e:

@@ -66,13 +66,16 @@ class EdgeHandler:
             for index in range(runner.manifest.num_segments):
                 runner.interpreter(index)
 
-    def handle(self, bundle_id: str, payload: bytes, properties: Mapping[str, str]) -> EdgeReply:
-        """Answer one request. Never raises for bad input: errors become error replies."""
-        rid = properties.get("rid", "")
+    def handle(
+        self, bundle_id: str, payload: bytes, properties: Mapping[str, str], correlation: bytes | None
+    ) -> EdgeReply:
+        """Answer one request: its bundle id (from the topic), frame, user properties and
+        correlation data. Never raises for bad input: errors become error replies."""
         try:
-            header = RequestHeader.from_properties(properties)
+            header = RequestHeader.from_message(properties, correlation)
         except ProtocolError as e:
-            return self._error(rid, ErrorCode.BAD_REQUEST, str(e))
+            return self._error("", ErrorCode.BAD_REQUEST, str(e))
+        rid = header.request_id
         runner = self.runners.get(bundle_id)
         if runner is None:
             served = ", ".join(self.runners)
@@ -112,7 +115,7 @@ class EdgeHandler:
             log.warning("request %s failed: %s", rid, e)
             return self._error(rid, ErrorCode.INTERNAL, str(e))
         edge_us = int((time.perf_counter() - start) * 1e6)
-        return EdgeReply(out, ReplyHeader.success(header.request_id, exit_name, edge_us))
+        return EdgeReply(out, ReplyHeader.success(header.request_id, edge_us))
 
     @staticmethod
     def _run(

@@ -24,7 +24,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ..bundle import Bundle, load_bundle
-from ..errors import BrokerConnectionError, InputError
+from ..errors import BrokerConnectionError, InputError, ProtocolError
 from ..transport.mqtt import connect_and_start, make_client
 from ..transport.protocol import (
     DEFAULT_PREFIX,
@@ -137,7 +137,7 @@ class EdgeWorker:
             log.warning("request on %s without a usable ResponseTopic dropped", message.topic)
             return
         try:
-            reply = self._answer(message.topic, message.payload, user_properties(props))
+            reply = self._answer(message.topic, message.payload, user_properties(props), correlation)
         except Exception as e:  # a worker must survive anything a request can trigger
             log.exception("unexpected failure answering a request on %s", message.topic)
             reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
@@ -148,12 +148,14 @@ class EdgeWorker:
         client.publish(response_topic, reply.payload, qos=self.qos,
                        properties=reply_properties(reply.header, correlation=correlation))
 
-    def _answer(self, topic: str, payload: bytes, properties: dict[str, str]) -> EdgeReply:
+    def _answer(
+        self, topic: str, payload: bytes, properties: dict[str, str], correlation: bytes | None
+    ) -> EdgeReply:
         try:
             bundle_id = self.topics.bundle_of(topic)
-        except Exception as e:
-            return EdgeReply(b"", ReplyHeader.failure(properties.get("rid", ""), ErrorCode.BAD_REQUEST, str(e)))
-        return self.handler.handle(bundle_id, payload, properties)
+        except ProtocolError as e:
+            return EdgeReply(b"", ReplyHeader.failure("", ErrorCode.BAD_REQUEST, str(e)))
+        return self.handler.handle(bundle_id, payload, properties, correlation)
 
 
 def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, Any], ready: Any) -> None:

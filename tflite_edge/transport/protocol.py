@@ -8,17 +8,22 @@ Topics (``prefix`` defaults to ``tflite-edge/v1`` and is configurable)::
     {prefix}/dev/{device_id}/telemetry|status|experience   used by the telemetry subsystem
 
 A request is a PUBLISH whose payload is one activation frame (``wire.py``) and whose MQTT 5
-properties carry ``ResponseTopic``, ``CorrelationData`` (the request id),
-``MessageExpiryInterval`` (so the broker drops requests nobody could answer in time) and
-user properties ``rid``, ``dev``, ``exit``, optionally ``deadline_ms``, ``thr`` and
-``thr_kind``. A reply carries the same ``CorrelationData`` and user properties ``status``
-(``ok`` or ``error``), ``rid``, and either ``exit`` + ``edge_us`` with the exit's output frame
-as payload, or ``code`` + ``message`` with an empty payload.
+properties carry ``ResponseTopic``, ``CorrelationData`` (the request id, UTF-8),
+``MessageExpiryInterval`` when the request has a deadline (so the broker drops requests
+nobody could answer in time) and the user property ``exit``, plus ``thr`` and ``thr_kind``
+when early-exit thresholds apply. A reply carries the same ``CorrelationData`` and either
+the user property ``edge_us`` with the answering exit's output frame as payload (the
+frame's tensor name is the exit), or ``error`` (a code) and ``message`` with an empty
+payload.
+
+The property set is deliberately small: paho-mqtt packs and parses MQTT 5 properties in
+Python, and every extra property costs microseconds on both sides of every request.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -30,7 +35,6 @@ from ..errors import ProtocolError, RemoteError, TopicError, UnknownBundleError
 __all__ = [
     "DEFAULT_PREFIX",
     "DEVICE_CHANNELS",
-    "CONTENT_TYPE",
     "ErrorCode",
     "Topics",
     "RequestHeader",
@@ -42,16 +46,18 @@ __all__ = [
     "reply_properties",
     "user_properties",
     "remote_error",
+    "request_id_of",
+    "PackedProperties",
     "expiry_seconds",
     "pairs_to_dict",
 ]
 
 DEFAULT_PREFIX = "tflite-edge/v1"
 DEVICE_CHANNELS = ("res", "telemetry", "status", "experience")
-CONTENT_TYPE = "application/x-tflite-edge-activation"
 MAX_LEVEL_BYTES = 128
 MAX_PROPERTY_BYTES = 1024  # user property values we accept; the rest of the reply is the frame
 MAX_EXIT_NAMES = 64
+MAX_REQUEST_ID_BYTES = 128
 
 
 class ErrorCode:
@@ -169,47 +175,46 @@ def _parse_thresholds(text: str) -> dict[str, float]:
     return result
 
 
+def request_id_of(correlation: bytes | None) -> str:
+    """The request id carried in ``CorrelationData``; ``ProtocolError`` when absent or not text."""
+    if not correlation:
+        raise ProtocolError("request lacks CorrelationData (the request id)")
+    if len(correlation) > MAX_REQUEST_ID_BYTES:
+        raise ProtocolError(f"CorrelationData is longer than {MAX_REQUEST_ID_BYTES} bytes")
+    try:
+        return bytes(correlation).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProtocolError("CorrelationData is not UTF-8 text") from e
+
+
 @dataclass(frozen=True)
 class RequestHeader:
-    """What a request says besides its frame."""
+    """What a request says besides its frame and its reply address."""
 
     request_id: str
-    device_id: str
     exit: str
-    deadline_ms: float | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
     threshold_kind: str = "top1"
 
     def to_pairs(self) -> list[tuple[str, str]]:
-        pairs = [("rid", self.request_id), ("dev", self.device_id), ("exit", self.exit)]
-        if self.deadline_ms is not None:
-            pairs.append(("deadline_ms", f"{self.deadline_ms:.3f}"))
+        pairs = [("exit", self.exit)]
         if self.thresholds:
             pairs.append(("thr", _threshold_text(self.thresholds)))
             pairs.append(("thr_kind", self.threshold_kind))
         return pairs
 
     @classmethod
-    def from_properties(cls, props: Mapping[str, str]) -> RequestHeader:
-        missing = [k for k in ("rid", "dev", "exit") if not props.get(k)]
-        if missing:
-            raise ProtocolError(f"request lacks user propert{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}")
-        deadline: float | None = None
-        if "deadline_ms" in props:
-            try:
-                deadline = float(props["deadline_ms"])
-            except ValueError as e:
-                raise ProtocolError(f"deadline_ms {props['deadline_ms']!r} is not a number") from e
-            if not math.isfinite(deadline) or deadline < 0:
-                raise ProtocolError(f"deadline_ms {deadline} must be a finite number >= 0")
+    def from_message(cls, props: Mapping[str, str], correlation: bytes | None) -> RequestHeader:
+        """Parse a received request's user properties and correlation data."""
+        request_id = request_id_of(correlation)
+        if not props.get("exit"):
+            raise ProtocolError("request lacks the user property 'exit'")
         kind = props.get("thr_kind", "top1")
         if kind not in ("top1", "entropy"):
             raise ProtocolError(f"thr_kind {kind!r} is not 'top1' or 'entropy'")
         return cls(
-            request_id=props["rid"],
-            device_id=props["dev"],
+            request_id=request_id,
             exit=props["exit"],
-            deadline_ms=deadline,
             thresholds=_parse_thresholds(props.get("thr", "")),
             threshold_kind=kind,
         )
@@ -217,18 +222,17 @@ class RequestHeader:
 
 @dataclass(frozen=True)
 class ReplyHeader:
-    """What a reply says besides its frame: success with the exit used, or an error."""
+    """What a reply says besides its frame: success with the edge's compute time, or an error."""
 
     request_id: str
     ok: bool
-    exit: str = ""
     edge_us: int = 0
     code: str = ""
     message: str = ""
 
     @classmethod
-    def success(cls, request_id: str, exit_name: str, edge_us: int) -> ReplyHeader:
-        return cls(request_id, True, exit=exit_name, edge_us=edge_us)
+    def success(cls, request_id: str, edge_us: int) -> ReplyHeader:
+        return cls(request_id, True, edge_us=edge_us)
 
     @classmethod
     def failure(cls, request_id: str, code: str, message: str) -> ReplyHeader:
@@ -236,24 +240,22 @@ class ReplyHeader:
 
     def to_pairs(self) -> list[tuple[str, str]]:
         if self.ok:
-            return [("status", "ok"), ("rid", self.request_id), ("exit", self.exit), ("edge_us", str(self.edge_us))]
-        return [("status", "error"), ("rid", self.request_id), ("code", self.code), ("message", self.message)]
+            return [("edge_us", str(self.edge_us))]
+        return [("error", self.code), ("message", self.message)]
 
     @classmethod
-    def from_properties(cls, props: Mapping[str, str]) -> ReplyHeader:
-        status = props.get("status")
-        rid = props.get("rid", "")
-        if status == "ok":
-            try:
-                edge_us = int(props.get("edge_us", "0"))
-            except ValueError as e:
-                raise ProtocolError(f"edge_us {props.get('edge_us')!r} is not an integer") from e
-            if not props.get("exit"):
-                raise ProtocolError("ok reply lacks the user property 'exit'")
-            return cls.success(rid, props["exit"], max(edge_us, 0))
-        if status == "error":
-            return cls.failure(rid, props.get("code", ErrorCode.INTERNAL), props.get("message", ""))
-        raise ProtocolError(f"reply status {status!r} is not 'ok' or 'error'")
+    def from_message(cls, props: Mapping[str, str], correlation: bytes | None) -> ReplyHeader:
+        """Parse a received reply's user properties and correlation data."""
+        request_id = request_id_of(correlation)
+        if "error" in props:
+            return cls.failure(request_id, props["error"] or ErrorCode.INTERNAL, props.get("message", ""))
+        try:
+            edge_us = int(props["edge_us"])
+        except KeyError as e:
+            raise ProtocolError("reply has neither 'edge_us' nor 'error'") from e
+        except ValueError as e:
+            raise ProtocolError(f"edge_us {props['edge_us']!r} is not an integer") from e
+        return cls.success(request_id, max(edge_us, 0))
 
     def raise_for_error(self) -> None:
         """Raise the matching ``RemoteError`` when this is an error reply."""
@@ -268,29 +270,79 @@ def remote_error(code: str, message: str) -> RemoteError:
     return RemoteError(f"edge error ({code}): {message}", code)
 
 
-def request_properties(
-    header: RequestHeader, *, response_topic: str, correlation: bytes, expiry_s: int | None = None
-) -> Properties:
-    """MQTT 5 PUBLISH properties of a request."""
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = response_topic
-    props.CorrelationData = correlation
-    props.ContentType = CONTENT_TYPE
-    if expiry_s is not None:
-        props.MessageExpiryInterval = max(1, int(expiry_s))
-    props.UserProperty = header.to_pairs()
-    return props
+class PackedProperties(Properties):
+    """PUBLISH properties serialised once, when made.
+
+    paho-mqtt builds and packs ``Properties`` in Python, attribute by attribute, which
+    costs tens of microseconds per message; a publish only needs ``pack()``, so requests and
+    replies hand paho the finished bytes. The values stay readable as attributes.
+    """
+
+    def __init__(
+        self,
+        *,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        expiry_s: int | None = None,
+        user: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(PacketTypes.PUBLISH)
+        parts = []
+        values: dict[str, object] = {}
+        # Identifier order as paho packs them: 0x02, 0x08, 0x09, 0x26 (MQTT 5, 2.2.2.2).
+        if expiry_s is not None:
+            parts.append(b"\x02" + struct.pack("!L", expiry_s))
+            values["MessageExpiryInterval"] = expiry_s
+        if response_topic is not None:
+            parts.append(b"\x08" + _string(response_topic))
+            values["ResponseTopic"] = response_topic
+        if correlation is not None:
+            if len(correlation) > 0xFFFF:
+                raise ProtocolError("correlation data is longer than 65535 bytes")
+            parts.append(b"\x09" + struct.pack("!H", len(correlation)) + correlation)
+            values["CorrelationData"] = correlation
+        for key, value in user:
+            parts.append(b"\x26" + _string(key) + _string(value))
+        if user:
+            values["UserProperty"] = list(user)
+        body = b"".join(parts)
+        # Stored past Properties.__setattr__, whose name checks are the slow part.
+        self.__dict__.update(values)
+        self.__dict__["_packed"] = _variable_byte_integer(len(body)) + body
+
+    def pack(self) -> bytes:
+        return self._packed  # type: ignore[no-any-return]
+
+
+def _string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > 0xFFFF:
+        raise ProtocolError("an MQTT string is limited to 65535 bytes")
+    return struct.pack("!H", len(data)) + data
+
+
+def _variable_byte_integer(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def request_properties(header: RequestHeader, *, response_topic: str, expiry_s: int | None = None) -> Properties:
+    """MQTT 5 PUBLISH properties of a request (the correlation data is the request id)."""
+    return PackedProperties(
+        response_topic=response_topic,
+        correlation=header.request_id.encode("utf-8"),
+        expiry_s=None if expiry_s is None else max(1, int(expiry_s)),
+        user=header.to_pairs(),
+    )
 
 
 def reply_properties(header: ReplyHeader, *, correlation: bytes | None) -> Properties:
-    """MQTT 5 PUBLISH properties of a reply, echoing the request's correlation data."""
-    props = Properties(PacketTypes.PUBLISH)
-    if correlation is not None:
-        props.CorrelationData = correlation
-    if header.ok:
-        props.ContentType = CONTENT_TYPE
-    props.UserProperty = header.to_pairs()
-    return props
+    """MQTT 5 PUBLISH properties of a reply, echoing the request's correlation data as is."""
+    return PackedProperties(correlation=None if correlation is None else bytes(correlation), user=header.to_pairs())
 
 
 def expiry_seconds(deadline_ms: float | None) -> int | None:
