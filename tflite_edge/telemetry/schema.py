@@ -17,12 +17,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TelemetrySchemaError
+from .checks import (
+    boolean,
+    integer,
+    list_of,
+    map_of,
+    nullable,
+    number,
+    obj,
+    one_of,
+    string,
+)
 
 __all__ = [
     "EXPERIENCE_SCHEMA",
@@ -48,7 +58,6 @@ STATUS_SCHEMA = "tflite-edge/status/1"
 EXPERIENCE_SCHEMA = "tflite-edge/experience/1"
 #: no telemetry message is larger; bigger payloads are refused before json parsing
 MAX_MESSAGE_BYTES = 256 * 1024
-MAX_MAP_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -168,130 +177,34 @@ class ExperienceBatch:
 
 # ---------------------------------------------------------------- the validator
 
-Check = Callable[[Any, str], None]
-
-
-def _fail(where: str, message: str) -> None:
-    raise TelemetrySchemaError(f"{where}: {message}")
-
-
-def _number(minimum: float | None = None, maximum: float | None = None) -> Check:
-    def check(value: Any, where: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(where, f"expected a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            _fail(where, "must be finite")
-        if minimum is not None and value < minimum:
-            _fail(where, f"must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            _fail(where, f"must be <= {maximum}, got {value}")
-
-    return check
-
-
-def _integer(value: Any, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(where, f"expected an integer, got {type(value).__name__}")
-    if value < 0:
-        _fail(where, f"must be >= 0, got {value}")
-
-
-def _string(value: Any, where: str) -> None:
-    if not isinstance(value, str) or not value:
-        _fail(where, "expected a non-empty string")
-
-
-def _boolean(value: Any, where: str) -> None:
-    if not isinstance(value, bool):
-        _fail(where, f"expected true or false, got {type(value).__name__}")
-
-
-def _nullable(check: Check) -> Check:
-    def wrapped(value: Any, where: str) -> None:
-        if value is not None:
-            check(value, where)
-
-    return wrapped
-
-
-def _one_of(*allowed: str) -> Check:
-    def check(value: Any, where: str) -> None:
-        if value not in allowed:
-            _fail(where, f"expected one of {list(allowed)}, got {value!r}")
-
-    return check
-
-
-def _map(values: Check) -> Check:
-    def check(value: Any, where: str) -> None:
-        if not isinstance(value, dict):
-            _fail(where, f"expected an object, got {type(value).__name__}")
-        if len(value) > MAX_MAP_ENTRIES:
-            _fail(where, f"more than {MAX_MAP_ENTRIES} entries")
-        for key, item in value.items():
-            if not key:
-                _fail(where, "empty key")
-            values(item, f"{where}.{key}")
-
-    return check
-
-
 def _action_value(value: Any, where: str) -> None:
     # exit names are strings, partitions integers; policies may add numbers (thresholds, hold steps).
     if isinstance(value, str):
-        _string(value, where)
+        string(value, where)
     else:
-        _number()(value, where)
+        number()(value, where)
 
 
-def _object(fields: Mapping[str, Check]) -> Check:
-    def check(value: Any, where: str) -> None:
-        if not isinstance(value, dict):
-            _fail(where, f"expected an object, got {type(value).__name__}")
-        missing = sorted(set(fields) - set(value))
-        unknown = sorted(set(value) - set(fields))
-        if missing:
-            _fail(where, f"missing field(s) {missing}")
-        if unknown:
-            _fail(where, f"unknown field(s) {unknown}")
-        for name, sub in fields.items():
-            sub(value[name], f"{where}.{name}" if where else name)
+_MS = nullable(number(0))
+_COMMON = {"device_id": string, "time_unix_s": number(0)}
 
-    return check
-
-
-def _list(item: Check, max_items: int) -> Check:
-    def check(value: Any, where: str) -> None:
-        if not isinstance(value, list):
-            _fail(where, f"expected a list, got {type(value).__name__}")
-        if len(value) > max_items:
-            _fail(where, f"more than {max_items} items")
-        for i, element in enumerate(value):
-            item(element, f"{where}[{i}]")
-
-    return check
-
-
-_MS = _nullable(_number(0))
-_COMMON = {"device_id": _string, "time_unix_s": _number(0)}
-
-_TELEMETRY = _object(
+_TELEMETRY = obj(
     {
-        "schema": _one_of(TELEMETRY_SCHEMA),
+        "schema": one_of(TELEMETRY_SCHEMA),
         **_COMMON,
-        "seq": _integer,
-        "window_s": _number(0),
-        "requests": _object(
+        "seq": integer,
+        "window_s": number(0),
+        "requests": obj(
             {
-                "count": _integer,
-                "deadline_met": _integer,
-                "deadline_missed": _integer,
-                "failed": _integer,
-                "exits": _map(_integer),
-                "partitions": _map(_integer),
+                "count": integer,
+                "deadline_met": integer,
+                "deadline_missed": integer,
+                "failed": integer,
+                "exits": map_of(integer),
+                "partitions": map_of(integer),
             }
         ),
-        "latency": _object(
+        "latency": obj(
             {
                 "total_p50_ms": _MS,
                 "total_p95_ms": _MS,
@@ -299,76 +212,76 @@ _TELEMETRY = _object(
                 "device_compute_mean_ms": _MS,
                 "transfer_mean_ms": _MS,
                 "edge_compute_mean_ms": _MS,
-                "device_segments_mean_ms": _map(_number(0)),
+                "device_segments_mean_ms": map_of(number(0)),
             }
         ),
-        "link": _object(
+        "link": obj(
             {
                 "rtt_ms": _MS,
                 "rtt_min_ms": _MS,
                 "broker_rtt_ms": _MS,
-                "uplink_mbps": _nullable(_number(0)),
-                "bytes_sent": _integer,
-                "timeouts": _integer,
-                "errors": _integer,
-                "loss_ratio": _number(0, 1),
-                "wifi_signal_dbm": _nullable(_number(-200, 100)),
-                "wifi_link_quality": _nullable(_number(0)),
+                "uplink_mbps": nullable(number(0)),
+                "bytes_sent": integer,
+                "timeouts": integer,
+                "errors": integer,
+                "loss_ratio": number(0, 1),
+                "wifi_signal_dbm": nullable(number(-200, 100)),
+                "wifi_link_quality": nullable(number(0)),
             }
         ),
-        "power": _object(
+        "power": obj(
             {
-                "power_mw": _nullable(_number(0)),
-                "voltage_mv": _nullable(_number()),
-                "current_ma": _nullable(_number()),
-                "source": _string,
-                "estimated": _boolean,
-                "energy_per_inference_mj": _nullable(_number(0)),
+                "power_mw": nullable(number(0)),
+                "voltage_mv": nullable(number()),
+                "current_ma": nullable(number()),
+                "source": string,
+                "estimated": boolean,
+                "energy_per_inference_mj": nullable(number(0)),
             }
         ),
-        "system": _object(
+        "system": obj(
             {
-                "cpu_load_percent": _nullable(_number(0, 100)),
-                "cpu_temperature_c": _nullable(_number(-100, 200)),
-                "memory_used_percent": _nullable(_number(0, 100)),
+                "cpu_load_percent": nullable(number(0, 100)),
+                "cpu_temperature_c": nullable(number(-100, 200)),
+                "memory_used_percent": nullable(number(0, 100)),
             }
         ),
     }
 )
 
-_STATUS = _object(
+_STATUS = obj(
     {
-        "schema": _one_of(STATUS_SCHEMA),
+        "schema": one_of(STATUS_SCHEMA),
         **_COMMON,
-        "state": _one_of("online", "offline"),
-        "reason": _nullable(_string),
-        "software": _string,
+        "state": one_of("online", "offline"),
+        "reason": nullable(string),
+        "software": string,
     }
 )
 
-_RECORD = _object(
+_RECORD = obj(
     {
-        "time_unix_s": _number(0),
-        "request_id": _nullable(_string),
-        "context": _map(_nullable(_number())),
-        "action": _map(_action_value),
-        "reward": _number(),
-        "latency_ms": _number(0),
-        "deadline_ms": _nullable(_number(0)),
-        "deadline_met": _nullable(_boolean),
-        "energy_mj": _nullable(_number(0)),
+        "time_unix_s": number(0),
+        "request_id": nullable(string),
+        "context": map_of(nullable(number())),
+        "action": map_of(_action_value),
+        "reward": number(),
+        "latency_ms": number(0),
+        "deadline_ms": nullable(number(0)),
+        "deadline_met": nullable(boolean),
+        "energy_mj": nullable(number(0)),
     }
 )
 
 #: most records in one experience message (the publisher splits larger batches)
 MAX_EXPERIENCE_RECORDS = 256
 
-_EXPERIENCE = _object(
+_EXPERIENCE = obj(
     {
-        "schema": _one_of(EXPERIENCE_SCHEMA),
+        "schema": one_of(EXPERIENCE_SCHEMA),
         **_COMMON,
-        "seq": _integer,
-        "records": _list(_RECORD, MAX_EXPERIENCE_RECORDS),
+        "seq": integer,
+        "records": list_of(_RECORD, MAX_EXPERIENCE_RECORDS),
     }
 )
 
