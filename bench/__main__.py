@@ -30,7 +30,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
 def main() -> int:
@@ -65,7 +66,7 @@ def main() -> int:
         sections.append(f"## {script.stem}  ({took:.0f} s)\n\n{body}\n")
         print(result.stdout, flush=True)
     report = out / "report.md"
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     report.write_text(f"# tflite-edge benchmark report\n\n{stamp} on {machine()}\n\n" + "\n".join(sections))
     print(f"wrote {report}" + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

@@ -109,7 +109,8 @@ def main() -> int:
     for threads in (1, 2):
         f = mobilenet[f"threads_{threads}"]
         parts = " + ".join(f"{v:.2f}" for v in f["segments_ms"].values())
-        print(f"  {threads} thread(s): whole {f['whole_ms']:.2f} ms, segments {parts} = {f['sum_of_segments_ms']:.2f} ms, "
+        print(f"  {threads} thread(s): whole {f['whole_ms']:.2f} ms, "
+              f"segments {parts} = {f['sum_of_segments_ms']:.2f} ms, "
               f"ratio {f['ratio']:.3f}, median per-round ratio {f['ratio_median_of_rounds']:.3f} (target <= 1.02)")
     print(f"  chain vs whole quantized model: {'bit-exact' if mobilenet['bit_exact'] else 'NOT bit-exact'}")
     print(f"Digits (scikit-learn, {digits['validation_samples']} validation images), int8 vs float Keras top-1:")

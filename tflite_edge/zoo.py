@@ -7,7 +7,8 @@ scikit-learn, no download) that trains to useful accuracy in seconds.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,9 @@ def upscale(x: np.ndarray, factor: int = 4) -> np.ndarray:
     return np.repeat(np.repeat(x, factor, axis=1), factor, axis=2)
 
 
-def digits_data(*, validation_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def digits_data(
+    *, validation_fraction: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's digits as (x_train, y_train, x_val, y_val); x in [0, 1], shape (N, 8, 8, 1)."""
     from sklearn.datasets import load_digits
 

@@ -12,9 +12,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import BundleError, ChainError, ChecksumError, ManifestError
 from .manifest import Manifest, TensorSpec

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from . import build_parser
 

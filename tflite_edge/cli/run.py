@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(str(e.args[0])) from e
     runner = BundleRunner(bundle, backend=args.backend, num_threads=args.threads)
     outputs = runner.predict(x, exits)
-    np.savez(args.output, **outputs)
+    np.savez(args.output, **outputs)  # type: ignore[arg-type]  # numpy stubs type **kwds poorly
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
     print(f"wrote {args.output}: {shapes} (backend {runner.backend_name})")
     return 0

@@ -11,8 +11,9 @@ zero point, and the chain of segments runs exactly the operators of the whole mo
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,8 @@ class WholeModel:
         shape = tuple(int(d) for d in tensor.shape)
         scale = zero_point = None
         quant = tensor.quantization
-        if quant is not None and quant.scale is not None and len(quant.scale) == 1 and dtype in ("int8", "uint8", "int16"):
+        per_tensor = quant is not None and quant.scale is not None and len(quant.scale) == 1
+        if per_tensor and dtype in ("int8", "uint8", "int16"):
             scale = float(quant.scale[0])
             zero_point = int(quant.zeroPoint[0])
         return TensorSpec(name, shape, dtype, scale, zero_point)
@@ -124,7 +126,9 @@ def extract_segment(whole: WholeModel, inputs: Sequence[str], outputs: Sequence[
         | {t for op in ops for t in (*op.inputs, *op.outputs) if t >= 0}
         | {t for op in ops for t in (op.intermediates if op.intermediates is not None else []) if t >= 0}
     )
-    return _build(source, graph, ops, used_tensors, dict(zip(inputs, in_idx)), dict(zip(outputs, out_idx)))
+    named_inputs = dict(zip(inputs, in_idx, strict=True))
+    named_outputs = dict(zip(outputs, out_idx, strict=True))
+    return _build(source, graph, ops, used_tensors, named_inputs, named_outputs)
 
 
 def _build(
@@ -150,7 +154,7 @@ def _build(
         tensors[tensor_map[old]].name = name
 
     code_map: dict[int, int] = {}
-    operator_codes = []
+    operator_codes: list[Any] = []
     new_ops = []
     for op in ops:
         op = copy.copy(op)

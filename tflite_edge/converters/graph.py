@@ -13,8 +13,9 @@ model once, so the rules are testable without TensorFlow.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import CutError
 
@@ -218,7 +219,9 @@ def graph_from_keras(model: Any) -> LayerGraph:
         outputs = node.output_tensors
         shape = tuple(int(d) for d in outputs[0].shape[1:]) if len(outputs) == 1 else None
         if shape is not None and any(d is None for d in outputs[0].shape[1:]):
-            raise CutError(f"layer {op.name!r} has an undefined output shape {outputs[0].shape}; give the input a fixed size")
+            raise CutError(
+                f"layer {op.name!r} has an undefined output shape {outputs[0].shape}; give the input a fixed size"
+            )
         parents = tuple(dict.fromkeys(p.operation.name for p in node.parent_nodes))
         layers.append(LayerInfo(op.name, parents, shape, _layer_macs(op, shape)))
     exits = [t._keras_history.operation.name for t in model.outputs]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -85,4 +86,4 @@ def keras_predictions(model: Any, x: np.ndarray) -> Mapping[str, np.ndarray]:
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
     names = [t._keras_history.operation.name for t in model.outputs]
-    return dict(zip(names, outputs))
+    return dict(zip(names, outputs, strict=True))

@@ -3,8 +3,8 @@
 Keras 3 models lose output names in TFLite signatures and reorder outputs, so the model is
 rebuilt with a dict of outputs: every exit and every cut activation comes out under its
 layer name. (A hand-written ``tf.function`` left READ_VARIABLE ops in the graph that broke
-int8 calibration; ``from_keras_model`` freezes the variables.) Calibration happens once, for the whole model, which gives both
-sides of every cut the same scale and zero point.
+int8 calibration; ``from_keras_model`` freezes the variables.) Calibration happens once,
+for the whole model, which gives both sides of every cut the same scale and zero point.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -15,8 +15,9 @@ import ctypes
 import importlib
 import logging
 import platform
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,7 @@ user-facing ends (model input, exit outputs) are converted from and to float32.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 

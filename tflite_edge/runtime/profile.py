@@ -95,7 +95,7 @@ def profile_bundle(
     for segment in manifest.segments:
         feeds = {t.name: tensors[t.name] for t in segment.inputs}
         interpreter = runner.interpreter(segment.index)
-        times = time_interpreter(lambda: interpreter.run(feeds), repeats, warmup)
+        times = time_interpreter(lambda i=interpreter, f=feeds: i.run(f), repeats, warmup)
         timings.append(
             SegmentTiming(
                 segment.index,
@@ -111,7 +111,7 @@ def profile_bundle(
         backend=runner.backend_name,
         threads=threads,
         repeats=repeats,
-        machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         segments=tuple(timings),
         chain_median_ms=statistics.median(chain_times),
         input_bytes=manifest.segments[0].inputs[0].bytes,
