@@ -80,7 +80,8 @@ def _headroom(ax: Any) -> None:
 def _finish(fig: Any, axes: Any, title: str, out: Path) -> Path:
     axes[-1].set_xlabel("time since the recording started (s)")
     fig.suptitle(title, fontsize=13)
-    fig.tight_layout()
+    # Keep about a third of an inch above the panels for the title, whatever the figure's height.
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / fig.get_figheight()))
     fig.savefig(out)
     import matplotlib.pyplot as plt
 
