@@ -86,7 +86,7 @@ def main() -> None:
     for i, t in enumerate(synthetic):
         e = sim.episode(t, seed=100 + i)
         chosen = rng.integers(len(sim.actions), size=len(e))
-        sim.rewards(e, sim._evaluate(e, np.arange(len(sim.actions)), predicted=False).take(chosen), objective)
+        sim.rewards(e, sim._evaluate(e, np.arange(len(sim.actions))).take(chosen), objective)
     figures["episode_and_evaluation_requests_per_s"] = rate(requests, time.perf_counter() - start)
 
     # Gymnasium-style loop: reset + one step per request.

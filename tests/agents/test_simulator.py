@@ -149,3 +149,27 @@ def test_profiles(tmp_path, mobilenet_like: tuple[Manifest, LatencyProfile]) -> 
         load_profile(tmp_path / "p.json")
     # Edgent's Pi 3 / desktop convolution regressions at MobileNetV2's first layer.
     assert 90 < edgent_rpi3_slowdown() < 110
+
+
+def test_planning_model_predicts_true_outcomes_on_a_steady_link(mobilenet_like: tuple[Manifest, LatencyProfile]) -> None:
+    from tflite_edge.agents.planning import PlanningModel, policy_observations
+
+    sim = make_sim(mobilenet_like, scenario=fixed_scenario(device_speed=(0.7, 0.7), edge_load=(0.3, 0.3)))
+    episode = sim.episode(CONSTANT, seed=0, requests=10)
+    true, predicted = sim.outcomes(episode), sim.predicted(episode)
+    # Steady 2 Mbit/s, constant RTT: the estimate is right, so prediction equals the truth.
+    np.testing.assert_allclose(predicted.latency_ms, true.latency_ms)
+    np.testing.assert_allclose(predicted.energy_mj, true.energy_mj)
+    np.testing.assert_array_equal(predicted.offloaded, true.offloaded)
+    # It survives policy.json, and a device computes the same features from it.
+    model = PlanningModel.from_dict(sim.planning_model.to_dict())
+    objective = Objective("edgeml")
+    rewards = model.predicted_rewards(
+        objective, throughput_mbps=episode.est_mbps, rtt_ms=episode.rtt_est_ms, device_speed=episode.device_speed,
+        edge_load=episode.edge_load, deadline_ms=episode.deadline_ms, power_budget_mw=episode.power_budget_mw,
+    )
+    features = policy_observations(sim, episode, objective)
+    assert features.shape == (10, 8 + len(sim.actions))
+    np.testing.assert_allclose(features[:, 8:], rewards, rtol=1e-6)
+    with pytest.raises(PolicyError, match="malformed planning model"):
+        PlanningModel.from_dict({**sim.planning_model.to_dict(), "edge_ms": [1.0]})

@@ -45,7 +45,8 @@ def test_policy_directory(trained: tuple[Path, Path]) -> None:
     policy_dir, _ = trained
     assert (policy_dir / "checkpoints").is_dir() and (policy_dir / "saved_policy").is_dir()
     metadata = json.loads((policy_dir / "policy.json").read_text())
-    assert metadata["features"] == list(OBSERVATION_FEATURES)
+    assert metadata["features"][:8] == list(OBSERVATION_FEATURES)
+    assert len(metadata["features"]) == 8 + len(metadata["actions"]) == 8 + len(metadata["planning_model"]["edge_ms"])
     assert metadata["trained_steps"] == 300 and metadata["config"]["seed"] == 0
     assert len(metadata["training_traces"]) == 6 and len(metadata["record"]["held_out_traces"]) == 2
     assert (policy_dir / "policy.tflite").stat().st_size < 64 * 1024
@@ -69,7 +70,9 @@ def test_tflite_policy_runs_without_tensorflow(trained: tuple[Path, Path]) -> No
 
 def test_decision_time_and_actions(trained: tuple[Path, Path]) -> None:
     policy = TFLitePolicy(trained[0])
-    x = np.zeros(len(OBSERVATION_FEATURES), np.float32)
+    x = policy.features(throughput_mbps=1.0, throughput_std_mbps=0.2, rtt_ms=50, deadline_ms=200,
+                        power_budget_mw=2000, device_speed=1.0, edge_load=0.2)[0]
+    assert x.shape == (policy.num_features,)
     policy.decide_index(x)
     start = time.perf_counter()
     for _ in range(500):

@@ -35,6 +35,7 @@ import numpy as np
 from ..bundle.manifest import Manifest
 from ..errors import PolicyError, ProfileError
 from .objectives import Objective
+from .planning import PlanningModel
 from .profiles import LatencyProfile, Platform, get_platform
 from .radio import RadioPowerModel, get_radio, transmit_energy_mj
 from .traces import Trace
@@ -244,19 +245,21 @@ class Simulator:
         )
         self._exit_segment = np.array([e.segment for e in manifest.exits])
         seg = np.asarray(profile.segment_ms, dtype=np.float64)
-        self._device_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.device.slowdown)))
-        self._edge_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.edge.slowdown)))
+        self.device_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.device.slowdown)))
+        self.edge_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.edge.slowdown)))
         # Bytes sent for partition K: segment 0's (quantized) inputs for K = 0, the activation
         # at cut K-1 after that, nothing when everything runs locally.
         input_bytes = sum(t.bytes for t in manifest.segments[0].inputs) or manifest.input.bytes
-        self._megabits = np.array([input_bytes * 8e-6] + [c.activation_bytes * 8e-6 for c in manifest.cuts] + [0.0])
+        sizes = [input_bytes, *(c.activation_bytes for c in manifest.cuts), 0]
+        self.partition_megabits = np.array(sizes, dtype=np.float64) * 8e-6
         self.actions = self._enumerate_actions(tuple(thresholds))
         self._action_exit = np.array([a.exit for a in self.actions])
         self._action_partition = np.array([a.partition for a in self.actions])
         final = int(np.argmax(self._exit_segment))
-        self.reference_ms = float(self._device_cum_ms[self._exit_segment[final] + 1])
+        self.reference_ms = float(self.device_cum_ms[self._exit_segment[final] + 1])
         if self.reference_ms <= 0:
             raise ProfileError("the profile's segment latencies are all zero")
+        self._planning_model: PlanningModel | None = None
         self.local_action = self.actions.index(Action(final, n))
         self.remote_action = self.actions.index(Action(final, 0))
 
@@ -325,7 +328,7 @@ class Simulator:
             cached = episode._cache.get("outcomes")
             if isinstance(cached, Outcomes):
                 return cached
-            result = self._evaluate(episode, np.arange(len(self.actions)), predicted=False)
+            result = self._evaluate(episode, np.arange(len(self.actions)))
             episode._cache["outcomes"] = result
             return result
         acts = np.asarray(actions, dtype=np.int64)
@@ -342,51 +345,61 @@ class Simulator:
         cached = episode._cache.get("predicted")
         if isinstance(cached, Outcomes):
             return cached
-        result = self._evaluate(episode, np.arange(len(self.actions)), predicted=True)
+        model = self.planning_model
+        latency, energy = model.predict(throughput_mbps=episode.est_mbps, rtt_ms=episode.rtt_est_ms,
+                                        device_speed=episode.device_speed, edge_load=episode.edge_load)
+        shape = latency.shape
+        result = Outcomes(
+            latency, energy, np.broadcast_to(model.accuracy, shape), np.broadcast_to(model.accuracy, shape),
+            np.broadcast_to(model.offloaded > 0, shape), np.broadcast_to(self._action_exit, shape),
+        )
         episode._cache["predicted"] = result
         return result
 
-    def _evaluate(self, episode: Episode, actions: np.ndarray, *, predicted: bool) -> Outcomes:
+    @property
+    def planning_model(self) -> PlanningModel:
+        """Per-action constants from which a planner (or a device) predicts outcomes."""
+        if self._planning_model is None:
+            self._planning_model = PlanningModel.from_simulator(self)
+        return self._planning_model
+
+    def _evaluate(self, episode: Episode, actions: np.ndarray) -> Outcomes:
         n = self.manifest.num_segments
-        speed, load = episode.device_speed, np.minimum(episode.edge_load, 0.95)
-        rtt = episode.rtt_est_ms if predicted else episode.rtt_ms
+        speed, load, rtt = episode.device_speed, np.minimum(episode.edge_load, 0.95), episode.rtt_ms
         # Transfer time depends only on the partition: compute it once per K.
         tx_ms: dict[int, np.ndarray] = {}
         for k in np.unique(self._action_partition):
             if k >= n:
                 continue
-            start = episode.t_s + self._device_cum_ms[k] / speed / 1000.0
-            if predicted:
-                tx_ms[k] = self._megabits[k] / episode.est_mbps * 1000.0
-            else:
-                tx_ms[k] = (episode.trace.transfer_end_s(start, self._megabits[k]) - start) * 1000.0
+            start = episode.t_s + self.device_cum_ms[k] / speed / 1000.0
+            tx_ms[k] = (episode.trace.transfer_end_s(start, self.partition_megabits[k]) - start) * 1000.0
         columns: list[tuple[np.ndarray, ...]] = []
         for a in actions:
             act = self.actions[int(a)]
-            taken = self._exit_taken(episode, act, expected=predicted)
+            taken = self._exit_taken(episode, act)
             seg_taken = self._exit_segment[taken]
             local = seg_taken < act.partition
             k = min(act.partition, n)
-            device_ms = np.where(local, self._device_cum_ms[seg_taken + 1], self._device_cum_ms[k]) / speed
+            device_ms = np.where(local, self.device_cum_ms[seg_taken + 1], self.device_cum_ms[k]) / speed
             if k < n:
-                edge_ms = np.where(local, 0.0, (self._edge_cum_ms[seg_taken + 1] - self._edge_cum_ms[k]) / (1 - load))
+                edge_ms = np.where(local, 0.0, (self.edge_cum_ms[seg_taken + 1] - self.edge_cum_ms[k]) / (1 - load))
                 link_ms = np.where(local, 0.0, tx_ms[k] + rtt)
-                radio_mj = np.where(local, 0.0, transmit_energy_mj(self.radio, self._megabits[k], tx_ms[k]))
+                radio_mj = np.where(local, 0.0, transmit_energy_mj(self.radio, self.partition_megabits[k], tx_ms[k]))
             else:
                 edge_ms = link_ms = radio_mj = np.zeros(len(episode))
             latency = device_ms + link_ms + edge_ms
             energy = self.device.compute_power_mw * device_ms / 1000.0 + radio_mj
             accuracy = self._exit_accuracy[taken]
-            if self.samples is not None and not predicted:
+            if self.samples is not None:
                 correct = self.samples.correct[episode.sample_index, taken].astype(np.float64)
             else:
                 correct = accuracy
             columns.append((latency, energy, correct, accuracy, ~local, taken))
         return Outcomes(*(np.stack([c[i] for c in columns], axis=1) for i in range(6)))
 
-    def _exit_taken(self, episode: Episode, action: Action, *, expected: bool) -> np.ndarray:
+    def _exit_taken(self, episode: Episode, action: Action) -> np.ndarray:
         count = len(episode)
-        if action.threshold is None or self.samples is None or expected or episode.sample_index is None:
+        if action.threshold is None or self.samples is None or episode.sample_index is None:
             return np.full(count, action.exit)
         target_segment = self._exit_segment[action.exit]
         candidates = [i for i, s in enumerate(self._exit_segment) if s <= target_segment and i != action.exit]

@@ -3,9 +3,10 @@
 No TensorFlow and no TF-Agents: the policy is a TFLite model with a ``serving_default``
 signature (``observation`` float32[1, features] -> ``action`` int32[1]) run by the same
 backends as the bundle's segments (LiteRT, tflite-runtime or TensorFlow Lite), plus
-``policy.json``, which maps action indices to (exit, partition, threshold) and records
-how features are computed. The device computes features from its measured context with
-:func:`tflite_edge.agents.simulator.observation_from_context`.
+``policy.json``, which maps action indices to (exit, partition, threshold) and holds what
+the features need: the reference latency, the objective and the planning model. Features
+are the context (:func:`tflite_edge.agents.simulator.observation_from_context`) followed
+by every action's reward as the planning model predicts it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..errors import PolicyError
 from ..runtime.backends import SegmentInterpreter
 from .baselines import Policy
 from .objectives import Objective
+from .planning import PlanningModel
 from .simulator import OBSERVATION_FEATURES, Action, Episode, Simulator, observation_from_context
 
 __all__ = ["MAX_POLICY_BYTES", "TFLitePolicy"]
@@ -58,6 +60,13 @@ class TFLitePolicy(Policy):
         self.labels = tuple(str(a["label"]) for a in self.metadata["actions"])
         self.reference_ms = float(self.metadata["reference_ms"])
         self.bundle_id = str(self.metadata["bundle_id"])
+        self.planning_model = PlanningModel.from_dict(self.metadata["planning_model"])
+        if self.planning_model.num_actions != len(self.actions):
+            raise PolicyError(f"{root}/policy.json: the planning model and the action list disagree")
+        objective = self.metadata["objective"]
+        self.objective = Objective(str(objective["name"]), float(objective["accuracy_floor"]),
+                                   float(objective["miss_penalty"]))
+        self.num_features = len(OBSERVATION_FEATURES) + len(self.actions)
         self._interpreter = SegmentInterpreter(model, backend=backend, label=f"policy {root}")
         if self._interpreter.input_names != ["observation"] or self._interpreter.output_names != ["action"]:
             raise PolicyError(f"{model_path} must map `observation` to `action`, it has inputs "
@@ -67,11 +76,12 @@ class TFLitePolicy(Policy):
     def _check(metadata: Any, root: Path) -> dict[str, Any]:
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
             raise PolicyError(f"{root}/policy.json: not a policy description of format {_FORMAT}")
-        for key in ("bundle_id", "features", "reference_ms", "actions"):
+        for key in ("bundle_id", "features", "reference_ms", "actions", "planning_model", "objective"):
             if key not in metadata:
                 raise PolicyError(f"{root}/policy.json: missing {key!r}")
-        if list(metadata["features"]) != list(OBSERVATION_FEATURES):
-            raise PolicyError(f"{root}/policy.json: the policy was trained on features {metadata['features']}, "
+        features = list(metadata["features"])
+        if features[: len(OBSERVATION_FEATURES)] != list(OBSERVATION_FEATURES):
+            raise PolicyError(f"{root}/policy.json: the policy was trained on features {features[:8]}, "
                               f"this tflite-edge computes {list(OBSERVATION_FEATURES)}; train it again")
         actions = metadata["actions"]
         if not isinstance(actions, list) or not actions or not all(
@@ -84,20 +94,49 @@ class TFLitePolicy(Policy):
     def backend_name(self) -> str:
         return self._interpreter.backend.name
 
-    def decide_index(self, observation: np.ndarray) -> int:
-        """The action index for one observation vector (float32[features])."""
-        feed = np.asarray(observation, dtype=np.float32).reshape(1, len(OBSERVATION_FEATURES))
+    def features(
+        self,
+        *,
+        throughput_mbps: np.ndarray | float,
+        throughput_std_mbps: np.ndarray | float,
+        rtt_ms: np.ndarray | float,
+        deadline_ms: np.ndarray | float,
+        power_budget_mw: np.ndarray | float,
+        device_speed: np.ndarray | float,
+        edge_load: np.ndarray | float,
+    ) -> np.ndarray:
+        """The policy's inputs for measured contexts (scalars: one row; arrays: one row each)."""
+        context = observation_from_context(
+            throughput_mbps=throughput_mbps, throughput_std_mbps=throughput_std_mbps, rtt_ms=rtt_ms,
+            deadline_ms=deadline_ms, power_budget_mw=power_budget_mw, device_speed=device_speed,
+            edge_load=edge_load, reference_ms=self.reference_ms,
+        )
+        predicted = self.planning_model.predicted_rewards(
+            self.objective, throughput_mbps=throughput_mbps, rtt_ms=rtt_ms, device_speed=device_speed,
+            edge_load=edge_load, deadline_ms=deadline_ms, power_budget_mw=power_budget_mw,
+        )
+        return np.concatenate([context, predicted.astype(np.float32)], axis=1)
+
+    def decide_index(self, features: np.ndarray) -> int:
+        """The action index for one feature vector (float32[num_features], from ``features``)."""
+        feed = np.asarray(features, dtype=np.float32).reshape(1, self.num_features)
         index = int(self._interpreter.run({"observation": feed})["action"].reshape(-1)[0])
         if not 0 <= index < len(self.actions):
             raise PolicyError(f"the policy returned action {index}, outside its {len(self.actions)} actions")
         return index
 
     def act(self, **context: float) -> Action:
-        """The action for a measured context (keyword arguments of ``observation_from_context``)."""
-        return self.actions[self.decide_index(observation_from_context(reference_ms=self.reference_ms, **context)[0])]
+        """The action for one measured context (the keyword arguments of ``features``)."""
+        return self.actions[self.decide_index(self.features(**context)[0])]
 
     def decide(self, simulator: Simulator, episode: Episode, objective: Objective) -> np.ndarray:
         if list(self.labels) != simulator.action_labels():
             raise PolicyError("the policy was trained for other actions than this simulator offers "
                               f"({len(self.labels)} vs {len(simulator.actions)}); simulate with the training options")
-        return np.array([self.decide_index(x) for x in episode.observations()], dtype=np.int64)
+        # Features computed the way a device does (from policy.json), not by the simulator.
+        features = self.features(
+            throughput_mbps=episode.est_mbps, throughput_std_mbps=episode.std_mbps, rtt_ms=episode.rtt_est_ms,
+            deadline_ms=episode.deadline_ms, power_budget_mw=episode.power_budget_mw,
+            device_speed=episode.device_speed, edge_load=episode.edge_load,
+        )
+        return np.array([self.decide_index(x) for x in features], dtype=np.int64)

@@ -1,15 +1,18 @@
 """Training an exit/offload policy with TF-Agents, and exporting it to a tiny TFLite model.
 
 The problem is a contextual bandit: requests arrive on an open loop, so an action changes
-the reward of its own request only. The agent is TF-Agents' ``NeuralEpsilonGreedyAgent``
-(a reward network over all actions, epsilon-greedy exploration) or ``LinearUCBAgent``.
+the reward of its own request only. The policy's inputs are the context features and the
+predicted reward of every action from the planning model (:mod:`.planning`), so it can
+learn when the prediction from the throughput estimate is not to be trusted. The agent is
+TF-Agents' ``NeuralEpsilonGreedyAgent`` (a reward network over all actions,
+epsilon-greedy exploration) or ``LinearUCBAgent``.
 Training draws batches of requests from simulated episodes of the training traces; the
 agent's collect policy picks the actions and learns only from the rewards of those
 actions (bandit feedback), as it would on a device.
 
 The trained greedy policy is saved with ``PolicySaver`` and converted to TFLite with one
 signature, ``serving_default``: ``observation`` float32[1, features] -> ``action``
-int32[1]. A policy directory holds::
+int32[1], where features = the context features + one predicted reward per action. A policy directory holds::
 
     policy.tflite      the policy for devices (run by tflite_edge.agents.tflite_policy)
     policy.json        actions, features, reference latency, objective, training record
@@ -35,7 +38,8 @@ import numpy as np
 from ..errors import PolicyError
 from .evaluate import episodes_for
 from .objectives import Objective
-from .simulator import OBSERVATION_FEATURES, Simulator
+from .planning import policy_feature_names, policy_observations
+from .simulator import Simulator
 from .traces import Trace
 
 __all__ = [
@@ -109,8 +113,9 @@ def policy_metadata(simulator: Simulator, objective: Objective, config: TrainCon
     return {
         "format": POLICY_FORMAT,
         "bundle_id": simulator.manifest.bundle_id,
-        "features": list(OBSERVATION_FEATURES),
+        "features": policy_feature_names(simulator),
         "reference_ms": simulator.reference_ms,
+        "planning_model": simulator.planning_model.to_dict(),
         "actions": [
             {"exit": a.exit, "exit_name": simulator.manifest.exits[a.exit].name, "partition": a.partition,
              "threshold": a.threshold, "label": a.label(simulator.manifest)}
@@ -127,7 +132,7 @@ def _training_data(simulator: Simulator, traces: Sequence[Trace], objective: Obj
     observations, rewards = [], []
     for repeat in range(config.episodes_per_trace):
         for episode in episodes_for(simulator, traces, seed=config.seed * 7919 + repeat):
-            observations.append(episode.observations())
+            observations.append(policy_observations(simulator, episode, objective))
             rewards.append(simulator.rewards(episode, simulator.outcomes(episode), objective).astype(np.float32))
     return np.concatenate(observations), np.concatenate(rewards)
 
@@ -187,7 +192,8 @@ def train_policy(
 
     agent = _make_agent(tf, config, features, actions)
     agent.initialize()
-    step_counter = agent.train_step_counter
+    # Our own step count: LinearUCBAgent advances its train_step_counter by the batch size.
+    step_counter = tf.Variable(0, dtype=tf.int64, name="steps_done")
     checkpointer = common.Checkpointer(ckpt_dir=str(out / "checkpoints"), max_to_keep=2, agent=agent,
                                        global_step=step_counter)
     checkpointer.initialize_or_restore()
@@ -218,6 +224,7 @@ def train_policy(
         chosen = choose(obs).numpy()
         reward = tf.constant(rewards[rows, chosen])
         loss = float(learn(obs, tf.constant(chosen, tf.int32), reward))
+        step_counter.assign_add(1)
         done = step + 1
         if progress is not None and (done % progress_every == 0 or done == config.steps):
             progress(done, loss)

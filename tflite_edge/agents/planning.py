@@ -1,0 +1,143 @@
+"""The planning model: every action's outcome predicted from an observed context.
+
+This is what Neurosurgeon's and Edgent's regression models give them: device and edge
+compute per action from the bundle's profile, scaled by the measured device speed and edge
+load, plus the transfer at the *estimated* throughput and the last RTT. It is a handful of
+per-action constants, so a device can evaluate it in microseconds without the simulator,
+and it travels inside ``policy.json``: a learned policy receives the predicted reward of
+every action as features next to the raw context, and learns when to trust them (for
+instance, not when the link is volatile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import PolicyError
+from .objectives import Objective
+
+if TYPE_CHECKING:
+    from .simulator import Episode, Simulator
+
+__all__ = ["PlanningModel", "policy_feature_names", "policy_observations"]
+
+_FIELDS = ("device_ms", "edge_ms", "megabits", "accuracy", "offloaded")
+
+
+@dataclass(frozen=True, eq=False)
+class PlanningModel:
+    """Per-action constants: device compute at nominal speed, edge compute when idle,
+    megabits sent, exit accuracy, and whether the action offloads."""
+
+    device_ms: np.ndarray
+    edge_ms: np.ndarray
+    megabits: np.ndarray
+    accuracy: np.ndarray
+    offloaded: np.ndarray
+    device_power_mw: float
+    radio_alpha_mw_per_mbps: float
+    radio_beta_mw: float
+
+    @classmethod
+    def from_simulator(cls, simulator: Simulator) -> PlanningModel:
+        """The planning model of ``simulator``'s bundle, profile, platforms and radio."""
+        values: dict[str, list[float]] = {k: [] for k in _FIELDS}
+        n = simulator.manifest.num_segments
+        for action in simulator.actions:
+            segment = simulator.manifest.exits[action.exit].segment
+            local = segment < action.partition
+            k = min(action.partition, n)
+            device = simulator.device_cum_ms[segment + 1] if local else simulator.device_cum_ms[k]
+            values["device_ms"].append(float(device))
+            edge = 0.0 if local else simulator.edge_cum_ms[segment + 1] - simulator.edge_cum_ms[k]
+            values["edge_ms"].append(float(edge))
+            values["megabits"].append(0.0 if local else float(simulator.partition_megabits[k]))
+            values["accuracy"].append(simulator.exit_accuracy[action.exit])
+            values["offloaded"].append(0.0 if local else 1.0)
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+        return cls(
+            **arrays,  # type: ignore[arg-type]
+            device_power_mw=simulator.device.compute_power_mw,
+            radio_alpha_mw_per_mbps=simulator.radio.alpha_mw_per_mbps,
+            radio_beta_mw=simulator.radio.beta_mw,
+        )
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.device_ms.size)
+
+    def predict(
+        self,
+        *,
+        throughput_mbps: np.ndarray | float,
+        rtt_ms: np.ndarray | float,
+        device_speed: np.ndarray | float,
+        edge_load: np.ndarray | float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted (latency_ms, energy_mj), each (requests, actions)."""
+        throughput = np.maximum(np.atleast_1d(np.asarray(throughput_mbps, dtype=np.float64)), 1e-6)[:, None]
+        rtt = np.atleast_1d(np.asarray(rtt_ms, dtype=np.float64))[:, None]
+        speed = np.atleast_1d(np.asarray(device_speed, dtype=np.float64))[:, None]
+        load = np.minimum(np.atleast_1d(np.asarray(edge_load, dtype=np.float64)), 0.95)[:, None]
+        device_ms = self.device_ms / speed
+        transmit_ms = self.megabits / throughput * 1000.0
+        latency = device_ms + self.offloaded * (transmit_ms + rtt) + self.edge_ms / (1.0 - load)
+        energy = (self.device_power_mw * device_ms / 1000.0
+                  + self.radio_alpha_mw_per_mbps * self.megabits + self.radio_beta_mw * transmit_ms / 1000.0)
+        return latency, energy
+
+    def predicted_rewards(
+        self,
+        objective: Objective,
+        *,
+        throughput_mbps: np.ndarray | float,
+        rtt_ms: np.ndarray | float,
+        device_speed: np.ndarray | float,
+        edge_load: np.ndarray | float,
+        deadline_ms: np.ndarray | float,
+        power_budget_mw: np.ndarray | float,
+    ) -> np.ndarray:
+        """Every action's reward under ``objective`` as predicted, (requests, actions)."""
+        latency, energy = self.predict(
+            throughput_mbps=throughput_mbps, rtt_ms=rtt_ms, device_speed=device_speed, edge_load=edge_load
+        )
+        deadline = np.atleast_1d(np.asarray(deadline_ms, dtype=np.float64))[:, None]
+        budget = np.atleast_1d(np.asarray(power_budget_mw, dtype=np.float64))[:, None] * deadline / 1000.0
+        accuracy = np.broadcast_to(self.accuracy, latency.shape)
+        return objective.reward(latency_ms=latency, energy_mj=energy, correct=accuracy, exit_accuracy=accuracy,
+                                deadline_ms=deadline, energy_budget_mj=budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {k: [float(v) for v in getattr(self, k)] for k in _FIELDS}
+        doc.update(device_power_mw=self.device_power_mw, radio_alpha_mw_per_mbps=self.radio_alpha_mw_per_mbps,
+                   radio_beta_mw=self.radio_beta_mw)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> PlanningModel:
+        try:
+            arrays = {k: np.asarray(doc[k], dtype=np.float64) for k in _FIELDS}
+            scalars = {k: float(doc[k]) for k in ("device_power_mw", "radio_alpha_mw_per_mbps", "radio_beta_mw")}
+        except (KeyError, TypeError, ValueError) as e:
+            raise PolicyError(f"malformed planning model: {e}") from e
+        shapes = {a.shape for a in arrays.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1 or not all(np.all(np.isfinite(a)) for a in arrays.values()):
+            raise PolicyError("malformed planning model: per-action lists must be finite and of equal length")
+        return cls(**arrays, **scalars)  # type: ignore[arg-type]
+
+
+def policy_feature_names(simulator: Simulator) -> list[str]:
+    """Names of a learned policy's inputs: the context features, then each action's predicted reward."""
+    from .simulator import OBSERVATION_FEATURES
+
+    return [*OBSERVATION_FEATURES, *(f"predicted_reward:{label}" for label in simulator.action_labels())]
+
+
+def policy_observations(simulator: Simulator, episode: Episode, objective: Objective) -> np.ndarray:
+    """A learned policy's inputs for every request of ``episode``, float32 (requests, features)."""
+    predicted = simulator.rewards(episode, simulator.predicted(episode), objective)
+    return np.concatenate([episode.observations(), predicted.astype(np.float32)], axis=1)
