@@ -151,7 +151,7 @@ def test_profiles(tmp_path, mobilenet_like: tuple[Manifest, LatencyProfile]) -> 
     assert 90 < edgent_rpi3_slowdown() < 110
 
 
-def test_planning_model_predicts_true_outcomes_on_a_steady_link(mobilenet_like: tuple[Manifest, LatencyProfile]) -> None:
+def test_planning_model_on_a_steady_link(mobilenet_like: tuple[Manifest, LatencyProfile]) -> None:
     from tflite_edge.agents.planning import PlanningModel, policy_observations
 
     sim = make_sim(mobilenet_like, scenario=fixed_scenario(device_speed=(0.7, 0.7), edge_load=(0.3, 0.3)))
