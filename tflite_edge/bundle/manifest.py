@@ -335,7 +335,7 @@ class Manifest:
     def from_json(cls, text: str | bytes) -> Manifest:
         try:
             doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # also digit strings over 4300 digits and deep nesting
             raise ManifestError(f"bundle.json is not valid JSON: {e}") from e
         return cls.from_dict(doc)
 
