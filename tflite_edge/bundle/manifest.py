@@ -94,7 +94,10 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def _optional_float(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    number = float(_typed(value, (int, float), where))
+    try:
+        number = float(_typed(value, (int, float), where))
+    except OverflowError as e:  # an integer beyond float range, e.g. 1e400 written out in digits
+        raise ManifestError(f"{where}: must be a finite number") from e
     if not math.isfinite(number):
         raise ManifestError(f"{where}: must be a finite number")
     return number
