@@ -16,6 +16,7 @@ from tflite_edge.telemetry.power import (
     RaplPowerSensor,
     discover_power_sensor,
     find_hwmon_sensors,
+    find_iio_sensors,
     find_rapl_zones,
 )
 
@@ -61,6 +62,26 @@ def test_hwmon_ina3221_prefers_the_input_rail_and_multiplies_v_by_i(tmp_path):
     assert sensors[0].source == "hwmon:ina3221:VDD_IN"
     assert sensors[0].read().power_mw == pytest.approx(5080 * 1200 / 1000)
     assert len(sensors) == 3
+
+
+def test_iio_ina3221x_of_older_jetsons(tmp_path):
+    # Jetson Nano (L4T 32): the ina3221x IIO driver, power in mW per named rail.
+    files = {"iio:device0/name": "ina3221x"}
+    for ch, (rail, mw, mv, ma) in enumerate([("POM_5V_IN", 4230, 5000, 846), ("POM_5V_GPU", 120, 5000, 24)]):
+        files |= {
+            f"iio:device0/rail_name_{ch}": rail,
+            f"iio:device0/in_power{ch}_input": str(mw),
+            f"iio:device0/in_voltage{ch}_input": str(mv),
+            f"iio:device0/in_current{ch}_input": str(ma),
+        }
+    root = write_tree(tmp_path / "iio", files)
+    sensors = find_iio_sensors(root)
+    assert [s.source for s in sensors] == ["iio:ina3221x:POM_5V_IN", "iio:ina3221x:POM_5V_GPU"]
+    reading = sensors[0].read()
+    assert (reading.power_mw, reading.voltage_mv, reading.current_ma) == (4230.0, 5000.0, 846.0)
+    empty = tmp_path / "empty"
+    found = discover_power_sensor(hwmon_root=empty, powercap_root=empty, iio_root=root, probe_vcgencmd=False)
+    assert found.source == "iio:ina3221x:POM_5V_IN"
 
 
 def test_hwmon_power_average_and_errors(tmp_path):
@@ -162,9 +183,9 @@ def test_discovery_order_hwmon_then_rapl_then_labelled_estimate(tmp_path):
     powercap = rapl_tree(tmp_path)
     empty = tmp_path / "empty"
     assert discover_power_sensor(hwmon_root=hwmon, powercap_root=powercap).source == "hwmon:ina260:ch1"
-    rapl = discover_power_sensor(hwmon_root=empty, powercap_root=powercap, probe_vcgencmd=False)
+    rapl = discover_power_sensor(hwmon_root=empty, powercap_root=powercap, iio_root=empty, probe_vcgencmd=False)
     assert rapl.source == "rapl:package-0"
-    fallback = discover_power_sensor(hwmon_root=empty, powercap_root=empty, probe_vcgencmd=False)
+    fallback = discover_power_sensor(hwmon_root=empty, powercap_root=empty, iio_root=empty, probe_vcgencmd=False)
     assert isinstance(fallback, EstimatedPowerSensor)
     reading = fallback.read()
     assert reading.estimated and reading.source == "model:wifi"

@@ -27,11 +27,14 @@ __all__ = [
     "HWMON_ROOT",
     "POWERCAP_ROOT",
     "HwmonPowerSensor",
+    "IIO_ROOT",
+    "IioPowerSensor",
     "PowerReading",
     "PowerSensor",
     "RaplPowerSensor",
     "discover_power_sensor",
     "find_hwmon_sensors",
+    "find_iio_sensors",
     "find_rapl_zones",
 ]
 
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 HWMON_ROOT = Path("/sys/class/hwmon")
 POWERCAP_ROOT = Path("/sys/class/powercap")
+IIO_ROOT = Path("/sys/bus/iio/devices")
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,56 @@ def find_hwmon_sensors(root: str | Path = HWMON_ROOT) -> list[HwmonPowerSensor]:
     return found
 
 
+# ---------------------------------------------------------------- Linux IIO (older Jetson)
+
+
+class IioPowerSensor(PowerSensor):
+    """One rail of an IIO power monitor: the ``ina3221x`` driver of Jetson Nano/TX2 (L4T 32).
+
+    Files per channel N: ``in_power{N}_input`` (mW), ``in_voltage{N}_input`` (mV),
+    ``in_current{N}_input`` (mA) and ``rail_name_{N}`` (e.g. ``POM_5V_IN``, the module input).
+    """
+
+    def __init__(self, device_dir: str | Path, channel: int) -> None:
+        self.device_dir = Path(device_dir)
+        self.channel = channel
+        self._power = self.device_dir / f"in_power{channel}_input"
+        if not self._power.exists():
+            raise PowerSensorError(f"{self.device_dir} has no in_power{channel}_input")
+        self._voltage = self.device_dir / f"in_voltage{channel}_input"
+        self._current = self.device_dir / f"in_current{channel}_input"
+        self.label = _read_text(self.device_dir / f"rail_name_{channel}") or f"ch{channel}"
+        chip = _read_text(self.device_dir / "name") or "iio"
+        self.source = f"iio:{chip}:{self.label}"
+
+    def read(self) -> PowerReading:
+        power_mw = _read_number(self._power)
+        voltage = _read_number(self._voltage) if self._voltage.exists() else None
+        current = _read_number(self._current) if self._current.exists() else None
+        if power_mw < 0:
+            raise PowerSensorError(f"{self.source} reported negative power {power_mw} mW")
+        return PowerReading(power_mw, voltage, current, self.source, False)
+
+
+def find_iio_sensors(root: str | Path = IIO_ROOT) -> list[IioPowerSensor]:
+    """IIO power rails under ``root`` (``/sys/bus/iio/devices``), the input rail of each device first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found: list[IioPowerSensor] = []
+    for device in sorted(root.iterdir(), key=lambda p: p.name):
+        try:
+            channels = sorted(
+                int(m.group(1)) for p in device.iterdir() if (m := re.fullmatch(r"in_power(\d+)_input", p.name))
+            )
+        except OSError:
+            continue
+        sensors = [IioPowerSensor(device, c) for c in channels]
+        sensors.sort(key=lambda s: 0 if s.label.upper().endswith("_IN") else 1)
+        found.extend(sensors)
+    return found
+
+
 # ---------------------------------------------------------------- Intel RAPL
 
 
@@ -260,10 +314,11 @@ def discover_power_sensor(
     *,
     hwmon_root: str | Path = HWMON_ROOT,
     powercap_root: str | Path = POWERCAP_ROOT,
+    iio_root: str | Path = IIO_ROOT,
     fallback: Callable[[], PowerSensor] | None = None,
     probe_vcgencmd: bool = True,
 ) -> PowerSensor:
-    """The best power sensor this machine has: hwmon, the Pi 5 PMIC, RAPL, then the estimate.
+    """The best power sensor this machine has: hwmon, IIO, the Pi 5 PMIC, RAPL, then the estimate.
 
     A source is taken only if one reading succeeds (RAPL counters are often root-only).
     I2C and serial meters cannot be probed safely (probing a bus can upset other chips),
@@ -271,7 +326,8 @@ def discover_power_sensor(
     ``fallback`` builds the sensor used when nothing is found; by default the
     model-based ``EstimatedPowerSensor``, whose readings are labelled ``estimated``.
     """
-    for sensor in find_hwmon_sensors(hwmon_root):
+    candidates: list[PowerSensor] = [*find_hwmon_sensors(hwmon_root), *find_iio_sensors(iio_root)]
+    for sensor in candidates:
         try:
             sensor.read()
         except PowerSensorError as e:
