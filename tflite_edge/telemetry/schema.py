@@ -367,7 +367,7 @@ def decode(payload: bytes | str) -> TelemetryMessage | StatusMessage | Experienc
         raise TelemetrySchemaError(f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested thousands of levels deep
         raise TelemetrySchemaError(f"not JSON: {e}") from e
     schema = validate(doc)
     cls = {TELEMETRY_SCHEMA: TelemetryMessage, STATUS_SCHEMA: StatusMessage, EXPERIENCE_SCHEMA: ExperienceBatch}[schema]
