@@ -29,7 +29,11 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Check:
     def check(value: Any, where: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(where, f"expected a number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond float range, e.g. a 400-digit number
+            finite = False
+        if not finite:
             fail(where, "must be finite")
         if minimum is not None and value < minimum:
             fail(where, f"must be >= {minimum}, got {value}")
