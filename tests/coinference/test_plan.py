@@ -57,3 +57,16 @@ def test_resolve_plan(tiny_manifest: Manifest) -> None:
 def test_bad_plans(tiny_manifest: Manifest, plan: Plan) -> None:
     with pytest.raises(InputError):
         resolve_plan(tiny_manifest, plan)
+
+
+def test_token_bucket_emulates_a_link() -> None:
+    from tflite_edge.device.link import TokenBucket
+
+    link = TokenBucket(8.0, burst_bytes=1000)  # 1 MB/s
+    assert link.delay_s(1000, now=0.0) == 0.0  # the burst goes at once
+    assert link.delay_s(500, now=0.0) == pytest.approx(0.0005)  # then 500 B at 1 MB/s
+    assert link.delay_s(500, now=0.0) == pytest.approx(0.001)  # queued behind the first
+    assert link.delay_s(100, now=1.0) == 0.0  # refilled after a second, up to the burst
+    assert link.transfer_ms(26_000) == pytest.approx(25.0)
+    with pytest.raises(InputError):
+        TokenBucket(0)

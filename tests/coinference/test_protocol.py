@@ -134,3 +134,25 @@ def test_make_client_is_mqtt5_with_will() -> None:
     assert client.protocol == 5  # MQTT 5
     assert client.host == "127.0.0.1" and client.port == 1
     assert not client.is_connected()
+
+
+def test_packed_properties_match_paho_packing() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    header = RequestHeader("abcdef01-7", "final", thresholds={"exit_1": 0.5})
+    fast = request_properties(header, response_topic="tflite-edge/v1/dev/pi-1/res", expiry_s=2)
+    slow = Properties(PacketTypes.PUBLISH)
+    slow.MessageExpiryInterval = 2
+    slow.ResponseTopic = "tflite-edge/v1/dev/pi-1/res"
+    slow.CorrelationData = b"abcdef01-7"
+    slow.UserProperty = header.to_pairs()
+    assert fast.pack() == slow.pack()
+    # paho parses them back to the same values.
+    parsed = Properties(PacketTypes.PUBLISH)
+    parsed.unpack(fast.pack())
+    assert parsed.ResponseTopic == fast.ResponseTopic and parsed.CorrelationData == b"abcdef01-7"
+    assert RequestHeader.from_message(user_properties(parsed), parsed.CorrelationData) == header
+    long_reply = reply_properties(ReplyHeader.failure("r", "internal", "x" * 300), correlation=b"r")
+    parsed.unpack(long_reply.pack())  # a property length above 127 takes two length bytes
+    assert user_properties(parsed)["message"] == "x" * 300

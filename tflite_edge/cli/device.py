@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
     parser.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S",
                         help="how long to wait for the broker at start (default: 10)")
+    parser.add_argument("--emulate-link-mbps", type=float, metavar="R",
+                        help="delay transfers as a link of R Mbit/s would (token bucket), to try partitions on "
+                             "a fast network")
     parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
     add_backend_options(parser)
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     with DeviceRuntime(
         args.bundle, broker_url=args.broker, device_id=args.id, backend=args.backend, num_threads=args.threads,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
-        connect_timeout_s=args.connect_timeout_s,
+        connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
     ) as runtime:
         sample_shape = runtime.manifest.input.shape[1:]
         samples = x[np.newaxis] if x.shape == sample_shape else x

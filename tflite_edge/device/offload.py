@@ -32,6 +32,7 @@ from ..transport.protocol import (
     user_properties,
     validate_device_id,
 )
+from .link import TokenBucket
 
 __all__ = ["Reply", "OffloadClient"]
 
@@ -66,8 +67,12 @@ class OffloadClient:
         prefix: str = DEFAULT_PREFIX,
         qos: int = 0,
         connect_timeout_s: float = 10.0,
+        link_mbps: float | None = None,
     ) -> None:
         self.device_id = validate_device_id(device_id)
+        # An emulated link (benchmarks, experiments): one shaper per direction.
+        self.uplink = TokenBucket(link_mbps) if link_mbps is not None else None
+        self.downlink = TokenBucket(link_mbps) if link_mbps is not None else None
         self.topics = Topics(prefix)
         self.reply_topic = self.topics.reply(self.device_id)
         self.qos = qos
@@ -146,6 +151,9 @@ class OffloadClient:
         """
         if not self.connected:
             raise BrokerConnectionError("not connected to the MQTT broker (reconnecting in the background)")
+        start = time.perf_counter()
+        if self.uplink is not None and not _sleep_within(self.uplink.delay_s(len(frame)), timeout_s):
+            return None
         correlation = header.request_id.encode("utf-8")
         slot = _Slot()
         with self._lock:
@@ -155,8 +163,14 @@ class OffloadClient:
             info = self._client.publish(self.topics.request(bundle_id), frame, qos=self.qos, properties=props)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 raise BrokerConnectionError(f"publishing the request failed: {paho.error_string(info.rc)}")
-            slot.event.wait(max(timeout_s, 0.0))
-            return slot.reply
+            slot.event.wait(max(timeout_s - (time.perf_counter() - start), 0.0))
+            reply = slot.reply
+            if reply is not None and self.downlink is not None:
+                remaining_s = timeout_s - (time.perf_counter() - start)
+                if not _sleep_within(self.downlink.delay_s(len(reply.payload)), remaining_s):
+                    return None
+                reply = Reply(reply.header, reply.payload, time.perf_counter())
+            return reply
         finally:
             with self._lock:
                 self._pending.pop(correlation, None)
@@ -167,3 +181,13 @@ class OffloadClient:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
+
+
+def _sleep_within(delay_s: float, budget_s: float) -> bool:
+    """Sleep ``delay_s`` if it fits in ``budget_s`` (True); else sleep the budget (False)."""
+    if delay_s <= budget_s:
+        if delay_s > 0:
+            time.sleep(delay_s)
+        return True
+    time.sleep(max(budget_s, 0.0))
+    return False

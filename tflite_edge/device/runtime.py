@@ -49,6 +49,8 @@ class DeviceRuntime:
     ``on_result`` is called with every result (for telemetry); exceptions it raises are
     logged and never affect the request. With ``raise_remote_errors=True`` an edge's
     error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
+    ``link_mbps`` emulates a link of that speed in both directions (a token bucket), for
+    measuring partitions on loopback.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class DeviceRuntime:
         on_result: ResultHook | None = None,
         raise_remote_errors: bool = False,
         warmup: bool = True,
+        link_mbps: float | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
         self.manifest = self.bundle.manifest
@@ -94,7 +97,8 @@ class DeviceRuntime:
             self.warmup()
         if broker_url is not None:
             self.offload = OffloadClient(
-                broker_url, self.device_id, prefix=prefix, qos=qos, connect_timeout_s=connect_timeout_s
+                broker_url, self.device_id, prefix=prefix, qos=qos, connect_timeout_s=connect_timeout_s,
+                link_mbps=link_mbps,
             )
 
     # -- lifecycle -------------------------------------------------------------------

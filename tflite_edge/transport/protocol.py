@@ -311,7 +311,7 @@ class PackedProperties(Properties):
         self.__dict__["_packed"] = _variable_byte_integer(len(body)) + body
 
     def pack(self) -> bytes:
-        return self._packed  # type: ignore[no-any-return]
+        return self.__dict__["_packed"]  # type: ignore[no-any-return]
 
 
 def _string(text: str) -> bytes:
