@@ -293,7 +293,7 @@ def validate(doc: Any) -> str:
     if not isinstance(doc, dict):
         raise TelemetrySchemaError(f"a message must be a JSON object, got {type(doc).__name__}")
     schema = doc.get("schema")
-    if schema not in _VALIDATORS:
+    if not isinstance(schema, str) or schema not in _VALIDATORS:  # a list or object is unhashable
         raise TelemetrySchemaError(f"schema: unknown {schema!r}; expected one of {sorted(_VALIDATORS)}")
     _VALIDATORS[schema](doc, "")
     # Cross-field facts a type check cannot see.
