@@ -1,6 +1,8 @@
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tflite_edge.telemetry.window import RequestObservation, WindowStats, observation_from_result, percentile
 
@@ -52,3 +54,39 @@ def test_observation_from_a_runtime_result_object():
     assert obs.deadline_met is False and obs.ok
     failed = observation_from_result({"exit": "e", "partition": 1, "total_ms": 3.0, "error": "timeout"})
     assert not failed.ok
+
+
+settings_kw = {"max_examples": 60, "deadline": None}
+
+
+@given(
+    st.lists(
+        st.builds(
+            RequestObservation,
+            exit=st.sampled_from(["exit_1", "final", ""]),
+            partition=st.integers(-2, 5),
+            total_ms=st.floats(allow_nan=True, allow_infinity=True),
+            device_compute_ms=st.floats(allow_nan=True, allow_infinity=True),
+            transfer_ms=st.floats(-1e3, 1e6),
+            edge_compute_ms=st.floats(allow_nan=True),
+            rtt_ms=st.none() | st.floats(allow_nan=True, allow_infinity=True),
+            bytes_sent=st.integers(-10, 10**9),
+            deadline_ms=st.none() | st.floats(allow_nan=True),
+            deadline_met=st.none() | st.booleans(),
+            ok=st.booleans(),
+            timed_out=st.booleans(),
+            segment_ms=st.dictionaries(st.sampled_from(["0", "1", ""]), st.floats(allow_nan=True), max_size=2),
+        ),
+        max_size=30,
+    )
+)
+@settings(**settings_kw)
+def test_no_observation_stream_produces_an_invalid_message(stream):
+    from tflite_edge.telemetry import EstimatedPowerSensor, TelemetryPublisher
+    from tflite_edge.telemetry.schema import decode, encode
+
+    publisher = TelemetryPublisher("prop", broker_url="mqtt://127.0.0.1:9", power_sensor=EstimatedPowerSensor())
+    for obs in stream:
+        publisher.observe_result(obs)
+    message = publisher.build_telemetry()
+    assert decode(encode(message)).requests.count == len(stream)

@@ -48,7 +48,7 @@ from .schema import (
     encode,
 )
 from .system import SystemMonitor
-from .window import RequestObservation, WindowStats, observation_from_result
+from .window import RequestObservation, WindowStats, observation_from_result, sanitized
 
 __all__ = ["DEFAULT_PREFIX", "QOS", "TelemetryPublisher", "status_payload", "status_will"]
 
@@ -201,7 +201,7 @@ class TelemetryPublisher:
         Suitable as the device runtime's ``on_result`` callback. Updates the link estimate
         (transfer bytes/time, RTT, losses) at once; the rest is summarised per window.
         """
-        obs = observation_from_result(result if result is not None else fields)
+        obs = sanitized(observation_from_result(result if result is not None else fields))
         link_ok = obs.ok and not obs.timed_out and not obs.link_failed
         if obs.bytes_sent > 0 and obs.transfer_ms > 0 and link_ok:
             self.link.record_transfer(obs.bytes_sent, obs.transfer_ms / 1000.0)

@@ -8,6 +8,7 @@ object by attribute name. ``WindowStats`` accumulates observations and produces 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 from .schema import LatencyStats, RequestStats
 
-__all__ = ["RequestObservation", "WindowStats", "observation_from_result", "percentile"]
+__all__ = ["RequestObservation", "WindowStats", "observation_from_result", "percentile", "sanitized"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,35 @@ def observation_from_result(result: Any) -> RequestObservation:
         timed_out=bool(_get(result, "timed_out", default=False)),
         segment_ms={str(k): float(v) for k, v in dict(segments).items()},
         request_id=_get(result, "request_id", "rid"),
+    )
+
+
+def _duration(value: float) -> float:
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def sanitized(obs: RequestObservation) -> RequestObservation:
+    """The observation with impossible figures neutralised, so no message is ever invalid.
+
+    A clock step can make a measured duration negative and a bug can make it NaN; such a
+    duration counts as 0 (an RTT as unmeasured), negative sizes and partitions as 0.
+    """
+    rtt = obs.rtt_ms if obs.rtt_ms is not None and math.isfinite(obs.rtt_ms) and obs.rtt_ms >= 0 else None
+    deadline = obs.deadline_ms
+    if deadline is not None and not (math.isfinite(deadline) and deadline >= 0):
+        deadline = None
+    return dataclasses.replace(
+        obs,
+        exit=obs.exit or "?",
+        partition=max(int(obs.partition), 0),
+        total_ms=_duration(obs.total_ms),
+        device_compute_ms=_duration(obs.device_compute_ms),
+        transfer_ms=_duration(obs.transfer_ms),
+        edge_compute_ms=_duration(obs.edge_compute_ms),
+        rtt_ms=rtt,
+        bytes_sent=max(int(obs.bytes_sent), 0),
+        deadline_ms=deadline,
+        segment_ms={k: _duration(v) for k, v in obs.segment_ms.items() if k},
     )
 
 
