@@ -105,6 +105,19 @@ def test_observing_never_waits_for_the_network():
     validate(json.loads(encode(message)))
 
 
+def test_an_invalid_experience_record_is_refused_at_once():
+    from tflite_edge.errors import TelemetrySchemaError
+
+    publisher = TelemetryPublisher("d", broker_url="mqtt://127.0.0.1:9", power_sensor=EstimatedPowerSensor())
+    with pytest.raises(TelemetrySchemaError, match="reward"):
+        publisher.record_experience(context={}, action={"exit": "e", "partition": 0}, reward=float("nan"),
+                                    latency_ms=1.0)
+    with pytest.raises(TelemetrySchemaError, match="partition"):
+        publisher.record_experience(context={}, action={"exit": "e"}, reward=0.0, latency_ms=1.0)
+    publisher.record_experience(context={"x": 1}, action={"exit": "e", "partition": 0}, reward=0.0, latency_ms=1.0)
+    assert len(publisher._experience) == 1
+
+
 def test_configuration_errors():
     with pytest.raises(TelemetryError, match="exactly one"):
         TelemetryPublisher("d", power_sensor=EstimatedPowerSensor())

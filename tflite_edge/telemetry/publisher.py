@@ -45,6 +45,7 @@ from .schema import (
     StatusMessage,
     SystemStats,
     TelemetryMessage,
+    check_record,
     encode,
 )
 from .system import SystemMonitor
@@ -244,7 +245,11 @@ class TelemetryPublisher:
         energy_mj: float | None = None,
         request_id: str | None = None,
     ) -> None:
-        """Queue one (context, action, reward) record for the ``experience`` topic."""
+        """Queue one (context, action, reward) record for the ``experience`` topic.
+
+        Raises ``TelemetrySchemaError`` for a record that does not fit the schema (a NaN
+        reward, an action without ``exit`` and ``partition``).
+        """
         record = ExperienceRecord(
             time_unix_s=time.time(),
             context={str(k): (None if v is None else float(v)) for k, v in context.items()},
@@ -256,6 +261,8 @@ class TelemetryPublisher:
             energy_mj=energy_mj,
             request_id=request_id,
         )
+        # Checked now, where the caller can fix it, not when a batch of good records would be lost.
+        check_record(record)
         with self._lock:
             if len(self._experience) == self._experience.maxlen:
                 self.dropped_experience += 1

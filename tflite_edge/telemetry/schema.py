@@ -48,6 +48,7 @@ __all__ = [
     "StatusMessage",
     "SystemStats",
     "TelemetryMessage",
+    "check_record",
     "decode",
     "encode",
     "validate",
@@ -315,6 +316,13 @@ def validate(doc: Any) -> str:
             if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
                 raise TelemetrySchemaError(f"records[{i}].action.partition: expected an integer >= 0")
     return str(schema)
+
+
+def check_record(record: ExperienceRecord) -> None:
+    """Validate one experience record on its own (the publisher does this when it is recorded)."""
+    batch = {"schema": EXPERIENCE_SCHEMA, "device_id": "-", "seq": 0, "time_unix_s": 0.0,
+             "records": [_rounded(dataclasses.asdict(record))]}
+    validate(batch)
 
 
 def _rounded(value: Any) -> Any:
