@@ -156,3 +156,44 @@ def test_gateway_runs_in_the_device_environment(digits_bundle, digits_split, sta
     final = digits_bundle.manifest.exits[-1].name
     assert [r["top1_class"] for r in rows] == list(_local(digits_bundle, xs, final).argmax(axis=1))
     assert sim.mcu.invokes >= len(xs)
+
+
+def test_cli_simulate_on_tcp(digits_bundle) -> None:
+    from tflite_edge.firmware_bridge.client import BridgeClient
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "tflite_edge", "firmware", "simulate", "--tcp", "0", "--baud", "921600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as sim:
+        try:
+            assert sim.stdout is not None
+            line = sim.stdout.readline()
+            assert line.startswith("listening: socket://127.0.0.1:"), line
+            url = line.split(": ", 1)[1].strip()
+            for _ in range(2):  # the simulator takes the next connection after the host leaves
+                with BridgeClient(url, timeout_s=2.0) as client:
+                    info = client.load(digits_bundle.read_segment(0))
+                    result = client.invoke([np.zeros(info.inputs[0].shape, np.int8)])
+                    assert result.latency_us > 0 and len(result.outputs) == len(info.outputs)
+        finally:
+            sim.send_signal(signal.SIGTERM)
+            assert sim.wait(timeout=10) == 0
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto is not installed")
+def test_cli_bridge_publishes_mcu_telemetry(digits_bundle, start_mcu) -> None:
+    from tflite_edge.telemetry.schema import TelemetryMessage, decode
+
+    sim = start_mcu()
+    with MosquittoBroker() as broker:
+        with subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5",
+                               "-t", "tflite-edge/v1/dev/mcu-2/telemetry", "-C", "2", "-W", "20"],
+                              stdout=subprocess.PIPE, text=True) as sub:
+            time.sleep(0.3)  # let the subscription reach the broker
+            code = main(["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path), "--broker",
+                         broker.url, "--id", "mcu-2", "--telemetry-period-s", "0.2", "--duration-s", "1.0"])
+            lines, _ = sub.communicate(timeout=30)
+    assert code == 0
+    messages = [decode(line) for line in lines.splitlines()]
+    assert len(messages) == 2 and all(isinstance(m, TelemetryMessage) for m in messages)
+    assert all(m.power.source == "mcu:sim-cortex-m4" and m.power.power_mw > 0 for m in messages)  # type: ignore[union-attr]

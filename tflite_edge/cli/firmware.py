@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InputError
@@ -120,17 +123,20 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals() -> threading.Event:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM inside the block; the previous handlers come back after it."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    import socket
-
-    from ..firmware_bridge.simulator import FdLink, PowerModel, SimulatedMcu, SocketLink, open_pty, serve
+    from ..firmware_bridge.simulator import PowerModel, SimulatedMcu
 
     if args.arena_bytes <= 0 or args.slots <= 0 or not 16 <= args.max_payload <= 0xFFFF:
         raise InputError("--arena-bytes and --slots must be positive, --max-payload within 16..65535")
@@ -139,30 +145,41 @@ def run_simulate(args: argparse.Namespace) -> int:
         max_model_bytes=args.max_model_bytes, cpu_slowdown=args.slowdown,
         power=PowerModel(idle_mw=args.idle_mw, active_mw=args.active_mw, seed=args.seed),
     )
-    stop = _stop_on_signals()
+    with _stop_on_signals() as stop:
+        _simulate(mcu, args, stop)
+    return 0
+
+
+def _simulate(mcu: Any, args: argparse.Namespace, stop: threading.Event) -> None:
+    import socket
+
+    from ..firmware_bridge.simulator import FdLink, SocketLink, open_pty, serve
+
     baud = args.baud or None
     if args.pty:
         master, slave, path = open_pty()
         print(f"pty: {path}", flush=True)
-        serve(mcu, FdLink(master), stop, baud=baud)
+        try:
+            serve(mcu, FdLink(master), stop, baud=baud)
+        finally:
+            os.close(master)
+            os.close(slave)
     elif args.tcp is not None:
-        server = socket.create_server(("127.0.0.1", args.tcp))
-        server.settimeout(0.2)
-        print(f"listening: socket://127.0.0.1:{server.getsockname()[1]}", flush=True)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            try:
-                serve(mcu, SocketLink(conn), stop, baud=baud)
-            except OSError:
-                pass  # the host went away; wait for the next connection
-            finally:
-                conn.close()
+        with socket.create_server(("127.0.0.1", args.tcp)) as server:
+            server.settimeout(0.2)
+            print(f"listening: socket://127.0.0.1:{server.getsockname()[1]}", flush=True)
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    try:
+                        serve(mcu, SocketLink(conn), stop, baud=baud)
+                    except OSError:
+                        pass  # the host went away; wait for the next connection
     else:
         serve(mcu, _PyserialLink(args.port, args.baud or 115200), stop, baud=baud)
-    return 0
 
 
 class _PyserialLink:
@@ -203,10 +220,11 @@ def run_bridge(args: argparse.Namespace) -> int:
         if partition is None:
             partition = 1 if args.broker else gateway.bundle.manifest.num_segments
         if args.input is None:
-            stop = _stop_on_signals()
+            # Telemetry only: the publisher thread reads the MCU's power every period.
             deadline = time.monotonic() + args.duration_s if args.duration_s else None
-            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                stop.wait(0.2)
+            with _stop_on_signals() as stop:
+                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                    stop.wait(0.2)
             return 0
         try:
             x = np.load(args.input, allow_pickle=False)
