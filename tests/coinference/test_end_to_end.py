@@ -186,3 +186,17 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         time.sleep(0.05)
+
+
+def test_compute_emulation_stretches_device_time(digits_bundle: Bundle, samples: np.ndarray) -> None:
+    from tflite_edge.device.emulation import Emulation
+
+    sleeps: list[float] = []
+    emulation = Emulation(compute_slowdown=10.0, _sleep=sleeps.append)
+    with DeviceRuntime(digits_bundle, emulation=emulation) as device:
+        assert sleeps == []  # the warm-up estimates the emulated speed without sleeping through it
+        assert min(device.segment_ms) > 0
+        r = device.infer(samples[0])
+    # Each segment's measured time t became 10 t: 9 t slept, and device_ms reports 10 t.
+    assert len(sleeps) == digits_bundle.manifest.num_segments
+    assert sum(sleeps) * 1e3 == pytest.approx(r.device_ms * 0.9, rel=1e-6)

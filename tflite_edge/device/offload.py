@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,11 +69,15 @@ class OffloadClient:
         qos: int = 0,
         connect_timeout_s: float = 10.0,
         link_mbps: float | None = None,
+        uplink_delay_s: Callable[[int], float] | None = None,
     ) -> None:
         self.device_id = validate_device_id(device_id)
-        # An emulated link (benchmarks, experiments): one shaper per direction.
-        self.uplink = TokenBucket(link_mbps) if link_mbps is not None else None
+        # An emulated link (benchmarks, experiments): a shaper per direction, or a caller's
+        # uplink model (seconds a request of n bytes takes).
         self.downlink = TokenBucket(link_mbps) if link_mbps is not None else None
+        if uplink_delay_s is None and link_mbps is not None:
+            uplink_delay_s = TokenBucket(link_mbps).delay_s
+        self.uplink_delay_s = uplink_delay_s
         self.topics = Topics(prefix)
         self.reply_topic = self.topics.reply(self.device_id)
         self.qos = qos
@@ -152,7 +157,7 @@ class OffloadClient:
         if not self.connected:
             raise BrokerConnectionError("not connected to the MQTT broker (reconnecting in the background)")
         start = time.perf_counter()
-        if self.uplink is not None and not _sleep_within(self.uplink.delay_s(len(frame)), timeout_s):
+        if self.uplink_delay_s is not None and not _sleep_within(self.uplink_delay_s(len(frame)), timeout_s):
             return None
         correlation = header.request_id.encode("utf-8")
         slot = _Slot()

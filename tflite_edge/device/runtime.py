@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activat
 from .offload import OffloadClient, Reply
 from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
 from .result import InferenceResult
+
+if TYPE_CHECKING:  # emulation imports the agents' trace model, which a device does not need
+    from .emulation import Emulation
 
 __all__ = ["DeviceRuntime", "ResultHook"]
 
@@ -50,7 +54,9 @@ class DeviceRuntime:
     logged and never affect the request. With ``raise_remote_errors=True`` an edge's
     error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
     ``link_mbps`` emulates a link of that speed in both directions (a token bucket), for
-    measuring partitions on loopback.
+    measuring partitions on loopback. ``emulation`` (``device.emulation.Emulation``) makes
+    this machine behave like a slower device: segment times are stretched by its compute
+    slowdown and offload requests wait for its uplink; results include the added time.
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class DeviceRuntime:
         raise_remote_errors: bool = False,
         warmup: bool = True,
         link_mbps: float | None = None,
+        emulation: Emulation | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
         self.manifest = self.bundle.manifest
@@ -85,6 +92,7 @@ class DeviceRuntime:
         self.runner = BundleRunner(
             self.bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback
         )
+        self.emulation = emulation
         self.segment_ms = [0.0] * self.manifest.num_segments
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -99,6 +107,7 @@ class DeviceRuntime:
             self.offload = OffloadClient(
                 broker_url, self.device_id, prefix=prefix, qos=qos, connect_timeout_s=connect_timeout_s,
                 link_mbps=link_mbps,
+                uplink_delay_s=emulation.send_delay_s if emulation is not None and emulation.uplink else None,
             )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -110,7 +119,9 @@ class DeviceRuntime:
             for index in range(self.manifest.num_segments):
                 start = time.perf_counter()
                 seen.update(self.runner.run_segment(index, seen))
-                self.segment_ms[index] = (time.perf_counter() - start) * 1e3
+                # Estimated at the emulated speed without sleeping through the warm-up.
+                slowdown = self.emulation.compute_slowdown if self.emulation is not None else 1.0
+                self.segment_ms[index] = (time.perf_counter() - start) * 1e3 * slowdown
         return list(self.segment_ms)
 
     def close(self) -> None:
@@ -179,7 +190,10 @@ class DeviceRuntime:
     def _run_segment(self, index: int, seen: dict[str, np.ndarray]) -> float:
         start = time.perf_counter()
         seen.update(self.runner.run_segment(index, seen))
-        elapsed_ms = (time.perf_counter() - start) * 1e3
+        elapsed_s = time.perf_counter() - start
+        if self.emulation is not None:
+            elapsed_s = self.emulation.stretch_compute(elapsed_s)
+        elapsed_ms = elapsed_s * 1e3
         # Moving average: the fallback budget follows the device's current speed.
         self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms - self.segment_ms[index])
         return elapsed_ms
