@@ -12,9 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..agents.traces import Trace
 from ..errors import InputError
+
+if TYPE_CHECKING:  # only the type: a device need not import the policy package
+    from ..agents.traces import Trace
 
 __all__ = ["Emulation", "TraceUplink"]
 
