@@ -9,7 +9,7 @@ The bundle is the MobileNetV2-like manifest of bench_simulator.py (DESIGN.md's a
 sizes and 9.8 ms host latency) on the rpi3-edgent device profile with the 3G radio.
 Needs the traces in ../shared (exits with a message when absent) and TF-Agents.
 
-    .venv/bin/python bench/bench_policy.py [--steps 3000] [--objective accuracy ...] [--out out/bench]
+    .venv/bin/python bench/bench_policy.py [--steps 8000] [--objective accuracy ...] [--out out/bench]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from tflite_edge.agents.training import TrainConfig, train_policy  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--objective", action="append", choices=OBJECTIVES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="directory for policy.json (figures)")

@@ -81,7 +81,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (all recorded in policy.json)."""
 
     agent: str = "neural-epsilon-greedy"
-    steps: int = 3000
+    steps: int = 8000
     batch_size: int = 256
     learning_rate: float = 1e-3
     epsilon: float = 0.1

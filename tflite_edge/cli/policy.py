@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("-o", "--output", required=True, metavar="POLICY_DIR", help="policy directory to write")
     train.add_argument("--agent", choices=("neural-epsilon-greedy", "linucb"), default="neural-epsilon-greedy",
                        help="TF-Agents agent (default neural-epsilon-greedy)")
-    train.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    train.add_argument("--steps", type=int, default=8000, help="training steps (default 8000)")
     train.add_argument("--batch-size", type=int, default=256, help="requests per training step (default 256)")
     train.add_argument("--held-out", type=float, default=0.25, metavar="F",
                        help="share of the traces kept out of training for evaluation (default 0.25; 0 uses all)")
