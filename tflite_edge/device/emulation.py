@@ -56,25 +56,36 @@ class TraceUplink:
 class Emulation:
     """Compute slowdown and uplink emulation for a device runtime.
 
-    ``compute_slowdown`` multiplies the measured time of every segment run on the device
-    (1 = this machine's own speed); ``uplink`` (optional) delays every offload request.
+    ``compute_slowdown`` multiplies the time of every segment run on the device (1 = this
+    machine's own speed). With ``segment_ms`` (this machine's median latency per segment,
+    as ``tflite-edge profile`` measures it) each segment takes ``compute_slowdown`` times
+    its median instead of times its latest run: on a busy host a 50 µs scheduling hiccup
+    would otherwise become milliseconds of emulated compute. ``uplink`` (optional) delays
+    every offload request.
     """
 
     compute_slowdown: float = 1.0
     uplink: TraceUplink | None = None
+    segment_ms: tuple[float, ...] | None = None
     _sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     def __post_init__(self) -> None:
         if not self.compute_slowdown >= 1.0:
             raise InputError(f"compute slowdown must be >= 1, got {self.compute_slowdown}")
+        if self.segment_ms is not None and not all(ms > 0 for ms in self.segment_ms):
+            raise InputError("segment_ms must hold positive latencies")
 
-    def stretch_compute(self, elapsed_s: float) -> float:
-        """Sleep so that work that took ``elapsed_s`` takes ``compute_slowdown`` times as long;
-        returns the emulated duration in seconds."""
-        extra = elapsed_s * (self.compute_slowdown - 1.0)
+    def stretch_compute(self, elapsed_s: float, segment: int | None = None) -> float:
+        """Sleep so that segment work that took ``elapsed_s`` lasts as long as on the emulated
+        device; returns the emulated duration in seconds."""
+        if self.segment_ms is not None and segment is not None and segment < len(self.segment_ms):
+            target_s = self.segment_ms[segment] * self.compute_slowdown / 1e3
+        else:
+            target_s = elapsed_s * self.compute_slowdown
+        extra = target_s - elapsed_s
         if extra > 0:
             self._sleep(extra)
-        return elapsed_s + extra
+        return max(target_s, elapsed_s)
 
     def send_delay_s(self, nbytes: int) -> float:
         """How long the emulated uplink needs for a request of ``nbytes`` (0 without an uplink)."""

@@ -192,7 +192,7 @@ class DeviceRuntime:
         seen.update(self.runner.run_segment(index, seen))
         elapsed_s = time.perf_counter() - start
         if self.emulation is not None:
-            elapsed_s = self.emulation.stretch_compute(elapsed_s)
+            elapsed_s = self.emulation.stretch_compute(elapsed_s, index)
         elapsed_ms = elapsed_s * 1e3
         # Moving average: the fallback budget follows the device's current speed.
         self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms - self.segment_ms[index])
