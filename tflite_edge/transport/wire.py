@@ -366,8 +366,11 @@ def _mismatch(header: FrameHeader, spec: TensorSpec) -> str:
     if header.shape != tuple(spec.shape):
         return f"shape {list(header.shape)}, the bundle has {list(spec.shape)}"
     if spec.is_quantized:
-        # Scales are float32 in TFLite; compare at that precision.
-        if np.float32(header.scale) != np.float32(spec.scale) or header.zero_point != (spec.zero_point or 0):
+        # Scales are float32 in TFLite; compare at that precision (a float64 beyond float32's
+        # range becomes inf and simply mismatches, without a RuntimeWarning per hostile frame).
+        with np.errstate(over="ignore"):
+            scale_differs = np.float32(header.scale) != np.float32(spec.scale)
+        if scale_differs or header.zero_point != (spec.zero_point or 0):
             return (f"quantization scale={header.scale}, zero_point={header.zero_point}; the bundle has "
                     f"scale={spec.scale}, zero_point={spec.zero_point}")
     elif header.scale != 0.0:
