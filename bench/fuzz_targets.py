@@ -14,6 +14,7 @@ import dataclasses
 import json
 import struct
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,10 +234,17 @@ def handler_target(bundle: Bundle) -> Target:
         {"exit": st.sampled_from(exits)}, optional={"thr": value, "thr_kind": value},
     )
     correlation = st.none() | st.binary(max_size=40) | text.map(str.encode)
-    cases = st.tuples(
+    noisy = st.tuples(
         st.sampled_from([bundle.bundle_id]) | text, _frame_inputs(bundle), valid_properties | properties,
         correlation,
     )
+    # Requests that should be served, so the fuzzer also drives the interpreters and the reply encoder.
+    servable = st.tuples(
+        st.just(bundle.bundle_id), _valid_frames(bundle),
+        st.fixed_dictionaries({"exit": st.just(exits[-1])}, optional={"thr": value, "thr_kind": value}),
+        st.text(min_size=1, max_size=16).map(str.encode),
+    )
+    cases = noisy | servable
     codes = {v for k, v in vars(ErrorCode).items() if k.isupper()} | {
         c.code for c in (wire.FrameHeaderError, wire.FrameLimitError, wire.FrameMismatchError,
                          wire.FrameTruncatedError, wire.CompressionError)} | {"bad_frame"}
@@ -287,22 +295,19 @@ def _valid_serial_messages() -> st.SearchStrategy[tuple[int, bytes]]:
                      st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), st.floats(0, 1), st.integers(-128, 127))
     tensor = st.builds(lambda i, shape: m.Tensor.from_array(i, np.zeros(shape, np.int8), 0.5, -3),
                        st.integers(0, 3), st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple))
-    name = st.text(max_size=20)
-    message = st.one_of(
-        st.builds(m.Hello, st.integers(0, 255), st.integers(0, 0xFFFF)),
-        st.builds(m.Capabilities, st.integers(0, 255), st.integers(0, 255), st.integers(0, 0xFFFF),
-                  st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), name, name),
-        st.builds(m.LoadBegin, st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
-        st.builds(m.LoadChunk, st.integers(0, 255), st.integers(0, 2**32 - 1), st.binary(max_size=64)),
-        st.builds(m.LoadAck, st.integers(0, 255), st.integers(0, 2**32 - 1)),
-        st.builds(m.LoadEnd, st.integers(0, 255)),
-        st.builds(m.ModelInfo, st.integers(0, 255), st.integers(0, 2**32 - 1), st.lists(desc, max_size=3).map(tuple),
-                  st.lists(desc, max_size=3).map(tuple)),
-        st.builds(m.Invoke, st.integers(0, 255), st.lists(tensor, max_size=3).map(tuple)),
-        st.builds(m.Result, st.integers(0, 2**32 - 1), st.lists(tensor, max_size=3).map(tuple)),
-        st.just(m.GetTelemetry()),
-        st.builds(m.ErrorReply, st.integers(0, 0xFFFF), name),
-    )
+    # Fields are drawn by their declared type, so the strategy follows the codec as it grows;
+    # small non-negative ints fit every field width (u8, u16, u32).
+    by_type: dict[str, st.SearchStrategy[Any]] = {
+        "int": st.integers(0, 255), "str": st.text(max_size=20), "bytes": st.binary(max_size=64),
+        "float": st.floats(0, 1e6, width=32), "tuple[TensorDesc, ...]": st.lists(desc, max_size=3).map(tuple),
+        "tuple[Tensor, ...]": st.lists(tensor, max_size=3).map(tuple),
+    }
+
+    def build(cls: type) -> st.SearchStrategy[Any]:
+        fields = {f.name: by_type[str(f.type)] for f in dataclasses.fields(cls) if str(f.type) in by_type}
+        return st.fixed_dictionaries(fields).map(lambda kwargs: cls(**kwargs))
+
+    message = st.one_of([build(cls) for cls in typing.get_args(m.Message)])
     return message.map(m.encode_message)
 
 

@@ -50,3 +50,23 @@ def test_telemetry_parser_refuses_hostile_json(payload: str) -> None:
 
 def test_the_reproducers_start_from_a_valid_message() -> None:
     assert schema.decode(json.dumps(STATUS)).state == "online"  # so each case fails only for its own change
+
+
+def test_frame_with_a_scale_beyond_float32_is_a_mismatch_without_warnings(digits_bundle) -> None:
+    """A frame whose scale is 1e300 (finite in float64, inf in float32) raised a RuntimeWarning
+    ("overflow encountered in cast") for every such frame; with warnings as errors, a crash."""
+    import warnings
+
+    import numpy as np
+
+    from tflite_edge.errors import FrameMismatchError
+    from tflite_edge.transport import wire
+
+    manifest = digits_bundle.manifest
+    spec = manifest.segments[1].inputs[0]
+    frame = wire.encode_frame(np.zeros(spec.shape, spec.dtype), bundle_id=manifest.bundle_id, segment=1,
+                              tensor=spec.name, scale=1e300, zero_point=spec.zero_point)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FrameMismatchError, match="quantization"):
+            wire.decode_activation(frame, manifest)
