@@ -83,7 +83,8 @@ class ThroughputEstimator:
         if window < 1:
             raise ValueError("window must be at least 1")
         self._rates_bps: deque[float] = deque(maxlen=window)
-        self._bytes: deque[int] = deque(maxlen=window)
+        # Recomputed exactly per transfer (a window is short), read for free per request.
+        self._estimate_bps: float | None = None
         self.min_bytes = min_bytes
         self.min_time_s = min_time_s
         self.total_bytes = 0
@@ -99,16 +100,14 @@ class ThroughputEstimator:
         if nbytes < self.min_bytes or time_s < self.min_time_s:
             return False
         self._rates_bps.append(8.0 * nbytes / time_s)
-        self._bytes.append(nbytes)
+        self._estimate_bps = len(self._rates_bps) / sum(1.0 / r for r in self._rates_bps)
         self.count += 1
         return True
 
     @property
     def bits_per_s(self) -> float | None:
         """Harmonic mean of the recent transfer rates in bit/s, or None before the first transfer."""
-        if not self._rates_bps:
-            return None
-        return len(self._rates_bps) / sum(1.0 / r for r in self._rates_bps)
+        return self._estimate_bps
 
     @property
     def mbps(self) -> float | None:

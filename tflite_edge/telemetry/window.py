@@ -133,17 +133,33 @@ def observation_from_result(result: Any) -> RequestObservation:
     )
 
 
+#: no request takes a day; longer figures are clock or unit errors and are capped here
+MAX_DURATION_MS = 86_400_000.0
+
+
 def _duration(value: float) -> float:
-    return value if math.isfinite(value) and value > 0 else 0.0
+    return min(value, MAX_DURATION_MS) if math.isfinite(value) and value > 0 else 0.0
 
 
 def sanitized(obs: RequestObservation) -> RequestObservation:
     """The observation with impossible figures neutralised, so no message is ever invalid.
 
     A clock step can make a measured duration negative and a bug can make it NaN; such a
-    duration counts as 0 (an RTT as unmeasured), negative sizes and partitions as 0.
+    duration counts as 0 (an RTT as unmeasured), negative sizes and partitions as 0, and
+    durations beyond a day are capped at a day.
     """
-    rtt = obs.rtt_ms if obs.rtt_ms is not None and math.isfinite(obs.rtt_ms) and obs.rtt_ms >= 0 else None
+    durations = (obs.total_ms, obs.device_compute_ms, obs.transfer_ms, obs.edge_compute_ms, *obs.segment_ms.values())
+    if (  # the usual case, checked cheaply: nothing to change
+        obs.exit
+        and obs.partition >= 0
+        and obs.bytes_sent >= 0
+        and all(0 <= d <= MAX_DURATION_MS for d in durations)
+        and (obs.rtt_ms is None or 0 <= obs.rtt_ms <= MAX_DURATION_MS)
+        and (obs.deadline_ms is None or 0 <= obs.deadline_ms < math.inf)
+        and all(obs.segment_ms)
+    ):
+        return obs
+    rtt = obs.rtt_ms if obs.rtt_ms is not None and 0 <= obs.rtt_ms <= MAX_DURATION_MS else None
     deadline = obs.deadline_ms
     if deadline is not None and not (math.isfinite(deadline) and deadline >= 0):
         deadline = None
