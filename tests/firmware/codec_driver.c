@@ -7,6 +7,10 @@
 
 #include "tfe_bridge.h"
 
+#ifndef JOIN_BYTES
+#define JOIN_BYTES 4096
+#endif
+
 /* NaN prints as "nan" whatever its sign bit, as Python's %-formatting does. */
 static void pf(float f) {
   if (f != f) printf("nan");
@@ -38,11 +42,14 @@ static void tensors(const char *label, uint8_t n, const tfe_tensor *ts, int with
 
 static void canonical(const tfe_message *m) {
   switch (m->type) {
-    case TFE_HELLO: printf("HELLO v=%u max=%u", m->u.hello.protocol_version, m->u.hello.max_payload); break;
+    case TFE_HELLO:
+      printf("HELLO v=%u max=%u msg=%u", m->u.hello.protocol_version, m->u.hello.max_payload,
+             (unsigned)m->u.hello.max_message);
+      break;
     case TFE_CAPABILITIES:
-      printf("CAPS v=%u slots=%u max=%u arena=%u model=%u board=", m->u.capabilities.protocol_version,
+      printf("CAPS v=%u slots=%u max=%u arena=%u model=%u msg=%u board=", m->u.capabilities.protocol_version,
              m->u.capabilities.model_slots, m->u.capabilities.max_payload, (unsigned)m->u.capabilities.arena_bytes,
-             (unsigned)m->u.capabilities.max_model_bytes);
+             (unsigned)m->u.capabilities.max_model_bytes, (unsigned)m->u.capabilities.max_message_bytes);
       hex((const uint8_t *)m->u.capabilities.board, m->u.capabilities.board_len);
       printf(" fw=");
       hex((const uint8_t *)m->u.capabilities.firmware, m->u.capabilities.firmware_len);
@@ -84,11 +91,19 @@ static void canonical(const tfe_message *m) {
       printf("ERROR code=%u text=", m->u.error.code);
       hex((const uint8_t *)m->u.error.text, m->u.error.text_len);
       break;
+    case TFE_FRAGMENT:
+    case TFE_FRAGMENT_REPLY:
+      printf("FRAG type=%u inner=%u idx=%u count=%u data=", m->type, m->u.fragment.inner_type, m->u.fragment.index,
+             m->u.fragment.count);
+      hex(m->u.fragment.data, m->u.fragment.data_len);
+      break;
   }
 }
 
 static tfe_decoder dec;
-static tfe_message msg;
+static tfe_message msg, joined_msg;
+static uint8_t join_buf[JOIN_BYTES];
+static tfe_reassembler joiner;
 static char line[1 << 20];
 static uint8_t payload[TFE_MAX_PAYLOAD];
 static uint8_t wire[TFE_MAX_WIRE(TFE_MAX_PAYLOAD)];
@@ -96,6 +111,7 @@ static uint8_t wire[TFE_MAX_WIRE(TFE_MAX_PAYLOAD)];
 int main(void) {
   while (fgets(line, sizeof line, stdin)) {
     tfe_decoder_init(&dec);
+    tfe_reassembler_init(&joiner, join_buf, sizeof join_buf);
     for (size_t i = 0; line[i] && line[i + 1] && line[i] != '\n'; i += 2) {
       unsigned byte;
       sscanf(line + i, "%2x", &byte);
@@ -123,6 +139,23 @@ int main(void) {
       printf("WIRE ");
       hex(wire, wire_len);
       printf("\n");
+      if (msg.type == TFE_FRAGMENT || msg.type == TFE_FRAGMENT_REPLY) {
+        uint8_t inner;
+        const uint8_t *joined;
+        size_t joined_len;
+        status = tfe_reassembler_push(&joiner, seq, &msg, &inner, &joined, &joined_len);
+        if (status < 0) {
+          printf("JOINERR\n");
+        } else if (status == 1) {
+          if (tfe_message_decode(inner, joined, joined_len, &joined_msg) != TFE_OK) {
+            printf("JOINERR\n");
+          } else {
+            printf("JOINED ");
+            canonical(&joined_msg);
+            printf("\n");
+          }
+        }
+      }
     }
     printf("END %u %u\n", (unsigned)dec.frames, (unsigned)dec.dropped);
     fflush(stdout);

@@ -78,13 +78,14 @@ class DropEveryNthReply:
 
     def __init__(self, link, n: int) -> None:
         self.link, self.n, self.count = link, n, 0
+        self.active = True
 
     def read(self, timeout_s: float) -> bytes:
         return self.link.read(timeout_s)
 
     def write(self, data: bytes) -> None:
         self.count += 1
-        if self.count % self.n:
+        if self.count % self.n or not self.active:
             self.link.write(data)
         else:  # corrupt instead of dropping outright: the host must reject it by CRC
             self.link.write(data[:5] + bytes([data[5] ^ 0x55]) + data[6:])
@@ -139,8 +140,9 @@ def test_wrong_input_and_oversized_requests(digits_bundle, start_mcu) -> None:
         with pytest.raises(McuError, match="must be int8") as e:
             client.invoke([np.zeros((1, 8, 8, 1), np.float32)])
         assert e.value.code == ErrorCode.TENSOR_MISMATCH
-        with pytest.raises(SerialMessageError, match="link carries at most 512"):
-            client.request(Invoke(0, (Tensor.from_array(0, np.zeros(1000, np.int8)),)), object)
+        # Larger than a frame is fragmented; larger than the MCU's message buffer (64 KiB) is refused.
+        with pytest.raises(SerialMessageError, match="MCU accepts at most 65536"):
+            client.request(Invoke(0, (Tensor.from_array(0, np.zeros((2, 35000), np.int8)),)), object)
 
 
 def test_nobody_answering_times_out(tmp_path) -> None:
@@ -187,3 +189,24 @@ def test_telemetry_follows_the_invoke_duty_cycle(digits_bundle, start_mcu) -> No
         busy = client.telemetry()
         assert busy.invokes == 5
         assert busy.power_mw > idle + 10
+
+
+def test_messages_larger_than_a_frame_are_fragmented(digits_bundle, digits_split, start_mcu) -> None:
+    # A 64-byte frame limit: the int8[1,8,8,1] input and the ~300-byte result both need fragments,
+    # and every third reply frame is corrupted, so lost fragments must be retried too.
+    lossy: list[DropEveryNthReply] = []
+    small = start_mcu(max_payload_bytes=64, link_wrapper=lambda link: lossy.append(DropEveryNthReply(link, 3))
+                      or lossy[0])
+    plain = start_mcu()
+    runner = BundleRunner(digits_bundle)
+    model = digits_bundle.read_segment(0)
+    with BridgeClient(small.path, timeout_s=0.3, retries=6) as fragmented, BridgeClient(plain.path) as whole:
+        lossy[0].active = False  # a clean load (120 small chunks); the invokes below run on the lossy link
+        fragmented.load(model)
+        lossy[0].active = True
+        whole.load(model)
+        for x in _samples(digits_split, 3):
+            q = runner.quantize_input(x)
+            for a, b in zip(fragmented.invoke([q]).outputs, whole.invoke([q]).outputs, strict=True):
+                np.testing.assert_array_equal(a, b)
+        assert fragmented.link_payload_bytes == 64 and fragmented.stats.retries > 0

@@ -16,14 +16,16 @@ import pytest
 
 import tflite_edge.firmware_bridge as fb
 from tflite_edge.errors import SerialMessageError
+from tflite_edge.firmware_bridge.fragments import Reassembler, split_payload
 from tflite_edge.firmware_bridge.framing import FrameDecoder, encode_frame
-from tflite_edge.firmware_bridge.messages import Capabilities, ErrorReply, decode_message, encode_message
+from tflite_edge.firmware_bridge.messages import Capabilities, ErrorReply, Fragment, decode_message, encode_message
 
 from .vectors import canonical, example_messages
 
 C_DIR = Path(fb.__file__).parent / "c"
 DRIVER = Path(__file__).parent / "codec_driver.c"
 MAX_PAYLOAD = 1024
+JOIN_BYTES = 4096  # the C driver's reassembly buffer
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,7 @@ def run_c(driver: Path, streams: list[bytes]) -> list[list[str]]:
 def run_python(stream: bytes) -> list[str]:
     """What the C driver should print for ``stream``, computed by the Python codec."""
     decoder = FrameDecoder(max_payload_bytes=MAX_PAYLOAD)
+    joiner = Reassembler(JOIN_BYTES)
     lines = []
     for frame in decoder.feed(stream):
         lines.append(f"FRAME {frame.msg_type} {frame.seq}")
@@ -69,6 +72,13 @@ def run_python(stream: bytes) -> list[str]:
             continue
         lines.append("MSG " + canonical(message))
         lines.append("WIRE " + encode_frame(*_typed(encode_message(message), frame.seq)).hex())
+        if isinstance(message, Fragment):
+            try:
+                joined = joiner.push(frame.seq, message)
+                if joined is not None:
+                    lines.append("JOINED " + canonical(decode_message(*joined)))
+            except SerialMessageError:
+                lines.append("JOINERR")
     lines.append(f"END {decoder.stats.frames} {decoder.stats.dropped}")
     return lines
 
@@ -136,6 +146,31 @@ def test_c_and_python_agree_on_mutated_payloads(driver: Path) -> None:
         assert normalise(c_lines) == run_python(stream)
         outcomes.add(normalise(c_lines)[1].split()[0])
     assert {"MSG", "MSGERR"} <= outcomes  # both accepted and rejected payloads were exercised
+
+
+def test_c_and_python_agree_on_fragmented_messages(driver: Path) -> None:
+    rng = random.Random(8)
+    big = [m for m in example_messages() if len(encode_message(m)[1]) > 40]
+    streams = []
+    for _ in range(120):
+        message = rng.choice(big)
+        msg_type, payload = encode_message(message)
+        limit = rng.randint(6, 64)
+        seq = rng.randrange(0x10000)
+        frames = [encode_frame(t, seq, p) for t, p in split_payload(msg_type, payload, limit)]
+        kind = rng.random()
+        if kind < 0.2 and len(frames) > 1:
+            del frames[rng.randrange(1, len(frames))]  # a lost fragment
+        elif kind < 0.3:
+            frames = frames + frames  # the retry after a timeout
+        elif kind < 0.4:
+            frames = [encode_frame(t, seq, p) for t, p in split_payload(msg_type, payload + bytes(5000), limit)]
+        streams.append(b"".join(frames))
+    joined = 0
+    for stream, c_lines in zip(streams, run_c(driver, streams), strict=True):
+        assert normalise(c_lines) == run_python(stream)
+        joined += sum(line.startswith("JOINED") for line in c_lines)
+    assert joined > 60
 
 
 def test_c_and_python_agree_on_damaged_streams(driver: Path) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tflite_edge.errors import SerialFrameError, SerialMessageError
 from tflite_edge.firmware_bridge import framing, messages
+from tflite_edge.firmware_bridge.fragments import Reassembler, split_payload
 from tflite_edge.firmware_bridge.framing import Frame, FrameDecoder, decode_frame, encode_frame
 from tflite_edge.firmware_bridge.messages import (
     ErrorReply,
@@ -86,7 +87,7 @@ def test_hostile_tensor_payloads_are_bounded(payload: bytes, match: str) -> None
 
 
 def test_trailing_bytes_and_unknown_types_are_errors() -> None:
-    msg_type, payload = encode_message(Hello(1, 512))
+    msg_type, payload = encode_message(Hello(1, 512, 4096))
     with pytest.raises(SerialMessageError, match="trailing"):
         decode_message(msg_type, payload + b"x")
     with pytest.raises(SerialMessageError, match="unknown message type"):
@@ -190,3 +191,43 @@ def test_importing_the_package_stays_light() -> None:
             "print([m for m in ('serial', 'tensorflow', 'tflite_micro') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- fragments -------------------------------------------------------------------------
+
+
+@seed(6)
+@PROPERTY
+@given(st.binary(max_size=3000), st.integers(6, 300), st.sampled_from([0x05, 0x85]))
+def test_fragments_round_trip(payload: bytes, limit: int, msg_type: int) -> None:
+    parts = split_payload(msg_type, payload, limit)
+    assert all(len(p) <= limit for _, p in parts)
+    if len(parts) == 1:
+        assert parts == [(msg_type, payload)]
+        return
+    joiner = Reassembler(len(payload))
+    results = [joiner.push(9, decode_message(t, p)) for t, p in parts]  # type: ignore[arg-type]
+    assert results[:-1] == [None] * (len(parts) - 1) and results[-1] == (msg_type, payload)
+    assert {t for t, _ in parts} == {0x08 if msg_type < 0x80 else 0x88}
+
+
+def test_lost_fragment_drops_the_message_until_the_retry() -> None:
+    parts = [decode_message(t, p) for t, p in split_payload(0x05, bytes(range(200)), 64)]
+    joiner = Reassembler(1000)
+    assert joiner.push(1, parts[0]) is None  # type: ignore[arg-type]
+    assert joiner.push(1, parts[2]) is None and joiner.dropped == 1  # parts[1] was lost  # type: ignore[arg-type]
+    assert joiner.push(1, parts[3]) is None  # type: ignore[arg-type]
+    results = [joiner.push(2, p) for p in parts]  # the retry, with a new sequence number  # type: ignore[arg-type]
+    assert results[-1] == (0x05, bytes(range(200)))
+
+
+def test_oversized_fragmented_message_is_refused_before_it_is_held() -> None:
+    joiner = Reassembler(100)
+    parts = [decode_message(t, p) for t, p in split_payload(0x05, bytes(300), 64)]
+    joiner.push(1, parts[0])  # type: ignore[arg-type]
+    with pytest.raises(SerialMessageError, match="exceeds 100 bytes"):
+        joiner.push(1, parts[1])  # type: ignore[arg-type]
+    with pytest.raises(SerialMessageError, match="invalid"):
+        decode_message(0x08, bytes([0x08, 0, 0, 1, 0]))  # fragments do not nest
+    with pytest.raises(SerialMessageError, match="invalid"):
+        decode_message(0x08, bytes([0x05, 2, 0, 2, 0]))  # index beyond count

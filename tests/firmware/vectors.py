@@ -8,6 +8,8 @@ from tflite_edge.firmware_bridge.messages import (
     DTYPE_CODES,
     Capabilities,
     ErrorReply,
+    Fragment,
+    FragmentReply,
     GetTelemetry,
     Hello,
     Invoke,
@@ -30,10 +32,13 @@ def example_messages() -> list[Message]:
     logits = np.array([[-128, 0, 127, 5]], dtype=np.int8)
     floats = np.array([0.5, -1.25, 3.0e-8], dtype=np.float32)
     return [
-        Hello(1, 512),
-        Hello(1, 0xFFFF),
-        Capabilities(1, 2, 1024, 96 * 1024, 256 * 1024, "sim-cortex-m4", "tflite-edge-sim 0.1.0"),
-        Capabilities(1, 1, 256, 0, 0, "", ""),
+        Hello(1, 512, 4096),
+        Hello(1, 0xFFFF, 0xFFFFFFFF),
+        Capabilities(1, 2, 1024, 96 * 1024, 256 * 1024, 64 * 1024, "sim-cortex-m4", "tflite-edge-sim 0.1.0"),
+        Capabilities(1, 1, 256, 0, 0, 256, "", ""),
+        Fragment(0x05, 0, 3, bytes(range(1, 200))),
+        Fragment(0x03, 65534, 65535, b""),
+        FragmentReply(0x85, 1, 2, b"\x00" * 17),
         LoadBegin(0, 5120, 0xDEADBEEF),
         LoadChunk(1, 4096, bytes(range(256)) * 2),
         LoadChunk(0, 0, b""),
@@ -70,10 +75,13 @@ def _tensors(label: str, items: tuple, with_data: bool) -> str:
 def canonical(m: Message) -> str:
     """The text form the C test driver prints for a decoded message (tests/firmware/codec_driver.c)."""
     if isinstance(m, Hello):
-        return f"HELLO v={m.protocol_version} max={m.max_payload_bytes}"
+        return f"HELLO v={m.protocol_version} max={m.max_payload_bytes} msg={m.max_message_bytes}"
     if isinstance(m, Capabilities):
         return (f"CAPS v={m.protocol_version} slots={m.model_slots} max={m.max_payload_bytes} arena={m.arena_bytes} "
-                f"model={m.max_model_bytes} board={m.board.encode().hex()} fw={m.firmware.encode().hex()}")
+                f"model={m.max_model_bytes} msg={m.max_message_bytes} board={m.board.encode().hex()} "
+                f"fw={m.firmware.encode().hex()}")
+    if isinstance(m, Fragment):  # FragmentReply too
+        return f"FRAG type={int(m.TYPE)} inner={m.inner_type} idx={m.index} count={m.count} data={m.data.hex()}"
     if isinstance(m, LoadBegin):
         return f"LOAD_BEGIN slot={m.slot} total={m.total_bytes} crc={m.crc32}"
     if isinstance(m, LoadChunk):

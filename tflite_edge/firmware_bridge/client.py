@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import BridgeTimeoutError, McuError, SerialMessageError, SerialPortError
+from .fragments import Reassembler, split_payload
 from .framing import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, FrameDecoder, encode_frame
 from .messages import (
     Capabilities,
     ErrorCode,
     ErrorReply,
+    FragmentReply,
     GetTelemetry,
     Hello,
     Invoke,
@@ -86,6 +88,7 @@ class BridgeClient:
         timeout_s: float = 1.0,
         retries: int = 3,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        max_message_bytes: int = 4 * 1024 * 1024,
         reconnect_delay_s: float = 0.1,
     ) -> None:
         self.url = port
@@ -94,6 +97,8 @@ class BridgeClient:
         self.retries = retries
         self.reconnect_delay_s = reconnect_delay_s
         self.max_payload_bytes = max_payload_bytes
+        self.max_message_bytes = max_message_bytes
+        self._reassembler = Reassembler(max_message_bytes)
         self.capabilities: Capabilities | None = None
         self.models: dict[int, ModelInfo] = {}
         self.last_telemetry: Telemetry | None = None
@@ -139,7 +144,7 @@ class BridgeClient:
     # -- requests -----------------------------------------------------------------------
     def hello(self) -> Capabilities:
         """Greet the MCU and learn its capabilities; the frame limit becomes the smaller of both."""
-        caps = self.request(Hello(PROTOCOL_VERSION, self.max_payload_bytes), Capabilities)
+        caps = self.request(Hello(PROTOCOL_VERSION, self.max_payload_bytes, self.max_message_bytes), Capabilities)
         if caps.protocol_version != PROTOCOL_VERSION:
             raise McuError(f"the MCU speaks protocol {caps.protocol_version}, this host {PROTOCOL_VERSION}",
                            ErrorCode.VERSION)
@@ -152,6 +157,13 @@ class BridgeClient:
         if self.capabilities is None:
             return min(self.max_payload_bytes, 256)
         return min(self.max_payload_bytes, self.capabilities.max_payload_bytes)
+
+    @property
+    def link_message_bytes(self) -> int:
+        """Largest message the MCU accepts in fragments (a frame's payload before HELLO)."""
+        if self.capabilities is None:
+            return self.link_payload_bytes
+        return max(self.link_payload_bytes, self.capabilities.max_message_bytes)
 
     def load(self, model: bytes, *, slot: int = 0) -> ModelInfo:
         """Send a model in CRC-checked chunks; returns what the MCU reports after loading it."""
@@ -209,11 +221,12 @@ class BridgeClient:
 
     def _request(self, message: Message, expect: type[_M]) -> _M:
         msg_type, payload = encode_message(message)
-        if len(payload) > self.link_payload_bytes:
+        if len(payload) > self.link_message_bytes:
             raise SerialMessageError(
-                f"{type(message).__name__} needs {len(payload)} payload bytes but the link carries at most "
-                f"{self.link_payload_bytes}; split the model at a smaller activation"
+                f"{type(message).__name__} needs {len(payload)} payload bytes but the MCU accepts at most "
+                f"{self.link_message_bytes}; split the model at a smaller activation"
             )
+        parts = split_payload(msg_type, payload, self.link_payload_bytes)
         self.stats.requests += 1
         last_problem = "no reply"
         port_error: SerialPortError | None = None
@@ -221,7 +234,7 @@ class BridgeClient:
             if attempt:
                 self.stats.retries += 1
             self._seq = (self._seq + 1) & 0xFFFF
-            wire = encode_frame(msg_type, self._seq, payload)
+            wire = b"".join(encode_frame(t, self._seq, p) for t, p in parts)
             try:
                 self.open()
                 self._port.write(wire)
@@ -274,6 +287,13 @@ class BridgeClient:
                     continue  # a request type: our own bytes echoed (loop://) or line noise
                 try:
                     message = decode_message(frame.msg_type, frame.payload)
+                    if isinstance(message, FragmentReply):
+                        if frame.seq != seq:
+                            continue
+                        joined = self._reassembler.push(frame.seq, message)
+                        if joined is None:
+                            continue
+                        message = decode_message(*joined)
                 except SerialMessageError:
                     log.warning("malformed %s reply from the MCU dropped", MessageType(frame.msg_type).name
                                 if frame.msg_type in MessageType._value2member_map_ else hex(frame.msg_type))

@@ -42,6 +42,8 @@ __all__ = [
     "Result",
     "GetTelemetry",
     "Telemetry",
+    "Fragment",
+    "FragmentReply",
     "ErrorReply",
     "Message",
     "encode_message",
@@ -58,11 +60,13 @@ class MessageType(enum.IntEnum):
     LOAD_END = 0x04
     INVOKE = 0x05
     GET_TELEMETRY = 0x06
+    FRAGMENT = 0x08
     CAPABILITIES = 0x81
     LOAD_ACK = 0x82
     MODEL_INFO = 0x84
     RESULT = 0x85
     TELEMETRY = 0x86
+    FRAGMENT_REPLY = 0x88
     ERROR = 0xFF
 
 
@@ -252,19 +256,20 @@ class _Message:
 
 @dataclass(frozen=True)
 class Hello(_Message):
-    """Host -> MCU: who is there? Carries the host's protocol version and receive limit."""
+    """Host -> MCU: who is there? Carries the host's protocol version and receive limits."""
 
     TYPE: ClassVar[MessageType] = MessageType.HELLO
     protocol_version: int
     max_payload_bytes: int
+    max_message_bytes: int
 
     def encode_payload(self) -> bytes:
-        return struct.pack("<BH", self.protocol_version, self.max_payload_bytes)
+        return struct.pack("<BHI", self.protocol_version, self.max_payload_bytes, self.max_message_bytes)
 
     @classmethod
     def decode_payload(cls, r: _Reader) -> Hello:
-        version, limit = r.unpack("BH")
-        return cls(int(version), int(limit))
+        version, limit, message_limit = (int(v) for v in r.unpack("BHI"))
+        return cls(version, limit, message_limit)
 
 
 @dataclass(frozen=True)
@@ -277,20 +282,21 @@ class Capabilities(_Message):
     max_payload_bytes: int
     arena_bytes: int
     max_model_bytes: int
+    max_message_bytes: int
     board: str
     firmware: str
 
     def encode_payload(self) -> bytes:
         return (
-            struct.pack("<BBHII", self.protocol_version, self.model_slots, self.max_payload_bytes,
-                        self.arena_bytes, self.max_model_bytes)
+            struct.pack("<BBHIII", self.protocol_version, self.model_slots, self.max_payload_bytes,
+                        self.arena_bytes, self.max_model_bytes, self.max_message_bytes)
             + _text(self.board) + _text(self.firmware)
         )
 
     @classmethod
     def decode_payload(cls, r: _Reader) -> Capabilities:
-        version, slots, limit, arena, max_model = (int(v) for v in r.unpack("BBHII"))
-        return cls(version, slots, limit, arena, max_model, r.text(), r.text())
+        version, slots, limit, arena, max_model, max_message = (int(v) for v in r.unpack("BBHIII"))
+        return cls(version, slots, limit, arena, max_model, max_message, r.text(), r.text())
 
 
 @dataclass(frozen=True)
@@ -451,6 +457,38 @@ class Telemetry(_Message):
 
 
 @dataclass(frozen=True)
+class Fragment(_Message):
+    """Host -> MCU: part ``index`` of ``count`` of a message too large for one frame.
+
+    Every fragment of a message carries the message's sequence number and comes in order;
+    the receiver answers only when the last one has arrived.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.FRAGMENT
+    inner_type: int
+    index: int
+    count: int
+    data: bytes
+
+    def encode_payload(self) -> bytes:
+        return struct.pack("<BHH", self.inner_type, self.index, self.count) + self.data
+
+    @classmethod
+    def decode_payload(cls, r: _Reader) -> Fragment:
+        inner, index, count = (int(v) for v in r.unpack("BHH"))
+        if inner in (MessageType.FRAGMENT, MessageType.FRAGMENT_REPLY) or not index < count:
+            raise SerialMessageError(f"{r.what}: fragment {index} of {count} of type 0x{inner:02x} is invalid")
+        return cls(inner, index, count, r.rest())
+
+
+@dataclass(frozen=True)
+class FragmentReply(Fragment):
+    """MCU -> host: part of a reply too large for one frame (same layout as ``Fragment``)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.FRAGMENT_REPLY
+
+
+@dataclass(frozen=True)
 class ErrorReply(_Message):
     """MCU -> host: the request failed; a numeric code and a short text."""
 
@@ -469,11 +507,11 @@ class ErrorReply(_Message):
 
 Message = (
     Hello | Capabilities | LoadBegin | LoadChunk | LoadAck | LoadEnd | ModelInfo | Invoke | Result
-    | GetTelemetry | Telemetry | ErrorReply
+    | GetTelemetry | Telemetry | Fragment | FragmentReply | ErrorReply
 )
 _CLASSES: tuple[type[_Message], ...] = (
     Hello, Capabilities, LoadBegin, LoadChunk, LoadAck, LoadEnd, ModelInfo, Invoke, Result, GetTelemetry, Telemetry,
-    ErrorReply,
+    Fragment, FragmentReply, ErrorReply,
 )
 _BY_TYPE: dict[int, type[_Message]] = {cls.TYPE: cls for cls in _CLASSES}
 

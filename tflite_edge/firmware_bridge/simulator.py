@@ -26,11 +26,13 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import MicroModelError, SerialMessageError
+from .fragments import Reassembler, split_payload
 from .framing import PROTOCOL_VERSION, Frame, FrameDecoder, encode_frame
 from .messages import (
     Capabilities,
     ErrorCode,
     ErrorReply,
+    Fragment,
     GetTelemetry,
     Hello,
     Invoke,
@@ -39,6 +41,7 @@ from .messages import (
     LoadChunk,
     LoadEnd,
     Message,
+    MessageType,
     ModelInfo,
     Result,
     Telemetry,
@@ -114,6 +117,7 @@ class SimulatedMcu:
         model_slots: int = 1,
         max_payload_bytes: int = 1024,
         max_model_bytes: int = 256 * 1024,
+        max_message_bytes: int = 64 * 1024,
         board: str = "sim-cortex-m4",
         power: PowerModel | None = None,
         cpu_slowdown: float = 1.0,
@@ -121,12 +125,15 @@ class SimulatedMcu:
         self.arena_bytes = arena_bytes
         self.max_payload_bytes = max_payload_bytes
         self.max_model_bytes = max_model_bytes
+        self.max_message_bytes = max_message_bytes
+        self._reassembler = Reassembler(max_message_bytes)
         self.board = board
         self.power = power or PowerModel()
         # How much slower than this host the modelled MCU computes (e.g. ~50 for a 64 MHz M4).
         self.cpu_slowdown = max(1.0, cpu_slowdown)
         self.slots = [_Slot() for _ in range(model_slots)]
         self.host_max_payload = max_payload_bytes
+        self.host_max_message = max_payload_bytes
         self.invokes = 0
         self._started = time.monotonic()
 
@@ -136,7 +143,15 @@ class SimulatedMcu:
         if frame.msg_type & 0x80:
             return None  # a reply type: the host never sends these; ignore, as firmware would
         try:
-            request = decode_message(frame.msg_type, frame.payload)
+            msg_type, payload = frame.msg_type, frame.payload
+            if msg_type == MessageType.FRAGMENT:
+                fragment = decode_message(msg_type, payload)
+                assert isinstance(fragment, Fragment)
+                joined = self._reassembler.push(frame.seq, fragment)
+                if joined is None:
+                    return None  # more to come, or a fragment was lost: the host retries
+                msg_type, payload = joined
+            request = decode_message(msg_type, payload)
             reply = self._dispatch(request)
         except SerialMessageError as e:
             code = ErrorCode.UNKNOWN_TYPE if "unknown message type" in str(e) else ErrorCode.BAD_MESSAGE
@@ -144,19 +159,21 @@ class SimulatedMcu:
         except _Refusal as e:
             reply = ErrorReply(e.code, e.text)
         msg_type, payload = encode_message(reply)
-        if len(payload) > min(self.max_payload_bytes, self.host_max_payload):
-            msg_type, payload = encode_message(
-                ErrorReply(ErrorCode.INTERNAL, f"reply of {len(payload)} bytes exceeds the frame limit")
-            )
-        return encode_frame(msg_type, frame.seq, payload)
+        frame_limit = min(self.max_payload_bytes, self.host_max_payload)
+        if len(payload) > max(frame_limit, self.host_max_message):
+            msg_type, payload = encode_message(ErrorReply(
+                ErrorCode.INTERNAL, f"reply of {len(payload)} bytes exceeds the host's limit of {self.host_max_message}"
+            ))
+        return b"".join(encode_frame(t, frame.seq, p) for t, p in split_payload(msg_type, payload, frame_limit))
 
     def _dispatch(self, request: Message) -> Message:
         if isinstance(request, Hello):
             if request.protocol_version != PROTOCOL_VERSION:
                 raise _Refusal(ErrorCode.VERSION, f"firmware speaks protocol {PROTOCOL_VERSION}")
             self.host_max_payload = request.max_payload_bytes
+            self.host_max_message = request.max_message_bytes
             return Capabilities(PROTOCOL_VERSION, len(self.slots), self.max_payload_bytes, self.arena_bytes,
-                                self.max_model_bytes, self.board, FIRMWARE)
+                                self.max_model_bytes, self.max_message_bytes, self.board, FIRMWARE)
         if isinstance(request, LoadBegin):
             self._slot(request.slot)
             if request.total_bytes > self.max_model_bytes:

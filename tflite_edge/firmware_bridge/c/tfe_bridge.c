@@ -253,6 +253,7 @@ int tfe_message_decode(uint8_t type, const uint8_t *payload, size_t len, tfe_mes
     case TFE_HELLO:
       m->u.hello.protocol_version = rd_u8(&r);
       m->u.hello.max_payload = rd_u16(&r);
+      m->u.hello.max_message = rd_u32(&r);
       break;
     case TFE_CAPABILITIES:
       m->u.capabilities.protocol_version = rd_u8(&r);
@@ -260,6 +261,7 @@ int tfe_message_decode(uint8_t type, const uint8_t *payload, size_t len, tfe_mes
       m->u.capabilities.max_payload = rd_u16(&r);
       m->u.capabilities.arena_bytes = rd_u32(&r);
       m->u.capabilities.max_model_bytes = rd_u32(&r);
+      m->u.capabilities.max_message_bytes = rd_u32(&r);
       m->u.capabilities.board = rd_text(&r, &m->u.capabilities.board_len);
       m->u.capabilities.firmware = rd_text(&r, &m->u.capabilities.firmware_len);
       break;
@@ -309,6 +311,17 @@ int tfe_message_decode(uint8_t type, const uint8_t *payload, size_t len, tfe_mes
     case TFE_ERROR:
       m->u.error.code = rd_u16(&r);
       m->u.error.text = rd_text(&r, &m->u.error.text_len);
+      break;
+    case TFE_FRAGMENT:
+    case TFE_FRAGMENT_REPLY:
+      m->u.fragment.inner_type = rd_u8(&r);
+      m->u.fragment.index = rd_u16(&r);
+      m->u.fragment.count = rd_u16(&r);
+      if (!r.ok || m->u.fragment.index >= m->u.fragment.count || m->u.fragment.inner_type == TFE_FRAGMENT ||
+          m->u.fragment.inner_type == TFE_FRAGMENT_REPLY || len - r.pos > 0xFFFFu)
+        return TFE_ERR_MESSAGE;
+      m->u.fragment.data_len = (uint16_t)(len - r.pos);
+      m->u.fragment.data = take(&r, m->u.fragment.data_len);
       break;
     default:
       return TFE_ERR_TYPE;
@@ -378,6 +391,7 @@ int tfe_message_encode(const tfe_message *m, uint8_t *payload, size_t cap, size_
     case TFE_HELLO:
       wr_u8(&w, m->u.hello.protocol_version);
       wr_u16(&w, m->u.hello.max_payload);
+      wr_u32(&w, m->u.hello.max_message);
       break;
     case TFE_CAPABILITIES:
       wr_u8(&w, m->u.capabilities.protocol_version);
@@ -385,6 +399,7 @@ int tfe_message_encode(const tfe_message *m, uint8_t *payload, size_t cap, size_
       wr_u16(&w, m->u.capabilities.max_payload);
       wr_u32(&w, m->u.capabilities.arena_bytes);
       wr_u32(&w, m->u.capabilities.max_model_bytes);
+      wr_u32(&w, m->u.capabilities.max_message_bytes);
       wr_text(&w, m->u.capabilities.board, m->u.capabilities.board_len);
       wr_text(&w, m->u.capabilities.firmware, m->u.capabilities.firmware_len);
       break;
@@ -433,10 +448,67 @@ int tfe_message_encode(const tfe_message *m, uint8_t *payload, size_t cap, size_
       wr_u16(&w, m->u.error.code);
       wr_text(&w, m->u.error.text, m->u.error.text_len);
       break;
+    case TFE_FRAGMENT:
+    case TFE_FRAGMENT_REPLY:
+      wr_u8(&w, m->u.fragment.inner_type);
+      wr_u16(&w, m->u.fragment.index);
+      wr_u16(&w, m->u.fragment.count);
+      wr_bytes(&w, m->u.fragment.data, m->u.fragment.data_len);
+      break;
     default:
       return TFE_ERR_TYPE;
   }
   if (!w.ok) return TFE_ERR_SPACE;
   *out_len = w.pos;
   return TFE_OK;
+}
+
+/* ---- fragments --------------------------------------------------------------------------- */
+
+void tfe_reassembler_init(tfe_reassembler *r, uint8_t *buf, size_t cap) {
+  r->buf = buf;
+  r->cap = cap;
+  r->len = 0;
+  r->seq = r->next = r->count = 0;
+  r->inner_type = 0;
+  r->active = 0;
+  r->dropped = 0;
+}
+
+int tfe_reassembler_push(tfe_reassembler *r, uint16_t seq, const tfe_message *f, uint8_t *type,
+                         const uint8_t **payload, size_t *len) {
+  if (f->type != TFE_FRAGMENT && f->type != TFE_FRAGMENT_REPLY) return TFE_ERR_TYPE;
+  if (f->u.fragment.index == 0) { /* a new message replaces any partial one */
+    r->active = 1;
+    r->len = 0;
+    r->next = 0;
+    r->seq = seq;
+    r->count = f->u.fragment.count;
+    r->inner_type = f->u.fragment.inner_type;
+  } else if (!r->active || seq != r->seq || f->u.fragment.count != r->count ||
+             f->u.fragment.inner_type != r->inner_type || f->u.fragment.index != r->next) {
+    if (r->active) r->dropped++;
+    r->active = 0; /* a fragment was lost: drop the rest until the retry starts at index 0 */
+    return 0;
+  }
+  if (f->u.fragment.data_len > r->cap - r->len) {
+    r->active = 0;
+    return TFE_ERR_TOO_LARGE;
+  }
+  if (f->u.fragment.data_len) memcpy(r->buf + r->len, f->u.fragment.data, f->u.fragment.data_len);
+  r->len += f->u.fragment.data_len;
+  r->next++;
+  if (r->next < r->count) return 0;
+  r->active = 0;
+  *type = r->inner_type;
+  *payload = r->buf;
+  *len = r->len;
+  return 1;
+}
+
+uint32_t tfe_fragment_count(size_t len, size_t max_payload) {
+  if (len <= max_payload) return 1;
+  if (max_payload <= TFE_FRAGMENT_HEADER_BYTES) return 0;
+  size_t chunk = max_payload - TFE_FRAGMENT_HEADER_BYTES;
+  return (uint32_t)((len + chunk - 1) / chunk);
 }

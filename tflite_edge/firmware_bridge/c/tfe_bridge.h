@@ -71,11 +71,13 @@ enum {
   TFE_LOAD_END = 0x04,
   TFE_INVOKE = 0x05,
   TFE_GET_TELEMETRY = 0x06,
+  TFE_FRAGMENT = 0x08,
   TFE_CAPABILITIES = 0x81,
   TFE_LOAD_ACK = 0x82,
   TFE_MODEL_INFO = 0x84,
   TFE_RESULT = 0x85,
   TFE_TELEMETRY = 0x86,
+  TFE_FRAGMENT_REPLY = 0x88,
   TFE_ERROR = 0xFF
 };
 
@@ -164,11 +166,13 @@ typedef struct {
     struct {
       uint8_t protocol_version;
       uint16_t max_payload;
+      uint32_t max_message; /* largest reply the host joins from fragments */
     } hello;
     struct {
       uint8_t protocol_version, model_slots;
       uint16_t max_payload;
       uint32_t arena_bytes, max_model_bytes;
+      uint32_t max_message_bytes; /* largest request this firmware joins from fragments */
       const char *board;
       uint8_t board_len;
       const char *firmware;
@@ -218,6 +222,12 @@ typedef struct {
       const char *text;
       uint8_t text_len;
     } error;
+    struct { /* TFE_FRAGMENT and TFE_FRAGMENT_REPLY */
+      uint8_t inner_type;
+      uint16_t index, count;
+      const uint8_t *data;
+      uint16_t data_len;
+    } fragment;
   } u;
 } tfe_message;
 
@@ -229,6 +239,31 @@ int tfe_message_decode(uint8_t type, const uint8_t *payload, size_t len, tfe_mes
 
 /* Serialises msg into payload[0..cap). */
 int tfe_message_encode(const tfe_message *msg, uint8_t *payload, size_t cap, size_t *out_len);
+
+/* ---- messages larger than one frame ----------------------------------------------------- */
+
+#define TFE_FRAGMENT_HEADER_BYTES 5
+
+/* Joins FRAGMENT frames into the caller's buffer (its size is the max_message_bytes to
+ * announce in CAPABILITIES). Fragments arrive in order with the message's sequence number. */
+typedef struct {
+  uint8_t *buf;
+  size_t cap, len;
+  uint16_t seq, next, count;
+  uint8_t inner_type, active;
+  uint32_t dropped; /* partial messages abandoned because a fragment was lost */
+} tfe_reassembler;
+
+void tfe_reassembler_init(tfe_reassembler *r, uint8_t *buf, size_t cap);
+
+/* Adds one decoded fragment. Returns 1 with the joined message in *type, *payload, *len
+ * (valid until the next push), 0 while more are needed or after a lost fragment (drop and
+ * wait: the host retries), TFE_ERR_TOO_LARGE when the message exceeds the buffer. */
+int tfe_reassembler_push(tfe_reassembler *r, uint16_t seq, const tfe_message *fragment, uint8_t *type,
+                         const uint8_t **payload, size_t *len);
+
+/* Number of fragments for a payload of len bytes under a frame limit of max_payload. */
+uint32_t tfe_fragment_count(size_t len, size_t max_payload);
 
 #ifdef __cplusplus
 }
