@@ -136,6 +136,16 @@ def test_deadline_without_edge_falls_back_locally(
             # It waited for the edge for most of the deadline before giving up.
             assert r.total_ms >= deadline_ms * 0.5
             assert np.array_equal(r.probabilities, reference[r.exit][0])
+        # With an exit already computed on the device (K=2), the whole deadline goes to
+        # waiting, and when the edge stays silent the answer is the last computed exit.
+        computed = [e.name for e in digits_bundle.manifest.exits if e.segment < 2]
+        assert computed, "the digits bundle has an exit before segment 2"
+        r = device.infer(samples[1], exit="final", partition=2, deadline_ms=60.0)
+        assert r.fell_back and not r.early_exit
+        assert 50.0 <= r.total_ms <= 60.0 + DEADLINE_SLACK_MS
+        # The last computed exit, or a later one when its segments still fit in the time left.
+        assert r.exit in (computed[-1], *[e.name for e in digits_bundle.manifest.exits if e.segment >= 2])
+        assert np.array_equal(r.probabilities, reference[r.exit][1])
 
 
 def test_broker_outage_falls_back_at_once_and_recovers(
