@@ -50,7 +50,7 @@ def mobilenet(directory: Path) -> tuple[Bundle, np.ndarray]:
     images = []
     for _ in range(12):  # smooth gradients and waves plus 3 % noise, in [-1, 1]
         a, b, c, f = rng.uniform(-1, 1, size=(4, 3))
-        image = (a * xx[..., None] + b * yy[..., None] + c * np.sin(6 * np.pi * f * (xx + yy))[..., None]
+        image = (a * xx[..., None] + b * yy[..., None] + c * np.sin(6 * np.pi * f * (xx + yy)[..., None])
                  + rng.normal(0, 0.03, size=(224, 224, 3)))
         images.append(np.clip(image, -1, 1).astype(np.float32))
     x = np.stack(images)
