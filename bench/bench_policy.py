@@ -9,7 +9,7 @@ The bundle is the MobileNetV2-like manifest of bench_simulator.py (DESIGN.md's a
 sizes and 9.8 ms host latency) on the rpi3-edgent device profile with the 3G radio.
 Needs the traces in ../shared (exits with a message when absent) and TF-Agents.
 
-    .venv/bin/python bench/bench_policy.py [--steps 8000] [--objective accuracy ...] [--out out/bench]
+    .venv/bin/python bench/bench_policy.py [--steps 8000] [--objective accuracy ...] [--agent linucb] [--out DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--objective", action="append", choices=OBJECTIVES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--agent", choices=("neural-epsilon-greedy", "linucb"), default="neural-epsilon-greedy")
     parser.add_argument("--out", help="directory for policy.json (figures)")
     args = parser.parse_args()
     if not NORWAY.is_dir():
@@ -59,7 +60,7 @@ def main() -> None:
     for name in args.objective or OBJECTIVES:
         objective = Objective(name)
         with tempfile.TemporaryDirectory() as tmp:
-            result = train_policy(simulator, train, objective, tmp, TrainConfig(steps=args.steps, seed=args.seed))
+            result = train_policy(simulator, train, objective, tmp, TrainConfig(agent=args.agent, steps=args.steps, seed=args.seed))
             policy = TFLitePolicy(tmp)
             x = np.zeros(policy.num_features, np.float32)
             policy.decide_index(x)
