@@ -210,3 +210,15 @@ def test_messages_larger_than_a_frame_are_fragmented(digits_bundle, digits_split
             for a, b in zip(fragmented.invoke([q]).outputs, whole.invoke([q]).outputs, strict=True):
                 np.testing.assert_array_equal(a, b)
         assert fragmented.link_payload_bytes == 64 and fragmented.stats.retries > 0
+
+
+def test_large_message_on_a_slow_link_outlasts_the_reply_timeout(digits_bundle, start_mcu) -> None:
+    # 12 KB at a modelled 230400 baud takes ~0.55 s on the wire, longer than the 0.3 s reply
+    # timeout; the client counts the timeout from when its request has left the link.
+    sim = start_mcu(baud=230400)
+    with BridgeClient(sim.path, baud=230400, timeout_s=0.3, retries=0) as client:
+        client.load(digits_bundle.read_segment(0))
+        big = Tensor.from_array(0, np.zeros((1, 12000), np.int8))
+        with pytest.raises(McuError, match="must be int8") as e:
+            client.request(Invoke(0, (big,)), object)
+        assert e.value.code == ErrorCode.TENSOR_MISMATCH and client.stats.timeouts == 0

@@ -240,7 +240,7 @@ class BridgeClient:
                 self._port.write(wire)
                 self._port.flush()
                 self.stats.bytes_out += len(wire)
-                reply = self._await(self._seq, time.monotonic() + self.timeout_s)
+                reply = self._await(self._seq, len(wire))
             except SerialPortError as e:
                 # A USB device node vanishes for a moment while it re-enumerates: keep trying.
                 port_error, last_problem = e, str(e)
@@ -272,12 +272,20 @@ class BridgeClient:
             "check the cable, the baud rate and that the firmware is running"
         )
 
-    def _await(self, seq: int, deadline: float) -> Message | None:
+    def _await(self, seq: int, sent_bytes: int) -> Message | None:
+        # The timeout counts from when the request has left at the link's speed (10 bits per
+        # byte), and restarts while reply bytes keep coming, so that a large fragmented reply
+        # on a slow link is not cut off; a hard cap bounds it all the same.
+        byte_s = 10.0 / self.baud if self.baud else 0.0
+        now = time.monotonic()
+        deadline = now + self.timeout_s + sent_bytes * byte_s
+        cap = deadline + self.max_message_bytes * byte_s
         while time.monotonic() < deadline:
             waiting = self._port.in_waiting
             data = self._port.read(max(1, min(waiting, 65536)))
             if not data:
                 continue
+            deadline = min(cap, max(deadline, time.monotonic() + self.timeout_s))
             self.stats.bytes_in += len(data)
             dropped = self._decoder.stats.dropped
             frames = self._decoder.feed(data)
