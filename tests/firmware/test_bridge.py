@@ -222,3 +222,26 @@ def test_large_message_on_a_slow_link_outlasts_the_reply_timeout(digits_bundle, 
         with pytest.raises(McuError, match="must be int8") as e:
             client.request(Invoke(0, (big,)), object)
         assert e.value.code == ErrorCode.TENSOR_MISMATCH and client.stats.timeouts == 0
+
+
+class WrongVersion:
+    """Firmware that frames its replies with protocol version 2."""
+
+    def __init__(self, link) -> None:
+        self.link = link
+
+    def read(self, timeout_s: float) -> bytes:
+        return self.link.read(timeout_s)
+
+    def write(self, data: bytes) -> None:
+        from tflite_edge.firmware_bridge.framing import decode_frame
+
+        frame = decode_frame(data[1:-1])
+        self.link.write(encode_frame(frame.msg_type, frame.seq, frame.payload, version=2))
+
+
+def test_version_mismatch_is_named_in_the_timeout(start_mcu) -> None:
+    sim = start_mcu(link_wrapper=WrongVersion)
+    with BridgeClient(sim.path, timeout_s=0.2, retries=1) as client:
+        with pytest.raises(BridgeTimeoutError, match="protocol version 2, this side speaks 1"):
+            client.hello()

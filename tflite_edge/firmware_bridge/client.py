@@ -267,9 +267,11 @@ class BridgeClient:
             return reply
         if port_error is not None and last_problem == str(port_error):
             raise port_error
+        dropped = self._decoder.stats.last_error
+        hint = f"; the last frame dropped here: {dropped}" if dropped is not None else ""
         raise BridgeTimeoutError(
             f"{type(message).__name__} to {self.url} failed after {self.retries + 1} attempts ({last_problem}); "
-            "check the cable, the baud rate and that the firmware is running"
+            f"check the cable, the baud rate and that the firmware is running{hint}"
         )
 
     def _await(self, seq: int, sent_bytes: int) -> Message | None:
