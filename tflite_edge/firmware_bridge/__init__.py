@@ -3,8 +3,9 @@
 A gateway (e.g. a Raspberry Pi) talks to a microcontroller running TensorFlow Lite Micro
 over USB serial or a UART. The protocol (docs/serial-protocol.md) frames messages with COBS
 and a CRC-32 (``framing``); the messages (``messages``) load a segment in checksummed
-chunks, invoke it on quantized tensors and read power telemetry. ``c/`` holds the same
-codec in C for firmware. On the host:
+chunks, invoke it on quantized tensors and read power telemetry; messages larger than a
+frame travel as fragments (``fragments``). ``c/`` holds the same codec in C for firmware.
+On the host:
 
 - ``BridgeClient``: the pyserial client (retries, timeouts, reconnection);
 - ``SimulatedMcu`` / ``serve`` / ``open_pty``: a simulated MCU running real TFLM kernels
