@@ -25,6 +25,8 @@ __all__ = ["EdgeHandler", "EdgeReply"]
 
 log = logging.getLogger(__name__)
 
+_NO_RULE = ExitRule()
+
 
 @dataclass(frozen=True)
 class EdgeReply:
@@ -100,7 +102,7 @@ class EdgeHandler:
                 f"before the cut at segment {frame.segment}",
             )
         try:
-            rule = ExitRule(header.thresholds, header.threshold_kind)
+            rule = ExitRule(header.thresholds, header.threshold_kind) if header.thresholds else _NO_RULE
         except TfliteEdgeError as e:
             return self._error(rid, ErrorCode.BAD_REQUEST, str(e))
         start = time.perf_counter()

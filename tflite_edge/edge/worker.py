@@ -24,7 +24,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ..bundle import Bundle, load_bundle
-from ..errors import BrokerConnectionError, InputError, ProtocolError
+from ..errors import BrokerConnectionError, InputError, ProtocolError, TopicError
 from ..transport.mqtt import connect_and_start, make_client
 from ..transport.protocol import (
     DEFAULT_PREFIX,
@@ -74,6 +74,7 @@ class EdgeWorker:
             bundles, backend=backend, num_threads=num_threads, delegate=delegate,
             allow_fallback=allow_fallback, codec=codec,
         )
+        self._request_head = self.topics.request_filter[:-1]  # "{prefix}/req/"
         self.worker_id = worker_id or f"tfe-edge-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.served = 0
         self.failed = 0
@@ -133,7 +134,8 @@ class EdgeWorker:
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
-        if not response_topic or any(c in response_topic for c in "+#\x00"):
+        if not response_topic or not self._is_reply_topic(response_topic):
+            # Only {prefix}/dev/{id}/res: a request must not make the edge publish elsewhere.
             log.warning("request on %s without a usable ResponseTopic dropped", message.topic)
             return
         try:
@@ -148,9 +150,23 @@ class EdgeWorker:
         client.publish(response_topic, reply.payload, qos=self.qos,
                        properties=reply_properties(reply.header, correlation=correlation))
 
+    def _is_reply_topic(self, topic: str) -> bool:
+        head, tail = f"{self.topics.prefix}/dev/", "/res"
+        if not (topic.startswith(head) and topic.endswith(tail)):
+            return False
+        try:
+            validate_topic_level(topic[len(head):-len(tail)], "device id")
+        except TopicError:
+            return False
+        return True
+
     def _answer(
         self, topic: str, payload: bytes, properties: dict[str, str], correlation: bytes | None
     ) -> EdgeReply:
+        # Served bundle ids are valid topic levels already; only other topics need checking.
+        bundle_id = topic[len(self._request_head):] if topic.startswith(self._request_head) else ""
+        if bundle_id in self.handler.runners:
+            return self.handler.handle(bundle_id, payload, properties, correlation)
         try:
             bundle_id = self.topics.bundle_of(topic)
         except ProtocolError as e:

@@ -286,7 +286,9 @@ class PackedProperties(Properties):
         expiry_s: int | None = None,
         user: Sequence[tuple[str, str]] = (),
     ) -> None:
-        super().__init__(PacketTypes.PUBLISH)
+        # paho's tables (names, types, ids) are the same for every PUBLISH: share one
+        # template's instead of rebuilding them per message.
+        self.__dict__.update(_PUBLISH_TEMPLATE.__dict__)
         parts = []
         values: dict[str, object] = {}
         # Identifier order as paho packs them: 0x02, 0x08, 0x09, 0x26 (MQTT 5, 2.2.2.2).
@@ -312,6 +314,9 @@ class PackedProperties(Properties):
 
     def pack(self) -> bytes:
         return self.__dict__["_packed"]  # type: ignore[no-any-return]
+
+
+_PUBLISH_TEMPLATE = Properties(PacketTypes.PUBLISH)
 
 
 def _string(text: str) -> bytes:
