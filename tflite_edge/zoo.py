@@ -98,15 +98,16 @@ def build_digits32_model(*, seed: int = 0) -> Any:
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block_{index}_conv_b")(x)
         return layers.MaxPooling2D(2, name=f"block_{index}_out")(x)
 
-    def head(x: Any, index: int) -> Any:
-        x = layers.AveragePooling2D(4, name=f"exit_{index}_pool")(x)
+    def head(x: Any, index: int, pool: int) -> Any:
+        # Pooling to a 2x2 map keeps the early heads cheap and less accurate than the final one.
+        x = layers.AveragePooling2D(pool, name=f"exit_{index}_pool")(x)
         x = layers.Flatten(name=f"exit_{index}_flat")(x)
         return layers.Dense(10, activation="softmax", name=f"exit_{index}")(x)
 
     x = block(image, 32, 1)  # 16x16x32
-    exit_1 = head(x, 1)
+    exit_1 = head(x, 1, 8)
     x = block(x, 64, 2)  # 8x8x64
-    exit_2 = head(x, 2)
+    exit_2 = head(x, 2, 4)
     x = block(x, 128, 3)  # 4x4x128
     x = layers.Dense(128, activation="relu", name="block_4_dense")(layers.Flatten(name="block_4_flat")(x))
     final = layers.Dense(10, activation="softmax", name="final")(x)

@@ -20,6 +20,7 @@ from ..errors import TfliteEdgeError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = (
+    "demo",
     "convert",
     "inspect",
     "run",
