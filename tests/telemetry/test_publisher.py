@@ -115,7 +115,11 @@ def test_an_invalid_experience_record_is_refused_at_once():
     with pytest.raises(TelemetrySchemaError, match="partition"):
         publisher.record_experience(context={}, action={"exit": "e"}, reward=0.0, latency_ms=1.0)
     publisher.record_experience(context={"x": 1}, action={"exit": "e", "partition": 0}, reward=0.0, latency_ms=1.0)
-    assert len(publisher._experience) == 1
+    import numpy as np
+
+    publisher.record_experience(context={"x": np.float32(0.5)}, action={"exit": "e", "partition": np.int64(2)},
+                                reward=np.float64(1.0), latency_ms=1.0)
+    assert len(publisher._experience) == 2 and type(publisher._experience[1].action["partition"]) is int
 
 
 def test_configuration_errors():

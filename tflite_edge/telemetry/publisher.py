@@ -253,7 +253,9 @@ class TelemetryPublisher:
         record = ExperienceRecord(
             time_unix_s=time.time(),
             context={str(k): (None if v is None else float(v)) for k, v in context.items()},
-            action=dict(action),
+            # numpy scalars (a policy's argmax) become plain numbers JSON can carry.
+            action={str(k): v.item() if hasattr(v, "item") and not isinstance(v, str) else v
+                    for k, v in action.items()},
             reward=float(reward),
             latency_ms=float(latency_ms),
             deadline_ms=deadline_ms,
