@@ -192,3 +192,19 @@ def test_c_and_python_agree_on_damaged_streams(driver: Path) -> None:
         streams.append(b"".join(parts))
     for stream, c_lines in zip(streams, run_c(driver, streams), strict=True):
         assert normalise(c_lines) == run_python(stream)
+
+
+@pytest.mark.parametrize(
+    "compiler, flags",
+    [
+        ("cc", ["-std=c99", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wcast-qual"]),
+        ("c++", ["-std=c++11", "-x", "c++"]),  # Arduino and most TFLM firmware build it as C++
+    ],
+)
+def test_c_codec_builds_strictly(compiler: str, flags: list[str], tmp_path: Path) -> None:
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no {compiler} on PATH")
+    done = subprocess.run([compiler, *flags, "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{C_DIR}", "-c",
+                           str(C_DIR / "tfe_bridge.c"), "-o", str(tmp_path / "tfe_bridge.o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
