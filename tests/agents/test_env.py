@@ -51,3 +51,15 @@ def test_same_seed_same_episode(mobilenet_like: tuple[Manifest, LatencyProfile])
 def test_step_before_reset(mobilenet_like: tuple[Manifest, LatencyProfile]) -> None:
     with pytest.raises(PolicyError, match="reset"):
         make_env(mobilenet_like).step(0)
+
+
+def test_policy_features(mobilenet_like: tuple[Manifest, LatencyProfile]) -> None:
+    sim = Simulator(*mobilenet_like)
+    env = CoInferenceEnv(sim, [markov_trace(seed=0, duration_s=10)], Objective("accuracy"), features="policy")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape == (len(OBSERVATION_FEATURES) + len(sim.actions),)
+    # The appended features are the planner's predicted rewards: its choice is their argmax.
+    predicted = obs[len(OBSERVATION_FEATURES):]
+    assert np.all((predicted >= 0) & (predicted <= 1))
+    with pytest.raises(PolicyError, match="features"):
+        CoInferenceEnv(sim, [markov_trace(seed=0, duration_s=10)], Objective("accuracy"), features="pixels")

@@ -110,3 +110,27 @@ def test_policy_must_match_the_simulator(trained: tuple[Path, Path], digits_bund
         TFLitePolicy(broken)
     with pytest.raises(PolicyError, match="not a policy directory"):
         TFLitePolicy(tmp_path / "absent")
+
+
+def test_tf_agents_py_environment() -> None:
+    script = f"""
+from tflite_edge.agents import CoInferenceEnv, LatencyProfile, Objective, Simulator, markov_trace
+from tflite_edge.agents.tf_env import make_py_environment
+import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import make_manifest
+manifest = make_manifest([1, 224, 224, 3], [[1, 28, 28, 32], [1, 14, 14, 96]], [0.62, 0.78, 0.90])
+sim = Simulator(manifest, LatencyProfile((4.0, 3.5, 2.3)))
+env = CoInferenceEnv(sim, [markov_trace(seed=1, duration_s=20)], Objective("accuracy"), requests_per_episode=15)
+py = make_py_environment(env)
+from tf_agents.environments import utils
+utils.validate_py_environment(py, episodes=3)
+step, count = py.reset(), 0
+while not step.is_last():
+    step = py.step(sim.local_action)
+    count += 1
+assert py.step(0).is_first()  # a step after the last starts a new episode
+print(count, py.observation_spec().shape, py.action_spec().maximum)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["15", "(8,)", "8"]

@@ -5,7 +5,9 @@ The API has Gymnasium's shape: ``reset(seed=None, options=None) -> (observation,
 ``observation_space`` (a box of float32 features, see ``OBSERVATION_FEATURES``) and
 ``action_space`` (a discrete space over ``Simulator.actions``). One episode is one pass
 of requests over one trace; each step is one request. Outcomes are evaluated for the whole
-episode at reset (vectorised), so a step is a table lookup.
+episode at reset (vectorised), so a step is a table lookup. ``features="policy"`` appends
+every action's predicted reward to the context, as the learned policy sees it.
+:func:`tflite_edge.agents.tf_env.make_py_environment` wraps it for TF-Agents.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from ..errors import PolicyError
 from .objectives import Objective
+from .planning import policy_observations
 from .simulator import OBSERVATION_FEATURES, Episode, Simulator
 from .traces import Trace
 
@@ -63,15 +66,21 @@ class CoInferenceEnv:
         *,
         requests_per_episode: int | None = None,
         seed: int = 0,
+        features: str = "context",
     ) -> None:
         if not traces:
             raise PolicyError("the environment needs at least one trace")
+        if features not in ("context", "policy"):
+            raise PolicyError("features must be 'context' (the context alone) or 'policy' (plus predicted rewards)")
+        self.features = features
         self.simulator = simulator
         self.traces = list(traces)
         self.objective = objective
         self.requests_per_episode = requests_per_episode
         self.action_space = Discrete(len(simulator.actions))
-        self.observation_space = Box((len(OBSERVATION_FEATURES),))
+        width = len(OBSERVATION_FEATURES) + (len(simulator.actions) if features == "policy" else 0)
+        self.observation_space = Box((width,))
+        self._observations = np.zeros((0, width), dtype=np.float32)
         self._rng = np.random.default_rng(seed)
         self._episode: Episode | None = None
         self._rewards = np.zeros((0, 0))
@@ -98,8 +107,12 @@ class CoInferenceEnv:
         )
         outcomes = self.simulator.outcomes(self._episode)
         self._rewards = self.simulator.rewards(self._episode, outcomes, self.objective)
+        if self.features == "policy":
+            self._observations = policy_observations(self.simulator, self._episode, self.objective)
+        else:
+            self._observations = self._episode.observations()
         self._step = 0
-        return self._episode.observations()[0], {"trace": self.traces[index].name, "seed": episode_seed}
+        return self._observations[0], {"trace": self.traces[index].name, "seed": episode_seed}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Serve the current request with ``action``; returns the next request's observation."""
@@ -120,6 +133,5 @@ class CoInferenceEnv:
         }
         self._step += 1
         terminated = self._step >= len(episode)
-        observations = episode.observations()
-        observation = observations[min(self._step, len(episode) - 1)]
+        observation = self._observations[min(self._step, len(episode) - 1)]
         return observation, reward, terminated, False, info
