@@ -62,9 +62,12 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=10_000, help="hypothesis examples per target (default 10000)")
     parser.add_argument("--seed", type=int, default=20261126, help="random seed (default fixed)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--only", action="append", default=[], metavar="WORD",
+                        help="run only the targets whose name contains WORD (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        targets = make_targets(digits_bundle(Path(tmp)))
+        targets = [t for t in make_targets(digits_bundle(Path(tmp)))
+                   if not args.only or any(word in t.name for word in args.only)]
         rows = []
         print(f"{'target':58} {'cases':>7} {'accepted':>9} {'refused':>8} {'crashes':>8} {'hangs':>6} "
               f"{'slowest':>9} {'time':>7}")
@@ -73,11 +76,14 @@ def main() -> int:
             o = target.outcome
             rows.append({"target": target.name, "cases": o.cases, "accepted": o.accepted, "refused": o.rejected,
                          "crashes": len(o.crashes), "hangs": o.hangs, "slowest_ms": round(o.slowest_s * 1e3, 2),
-                         "seconds": round(took, 1), "first_crashes": o.crashes[:3]})
+                         "seconds": round(took, 1), "first_crashes": o.crashes[:3],
+                         "first_hangs": o.hang_inputs[:3]})
             print(f"{target.name:58} {o.cases:7d} {o.accepted:9d} {o.rejected:8d} {len(o.crashes):8d} {o.hangs:6d} "
                   f"{o.slowest_s * 1e3:7.1f}ms {took:6.0f}s", flush=True)
             for crash in o.crashes[:3]:
                 print(f"    crash: {crash}")
+            for hang in o.hang_inputs[:3]:
+                print(f"    hang: {hang}")
     print(f"seed {args.seed}; a crash is any exception other than the module's typed error; a hang is > 1 s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ class Outcome:
     rejected: int = 0
     crashes: list[str] = field(default_factory=list)
     hangs: int = 0
+    hang_inputs: list[str] = field(default_factory=list)
     slowest_s: float = 0.0
 
 
@@ -80,6 +81,7 @@ class Target:
         self.outcome.slowest_s = max(self.outcome.slowest_s, took)
         if took > HANG_S:
             self.outcome.hangs += 1
+            self.outcome.hang_inputs.append(f"{took:.2f} s on input {_short(case)}")
             crash = crash or f"hang: {took:.2f} s on input {_short(case)}"
         return crash
 
