@@ -245,3 +245,20 @@ def test_version_mismatch_is_named_in_the_timeout(start_mcu) -> None:
     with BridgeClient(sim.path, timeout_s=0.2, retries=1) as client:
         with pytest.raises(BridgeTimeoutError, match="protocol version 2, this side speaks 1"):
             client.hello()
+
+
+def test_two_model_slots(digits_bundle, digits_split, start_mcu) -> None:
+    sim = start_mcu(model_slots=2)
+    runner = BundleRunner(digits_bundle)
+    first, second = segment_layout(digits_bundle, 0), segment_layout(digits_bundle, 1)
+    q = runner.quantize_input(_samples(digits_split, 1)[0])
+    with BridgeClient(sim.path) as client:
+        assert client.hello().model_slots == 2
+        client.load(digits_bundle.read_segment(0), slot=0)
+        client.load(digits_bundle.read_segment(1), slot=1)
+        head = dict(zip([t.name for t in first.outputs], client.invoke([q], slot=0).outputs, strict=True))
+        feeds = [head[t.name] for t in second.inputs]
+        tail = client.invoke(feeds, slot=1).outputs
+        expected = runner.run_segment(1, head)
+        for spec, got in zip(second.outputs, tail, strict=True):
+            assert np.abs(got.astype(np.int32) - expected[spec.name].astype(np.int32)).max() <= 1
