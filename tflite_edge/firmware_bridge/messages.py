@@ -13,15 +13,22 @@ built. Every failure is a ``SerialMessageError``.
 from __future__ import annotations
 
 import enum
-import math
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
-
-import numpy as np
+from typing import ClassVar
 
 from ..errors import SerialMessageError
+from .tensors import (
+    DTYPE_CODES,
+    MAX_RANK,
+    MAX_TENSORS,
+    PayloadReader,
+    Tensor,
+    TensorDesc,
+    pack_list,
+    pack_text,
+    read_list,
+)
 
 __all__ = [
     "MessageType",
@@ -88,161 +95,6 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 13
 
 
-#: Tensor dtype byte = TfLiteType enum value, so firmware can copy ``tensor->type``.
-DTYPE_CODES: dict[str, int] = {
-    "float32": 1,
-    "int32": 2,
-    "uint8": 3,
-    "int64": 4,
-    "bool": 6,
-    "int16": 7,
-    "int8": 9,
-    "float16": 10,
-}
-_DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
-MAX_RANK = 6
-MAX_TENSORS = 16
-MAX_TEXT_BYTES = 255
-
-
-class _Reader:
-    """Bounded little-endian reader over one payload."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise SerialMessageError(
-                f"{self.what}: needs {n} more bytes at offset {self.pos}, payload has {len(self.data)}"
-            )
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def unpack(self, fmt: str) -> tuple[int | float, ...]:
-        s = struct.Struct("<" + fmt)
-        return s.unpack(self.take(s.size))
-
-    def u8(self) -> int:
-        return int(self.unpack("B")[0])
-
-    def text(self) -> str:
-        raw = self.take(self.u8())
-        return raw.decode("utf-8", errors="replace")
-
-    def rest(self) -> bytes:
-        return self.take(len(self.data) - self.pos)
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise SerialMessageError(f"{self.what}: {len(self.data) - self.pos} unexpected trailing bytes")
-
-
-def _text(value: str) -> bytes:
-    # Cut at a character boundary so the receiver gets valid UTF-8.
-    raw = value.encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore").encode("utf-8")
-    return bytes([len(raw)]) + raw
-
-
-@dataclass(frozen=True)
-class TensorDesc:
-    """dtype, shape and per-tensor quantization of one tensor (scale 0 = not quantized)."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    scale: float = 0.0
-    zero_point: int = 0
-
-    def __post_init__(self) -> None:
-        # The link carries float32; rounding here makes encode/decode an exact round trip.
-        object.__setattr__(self, "scale", float(np.float32(self.scale)))
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
-
-    def encode(self) -> bytes:
-        if self.dtype not in DTYPE_CODES:
-            raise SerialMessageError(f"dtype {self.dtype!r} cannot cross the serial link")
-        if len(self.shape) > MAX_RANK or any(not 0 < d <= 0xFFFF for d in self.shape):
-            raise SerialMessageError(f"shape {list(self.shape)} exceeds rank {MAX_RANK} or 65535 per dimension")
-        return (
-            struct.pack("<BB", DTYPE_CODES[self.dtype], len(self.shape))
-            + struct.pack(f"<{len(self.shape)}H", *self.shape)
-            + struct.pack("<fi", self.scale, self.zero_point)
-        )
-
-    @classmethod
-    def read(cls, r: _Reader) -> TensorDesc:
-        code, rank = r.unpack("BB")
-        if code not in _DTYPE_NAMES:
-            raise SerialMessageError(f"{r.what}: unknown dtype code {code}")
-        if rank > MAX_RANK:
-            raise SerialMessageError(f"{r.what}: rank {rank} exceeds {MAX_RANK}")
-        shape = tuple(int(d) for d in r.unpack(f"{rank}H"))
-        if any(d == 0 for d in shape):
-            raise SerialMessageError(f"{r.what}: zero dimension in shape {list(shape)}")
-        scale, zero_point = r.unpack("fi")
-        if not math.isfinite(scale) or scale < 0:
-            raise SerialMessageError(f"{r.what}: quantization scale {scale} is not a finite non-negative number")
-        return cls(_DTYPE_NAMES[int(code)], shape, float(scale), int(zero_point))
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """A tensor on the link: its position in the model's inputs or outputs, desc and raw bytes."""
-
-    index: int
-    desc: TensorDesc
-    data: bytes
-
-    @classmethod
-    def from_array(cls, index: int, array: np.ndarray, scale: float = 0.0, zero_point: int = 0) -> Tensor:
-        arr = np.ascontiguousarray(array)
-        desc = TensorDesc(arr.dtype.name, tuple(int(d) for d in arr.shape), float(scale), int(zero_point))
-        return cls(index, desc, arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
-
-    def to_array(self) -> np.ndarray:
-        dtype = np.dtype(self.desc.dtype).newbyteorder("<")
-        return np.frombuffer(self.data, dtype=dtype).astype(self.desc.dtype).reshape(self.desc.shape)
-
-    def encode(self) -> bytes:
-        if len(self.data) != self.desc.nbytes:
-            raise SerialMessageError(
-                f"tensor {self.index}: {len(self.data)} data bytes, shape needs {self.desc.nbytes}"
-            )
-        return bytes([self.index]) + self.desc.encode() + self.data
-
-    @classmethod
-    def read(cls, r: _Reader) -> Tensor:
-        index = r.u8()
-        desc = TensorDesc.read(r)
-        # Bound by what is present before computing anything that could be huge.
-        remaining = len(r.data) - r.pos
-        if desc.nbytes > remaining:
-            raise SerialMessageError(f"{r.what}: tensor {index} needs {desc.nbytes} bytes, {remaining} remain")
-        return cls(index, desc, r.take(desc.nbytes))
-
-
-def _encode_list(items: tuple[Tensor, ...] | tuple[TensorDesc, ...]) -> bytes:
-    if len(items) > MAX_TENSORS:
-        raise SerialMessageError(f"{len(items)} tensors exceed the limit of {MAX_TENSORS}")
-    return bytes([len(items)]) + b"".join(item.encode() for item in items)
-
-
-_T = TypeVar("_T")
-
-
-def _read_list(r: _Reader, read: Callable[[_Reader], _T]) -> tuple[_T, ...]:
-    count = r.u8()
-    if count > MAX_TENSORS:
-        raise SerialMessageError(f"{r.what}: {count} tensors exceed the limit of {MAX_TENSORS}")
-    return tuple(read(r) for _ in range(count))
-
-
 class _Message:
     TYPE: ClassVar[MessageType]
 
@@ -250,7 +102,7 @@ class _Message:
         raise NotImplementedError
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> _Message:
+    def decode_payload(cls, r: PayloadReader) -> _Message:
         raise NotImplementedError
 
 
@@ -267,7 +119,7 @@ class Hello(_Message):
         return struct.pack("<BHI", self.protocol_version, self.max_payload_bytes, self.max_message_bytes)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> Hello:
+    def decode_payload(cls, r: PayloadReader) -> Hello:
         version, limit, message_limit = (int(v) for v in r.unpack("BHI"))
         return cls(version, limit, message_limit)
 
@@ -290,11 +142,11 @@ class Capabilities(_Message):
         return (
             struct.pack("<BBHIII", self.protocol_version, self.model_slots, self.max_payload_bytes,
                         self.arena_bytes, self.max_model_bytes, self.max_message_bytes)
-            + _text(self.board) + _text(self.firmware)
+            + pack_text(self.board) + pack_text(self.firmware)
         )
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> Capabilities:
+    def decode_payload(cls, r: PayloadReader) -> Capabilities:
         version, slots, limit, arena, max_model, max_message = (int(v) for v in r.unpack("BBHIII"))
         return cls(version, slots, limit, arena, max_model, max_message, r.text(), r.text())
 
@@ -312,7 +164,7 @@ class LoadBegin(_Message):
         return struct.pack("<BII", self.slot, self.total_bytes, self.crc32)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> LoadBegin:
+    def decode_payload(cls, r: PayloadReader) -> LoadBegin:
         slot, total, crc = (int(v) for v in r.unpack("BII"))
         return cls(slot, total, crc)
 
@@ -330,7 +182,7 @@ class LoadChunk(_Message):
         return struct.pack("<BI", self.slot, self.offset) + self.data
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> LoadChunk:
+    def decode_payload(cls, r: PayloadReader) -> LoadChunk:
         slot, offset = (int(v) for v in r.unpack("BI"))
         return cls(slot, offset, r.rest())
 
@@ -347,7 +199,7 @@ class LoadAck(_Message):
         return struct.pack("<BI", self.slot, self.next_offset)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> LoadAck:
+    def decode_payload(cls, r: PayloadReader) -> LoadAck:
         slot, offset = (int(v) for v in r.unpack("BI"))
         return cls(slot, offset)
 
@@ -363,7 +215,7 @@ class LoadEnd(_Message):
         return bytes([self.slot])
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> LoadEnd:
+    def decode_payload(cls, r: PayloadReader) -> LoadEnd:
         return cls(r.u8())
 
 
@@ -379,12 +231,12 @@ class ModelInfo(_Message):
 
     def encode_payload(self) -> bytes:
         head = struct.pack("<BI", self.slot, self.arena_used_bytes)
-        return head + _encode_list(self.inputs) + _encode_list(self.outputs)
+        return head + pack_list(self.inputs) + pack_list(self.outputs)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> ModelInfo:
+    def decode_payload(cls, r: PayloadReader) -> ModelInfo:
         slot, arena = (int(v) for v in r.unpack("BI"))
-        return cls(slot, arena, _read_list(r, TensorDesc.read), _read_list(r, TensorDesc.read))
+        return cls(slot, arena, read_list(r, TensorDesc.read), read_list(r, TensorDesc.read))
 
 
 @dataclass(frozen=True)
@@ -396,11 +248,11 @@ class Invoke(_Message):
     tensors: tuple[Tensor, ...]
 
     def encode_payload(self) -> bytes:
-        return bytes([self.slot]) + _encode_list(self.tensors)
+        return bytes([self.slot]) + pack_list(self.tensors)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> Invoke:
-        return cls(r.u8(), _read_list(r, Tensor.read))
+    def decode_payload(cls, r: PayloadReader) -> Invoke:
+        return cls(r.u8(), read_list(r, Tensor.read))
 
 
 @dataclass(frozen=True)
@@ -412,12 +264,12 @@ class Result(_Message):
     tensors: tuple[Tensor, ...]
 
     def encode_payload(self) -> bytes:
-        return struct.pack("<I", self.latency_us) + _encode_list(self.tensors)
+        return struct.pack("<I", self.latency_us) + pack_list(self.tensors)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> Result:
+    def decode_payload(cls, r: PayloadReader) -> Result:
         (latency,) = r.unpack("I")
-        return cls(int(latency), _read_list(r, Tensor.read))
+        return cls(int(latency), read_list(r, Tensor.read))
 
 
 @dataclass(frozen=True)
@@ -430,7 +282,7 @@ class GetTelemetry(_Message):
         return b""
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> GetTelemetry:
+    def decode_payload(cls, r: PayloadReader) -> GetTelemetry:
         return cls()
 
 
@@ -451,7 +303,7 @@ class Telemetry(_Message):
                            self.free_memory_bytes, self.invokes)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> Telemetry:
+    def decode_payload(cls, r: PayloadReader) -> Telemetry:
         uptime, power, volts, temp, free, invokes = r.unpack("IfffII")
         return cls(int(uptime), float(power), float(volts), float(temp), int(free), int(invokes))
 
@@ -474,7 +326,7 @@ class Fragment(_Message):
         return struct.pack("<BHH", self.inner_type, self.index, self.count) + self.data
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> Fragment:
+    def decode_payload(cls, r: PayloadReader) -> Fragment:
         inner, index, count = (int(v) for v in r.unpack("BHH"))
         if inner in (MessageType.FRAGMENT, MessageType.FRAGMENT_REPLY) or not index < count:
             raise SerialMessageError(f"{r.what}: fragment {index} of {count} of type 0x{inner:02x} is invalid")
@@ -497,10 +349,10 @@ class ErrorReply(_Message):
     text: str
 
     def encode_payload(self) -> bytes:
-        return struct.pack("<H", self.code) + _text(self.text)
+        return struct.pack("<H", self.code) + pack_text(self.text)
 
     @classmethod
-    def decode_payload(cls, r: _Reader) -> ErrorReply:
+    def decode_payload(cls, r: PayloadReader) -> ErrorReply:
         (code,) = r.unpack("H")
         return cls(int(code), r.text())
 
@@ -529,7 +381,7 @@ def decode_message(msg_type: int, payload: bytes) -> Message:
     cls = _BY_TYPE.get(msg_type)
     if cls is None:
         raise SerialMessageError(f"unknown message type 0x{msg_type:02x}")
-    r = _Reader(payload, cls.__name__)
+    r = PayloadReader(payload, cls.__name__)
     message = cls.decode_payload(r)
     r.done()
     return message  # type: ignore[return-value]
