@@ -21,7 +21,7 @@ from tflite_edge.transport.wire import encode_tensor
 
 pytestmark = pytest.mark.slow
 
-DEADLINE_SLACK_MS = 60.0  # scheduling noise on a shared 2-core machine
+DEADLINE_SLACK_MS = 100.0  # scheduling noise on a shared, busy 2-core machine
 
 
 @pytest.fixture(scope="module")
