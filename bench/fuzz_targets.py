@@ -4,7 +4,8 @@ Each target is a parser that reads untrusted bytes, a hypothesis strategy that p
 mostly *almost valid* inputs (valid messages with a few mutations, which reach deep into
 the parser) mixed with raw noise, and the typed error the parser may raise. Anything else
 that escapes, including ``RecursionError``, ``OverflowError`` or a numpy error, is a crash;
-a case that takes longer than ``HANG_S`` is a hang.
+a case that uses more than ``HANG_S`` of CPU time is a hang (CPU time, not wall time, so
+that a busy machine descheduling the fuzzer is not mistaken for a parser that spins).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import signal
 import struct
+import threading
 import time
 import typing
 from collections.abc import Callable
@@ -39,6 +42,15 @@ from tflite_edge.transport import wire
 __all__ = ["HANG_S", "Outcome", "Target", "make_targets"]
 
 HANG_S = 1.0
+STUCK_S = 10  # wall-clock watchdog: a case still running after this is stopped and counted as a hang
+
+
+class _Stuck(BaseException):
+    """Raised by the watchdog inside a case that never returns (BaseException: no parser catches it)."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _Stuck()
 
 
 @dataclass
@@ -52,6 +64,7 @@ class Outcome:
     hangs: int = 0
     hang_inputs: list[str] = field(default_factory=list)
     slowest_s: float = 0.0
+    slowest_cpu_s: float = 0.0
 
 
 @dataclass
@@ -64,7 +77,12 @@ class Target:
 
     def check(self, case: Any) -> str | None:
         """Run one case; return a crash description, or None when it was accepted or rejected cleanly."""
+        watchdog = threading.current_thread() is threading.main_thread()
+        if watchdog:
+            previous = signal.signal(signal.SIGALRM, _on_alarm)
+            signal.alarm(STUCK_S)
         start = time.perf_counter()
+        start_cpu = time.thread_time()
         crash = None
         try:
             if self.run(case) is False:
@@ -73,13 +91,25 @@ class Target:
                 self.outcome.accepted += 1
         except self.allowed:
             self.outcome.rejected += 1
+        except _Stuck:
+            crash = f"hang: still running after {STUCK_S} s on input {_short(case)}"
+            self.outcome.hangs += 1
+            self.outcome.hang_inputs.append(crash)
+            self.outcome.cases += 1
+            return crash
         except Exception as e:  # anything else is exactly what the fuzzer looks for
             crash = f"{type(e).__name__}: {str(e)[:200]} on input {_short(case)}"
             self.outcome.crashes.append(crash)
+        finally:
+            if watchdog:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, previous)
         took = time.perf_counter() - start
+        cpu = time.thread_time() - start_cpu
         self.outcome.cases += 1
         self.outcome.slowest_s = max(self.outcome.slowest_s, took)
-        if took > HANG_S:
+        self.outcome.slowest_cpu_s = max(self.outcome.slowest_cpu_s, cpu)
+        if cpu > HANG_S:
             self.outcome.hangs += 1
             self.outcome.hang_inputs.append(f"{took:.2f} s on input {_short(case)}")
             crash = crash or f"hang: {took:.2f} s on input {_short(case)}"
