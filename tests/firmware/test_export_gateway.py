@@ -42,6 +42,8 @@ def test_export_writes_an_aligned_array_that_compiles(digits_bundle, tmp_path: P
     assert report.arena_bytes % 1024 == 0 and "CONV_2D" in report.operators
     header = report.header.read_text()
     assert "input 0: image" in header and "output" in header
+    assert "resolver.AddConv2D();" in header and "resolver.AddFullyConnected();" in header
+    assert f"G_MODEL_OPERATOR_COUNT {len(report.operators)}" in header
     compiler = shutil.which("cc")
     if compiler is None:
         pytest.skip("no C compiler to build the exported array")
