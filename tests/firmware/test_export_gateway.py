@@ -199,3 +199,14 @@ def test_cli_bridge_publishes_mcu_telemetry(digits_bundle, start_mcu) -> None:
     messages = [decode(line) for line in lines.splitlines()]
     assert len(messages) == 2 and all(isinstance(m, TelemetryMessage) for m in messages)
     assert all(m.power.source == "mcu:sim-cortex-m4" and m.power.power_mw > 0 for m in messages)  # type: ignore[union-attr]
+
+
+def test_gateway_reloads_the_segment_after_an_mcu_reset(digits_bundle, digits_split, start_mcu) -> None:
+    sim = start_mcu()
+    x = digits_split[2][0]
+    with Gateway(digits_bundle, sim.path, device_id="mcu-3") as gateway:
+        before = gateway.run(x)
+        sim.mcu.__init__()  # power cycle: the MCU forgets its model and the host's limits
+        after = gateway.run(x)
+    assert (after.top1_class, after.top1_score) == (before.top1_class, before.top1_score)
+    assert sim.mcu.slots[0].model is not None and sim.mcu.invokes >= 1

@@ -23,7 +23,7 @@ from ..runtime.chain import BundleRunner
 from ..telemetry.power import PowerReading, PowerSensor
 from .client import BridgeClient
 from .layout import SegmentLayout, segment_layout
-from .messages import ModelInfo
+from .messages import ErrorCode, ModelInfo
 
 __all__ = ["McuBundleRunner", "McuPowerSensor", "Gateway"]
 
@@ -68,9 +68,10 @@ class McuBundleRunner(BundleRunner):
         try:
             result = self.client.invoke(feeds, slot=self.slot)
         except McuError as e:
-            if e.code != 5:  # NO_MODEL: the MCU was reset and lost the segment; load it again once
+            if e.code != ErrorCode.NO_MODEL:  # the MCU was reset and lost the segment: load it again, once
                 raise
-            log.info("the MCU lost its model (reset?); loading segment 0 again")
+            log.info("the MCU lost its model (reset?); greeting it and loading segment 0 again")
+            self.client.hello()
             self.load()
             result = self.client.invoke(feeds, slot=self.slot)
         self.last_mcu_latency_us = result.latency_us
