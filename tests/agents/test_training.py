@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tflite_edge.agents import Objective, compare, markov_trace
@@ -134,3 +135,17 @@ print(count, py.observation_spec().shape, py.action_spec().maximum)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["15", "(8,)", "8"]
+
+
+def test_fast_scalar_path_matches_the_vectorised_features(trained: tuple[Path, Path]) -> None:
+    policy = TFLitePolicy(trained[0])
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        context = dict(throughput_mbps=rng.uniform(0.05, 8), throughput_std_mbps=rng.uniform(0, 2),
+                       rtt_ms=rng.uniform(20, 150), deadline_ms=float(rng.choice([0.05, 0.2, 1.0])),
+                       power_budget_mw=rng.uniform(1000, 4000), device_speed=rng.uniform(0.6, 1.0),
+                       edge_load=rng.uniform(0, 0.99))
+        action = policy.act(**context)
+        features = policy.features(**context)
+        np.testing.assert_allclose(policy._feed, features, rtol=1e-5, atol=1e-6)
+        assert action == policy.actions[policy.decide_index(features[0])]

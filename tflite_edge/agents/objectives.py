@@ -53,8 +53,8 @@ class Objective:
         energy_mj: np.ndarray,
         correct: np.ndarray,
         exit_accuracy: np.ndarray,
-        deadline_ms: np.ndarray,
-        energy_budget_mj: np.ndarray,
+        deadline_ms: np.ndarray | float,
+        energy_budget_mj: np.ndarray | float,
     ) -> np.ndarray:
         """Reward of each outcome under this objective."""
         in_time = latency_ms <= deadline_ms

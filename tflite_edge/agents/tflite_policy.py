@@ -12,6 +12,7 @@ by every action's reward as the planning model predicts it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class TFLitePolicy(Policy):
         self.objective = Objective(str(objective["name"]), float(objective["accuracy_floor"]),
                                    float(objective["miss_penalty"]))
         self.num_features = len(OBSERVATION_FEATURES) + len(self.actions)
+        self._feed = np.zeros((1, self.num_features), dtype=np.float32)
         self._interpreter = SegmentInterpreter(model, backend=backend, label=f"policy {root}")
         if self._interpreter.input_names != ["observation"] or self._interpreter.output_names != ["action"]:
             raise PolicyError(f"{model_path} must map `observation` to `action`, it has inputs "
@@ -125,9 +127,29 @@ class TFLitePolicy(Policy):
             raise PolicyError(f"the policy returned action {index}, outside its {len(self.actions)} actions")
         return index
 
-    def act(self, **context: float) -> Action:
-        """The action for one measured context (the keyword arguments of ``features``)."""
-        return self.actions[self.decide_index(self.features(**context)[0])]
+    def act(
+        self,
+        *,
+        throughput_mbps: float,
+        throughput_std_mbps: float,
+        rtt_ms: float,
+        deadline_ms: float,
+        power_budget_mw: float,
+        device_speed: float,
+        edge_load: float,
+    ) -> Action:
+        """The action for one measured context; the same features as ``features``, on a fast scalar path."""
+        throughput = max(float(throughput_mbps), 1e-6)
+        context = (
+            math.log2(throughput), throughput_std_mbps / throughput, rtt_ms / 100.0,
+            math.log2(deadline_ms / self.reference_ms), power_budget_mw / 1000.0, device_speed, edge_load, 1.0,
+        )
+        self._feed[0, : len(context)] = context
+        self._feed[0, len(context):] = self.planning_model.predicted_rewards_one(
+            self.objective, throughput_mbps=throughput, rtt_ms=rtt_ms, device_speed=device_speed,
+            edge_load=edge_load, deadline_ms=deadline_ms, power_budget_mw=power_budget_mw,
+        )
+        return self.actions[self.decide_index(self._feed)]
 
     def decide(self, simulator: Simulator, episode: Episode, objective: Objective) -> np.ndarray:
         if list(self.labels) != simulator.action_labels():
