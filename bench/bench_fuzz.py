@@ -85,7 +85,8 @@ def main() -> int:
                 print(f"    crash: {crash}")
             for hang in o.hang_inputs[:3]:
                 print(f"    hang: {hang}")
-    print(f"seed {args.seed}; a crash is any exception other than the module's typed error; a hang is > 1 s of CPU time")
+    print(f"seed {args.seed}; a crash is any exception other than the module's typed error; "
+          "a hang is > 1 s of CPU time")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"seed": args.seed, "targets": rows}, indent=2))

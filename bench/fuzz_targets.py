@@ -324,7 +324,8 @@ def telemetry_target() -> Target:
 def _valid_serial_messages() -> st.SearchStrategy[tuple[int, bytes]]:
     m = messages
     desc = st.builds(m.TensorDesc, st.sampled_from(["int8", "uint8", "float32", "int32"]),
-                     st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), st.floats(0, 1), st.integers(-128, 127))
+                     st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), st.floats(0, 1),
+                     st.integers(-128, 127))
     tensor = st.builds(lambda i, shape: m.Tensor.from_array(i, np.zeros(shape, np.int8), 0.5, -3),
                        st.integers(0, 3), st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple))
     # Fields are drawn by their declared type, so the strategy follows the codec as it grows;

@@ -119,7 +119,8 @@ def test_hostile_requests_are_refused_and_the_worker_keeps_serving(broker: Mosqu
                 assert reply is not None and reply[2].get("error") == code, (rid, reply and reply[2])
                 assert reply[0] == TOPICS.reply("prober") and reply[1] == b""
             time.sleep(0.3)
-            strays = [r for r in prober.replies if r[3] and (r[3].startswith(b"trick:") or r[3] in (b"noresp", b"deep"))]
+            strays = [r for r in prober.replies
+                      if r[3] and (r[3].startswith(b"trick:") or r[3] in (b"noresp", b"deep"))]
             assert strays == []
             assert worker.served == 1 and worker.failed == len(expected)
     finally:

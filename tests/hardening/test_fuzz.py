@@ -19,7 +19,7 @@ NAMES = ("wire", "handler", "manifest", "telemetry", "serial")
 
 @pytest.fixture(scope="module")
 def targets(digits_bundle: Bundle) -> dict[str, Target]:
-    return dict(zip(NAMES, make_targets(digits_bundle)))
+    return dict(zip(NAMES, make_targets(digits_bundle), strict=True))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 
 from tflite_edge.security.acl import FleetUsers, TlsListener, mosquitto_conf, write_broker_config
@@ -128,7 +127,8 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",))
     again = json.loads(write_broker_config(tmp_path, more).credentials.read_text())["users"]
     assert all(again[name]["password"] == first[name]["password"] for name in first)
-    assert again["pi-3"]["role"] == "device" and again["pi-3"]["password"] not in {e["password"] for e in first.values()}
+    assert again["pi-3"]["role"] == "device"
+    assert again["pi-3"]["password"] not in {e["password"] for e in first.values()}
     text = files.config.read_text()
     assert "allow_anonymous false" in text and f"acl_file {files.acl_file}" in text
 

@@ -17,7 +17,8 @@ def test_keys_sign_verify_round_trip(digits_bundle: Bundle, tmp_path: Path, caps
     bundle = tmp_path / "bundle"
     shutil.copytree(digits_bundle.path, bundle)
     monkeypatch.setenv("RELEASE_KEY_PASSWORD", "correct horse")
-    assert main(["keys", "generate", "-o", str(tmp_path / "release.key"), "--password-env", "RELEASE_KEY_PASSWORD"]) == 0
+    assert main(["keys", "generate", "-o", str(tmp_path / "release.key"),
+                 "--password-env", "RELEASE_KEY_PASSWORD"]) == 0
     assert main(["keys", "generate", "-o", str(tmp_path / "other.key")]) == 0
     assert main(["sign", str(bundle), "--key", str(tmp_path / "release.key")]) == 1  # encrypted: needs the password
     assert "password" in capsys.readouterr().err

@@ -94,14 +94,20 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from ..security.signing import (
-        BUNDLE_SIGNATURE, POLICY_SIGNATURE, Signature, load_public_keys, verify_bundle, verify_policy,
+        BUNDLE_SIGNATURE,
+        POLICY_SIGNATURE,
+        Signature,
+        load_public_keys,
+        verify_bundle,
+        verify_policy,
     )
 
     keys = load_public_keys(args.public_key)
     path = Path(args.path)
     if _is_bundle(path):
         bundle = verify_bundle(path, keys)
-        kind, name, detail = "bundle", BUNDLE_SIGNATURE, f"bundle {bundle.bundle_id}, {bundle.manifest.num_segments} segments"
+        detail = f"bundle {bundle.bundle_id}, {bundle.manifest.num_segments} segments"
+        kind, name = "bundle", BUNDLE_SIGNATURE
     else:
         verify_policy(path, keys)
         kind, name, detail = "policy", POLICY_SIGNATURE, "every file matches"

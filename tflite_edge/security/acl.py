@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import BrokerConfigError, TfliteEdgeError
 from ..transport.protocol import DEFAULT_PREFIX, validate_prefix, validate_topic_level

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import TlsSettingsError
 
@@ -100,7 +100,7 @@ def tls_settings_from_query(params: Mapping[str, str]) -> TlsSettings | None:
         )
     if not params:
         return None
-    values = {TLS_QUERY_KEYS[k]: Path(v) for k, v in params.items() if v}
-    if len(values) != len(params):
+    if not all(params.values()):
         raise TlsSettingsError("broker URL options need a value: ?ca=FILE&cert=FILE&key=FILE")
-    return TlsSettings(**values)
+    files = {TLS_QUERY_KEYS[k]: Path(v) for k, v in params.items()}
+    return TlsSettings(ca_file=files.get("ca_file"), cert_file=files.get("cert_file"), key_file=files.get("key_file"))
