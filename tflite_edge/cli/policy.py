@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_simulation_options(simulate)
     simulate.add_argument("--policy", action="append", metavar="NAME",
-                          help="a policy to include (repeatable; default: every baseline and the oracle)")
+                          help="a baseline name or a trained POLICY_DIR to include (repeatable; "
+                               "default: every baseline and the oracle)")
     simulate.add_argument("--json", action="store_true", help="print JSON")
     simulate.set_defaults(func=run_simulate)
 
@@ -174,10 +175,14 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    import os
+
     from ..agents import compare, format_table
+    from ..agents.tflite_policy import TFLitePolicy
 
     simulator, traces, objective = build_from_args(args)
-    results = compare(simulator, traces, objective, args.policy, seed=args.seed, requests=args.requests)
+    policies = [TFLitePolicy(p, backend=args.backend) if os.path.isdir(p) else p for p in args.policy or []]
+    results = compare(simulator, traces, objective, policies or None, seed=args.seed, requests=args.requests)
     if args.json:
         print_json({
             "bundle_id": simulator.manifest.bundle_id,
