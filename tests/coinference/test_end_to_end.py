@@ -13,7 +13,7 @@ import pytest
 from tflite_edge.bundle import Bundle
 from tflite_edge.device import DeviceRuntime, ExitRule, InferenceResult
 from tflite_edge.edge import EdgeHandler, EdgeWorker
-from tflite_edge.errors import UnknownBundleError
+from tflite_edge.errors import BrokerConnectionError, UnknownBundleError
 from tflite_edge.runtime import BundleRunner
 from tflite_edge.transport.broker import MosquittoBroker
 from tflite_edge.transport.protocol import ErrorCode, RequestHeader
@@ -210,3 +210,34 @@ def test_compute_emulation_stretches_device_time(digits_bundle: Bundle, samples:
     # Each segment's measured time t became 10 t: 9 t slept, and device_ms reports 10 t.
     assert len(sleeps) == digits_bundle.manifest.num_segments
     assert sum(sleeps) * 1e3 == pytest.approx(r.device_ms * 0.9, rel=1e-6)
+
+
+def test_device_started_during_a_broker_outage_answers_and_then_offloads(
+    digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray]
+) -> None:
+    broker = MosquittoBroker()  # its port is chosen but nothing listens yet
+    try:
+        with DeviceRuntime(digits_bundle, broker_url=broker.url, require_broker=False, connect_timeout_s=0.2) as device:
+            r = device.infer(samples[0], partition=1, deadline_ms=500)
+            assert r.fell_back and "not connected" in (r.error or "")
+            assert np.array_equal(r.probabilities, reference["final"][0])
+            broker.start()
+            with EdgeWorker(broker.url, [digits_bundle]):
+                _wait_for(lambda: not device.infer(samples[1], partition=1, deadline_ms=500).fell_back, 20.0)
+    finally:
+        broker.stop()
+    with pytest.raises(BrokerConnectionError):  # the default: an unreachable broker is an error
+        DeviceRuntime(digits_bundle, broker_url=broker.url, connect_timeout_s=0.2)
+
+
+def test_a_deadline_too_short_to_offload_is_not_sent(broker: MosquittoBroker, digits_bundle: Bundle,
+                                                     samples: np.ndarray) -> None:
+    with (
+        EdgeWorker(broker.url, [digits_bundle]) as worker,
+        DeviceRuntime(digits_bundle, broker_url=broker.url) as device,
+    ):
+        device.segment_ms = [50.0] * len(device.segment_ms)  # pretend the device is slow: no time to wait
+        r = device.infer(samples[0], partition=0, deadline_ms=20)
+        assert r.fell_back and "no time to offload" in (r.error or "") and r.request_bytes == 0
+        time.sleep(0.2)
+        assert worker.served == 0

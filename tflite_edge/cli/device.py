@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
     parser.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S",
                         help="how long to wait for the broker at start (default: 10)")
+    parser.add_argument("--start-without-broker", action="store_true",
+                        help="do not fail when the broker is unreachable at start: answer locally and keep "
+                             "connecting in the background")
     parser.add_argument("--emulate-link-mbps", type=float, metavar="R",
                         help="delay transfers as a link of R Mbit/s would (token bucket), to try partitions on "
                              "a fast network")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         args.bundle, broker_url=args.broker, device_id=args.id, backend=args.backend, num_threads=args.threads,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
+        require_broker=not args.start_without_broker,
     ) as runtime:
         sample_shape = runtime.manifest.input.shape[1:]
         samples = x[np.newaxis] if x.shape == sample_shape else x

@@ -58,7 +58,11 @@ class _Slot:
 
 
 class OffloadClient:
-    """Sends requests for one device id and waits for their replies."""
+    """Sends requests for one device id and waits for their replies.
+
+    With ``require_broker=False`` a broker that cannot be reached at start is not an error:
+    the client keeps connecting in the background and requests fall back until it succeeds.
+    """
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class OffloadClient:
         connect_timeout_s: float = 10.0,
         link_mbps: float | None = None,
         uplink_delay_s: Callable[[int], float] | None = None,
+        require_broker: bool = True,
     ) -> None:
         self.device_id = validate_device_id(device_id)
         # An emulated link (benchmarks, experiments): a shaper per direction, or a caller's
@@ -90,6 +95,12 @@ class OffloadClient:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        if not require_broker:
+            # Start anyway: requests fall back locally until the background loop connects.
+            self._client.loop_start()
+            if not self._subscribed.wait(connect_timeout_s):
+                log.warning("broker not reachable yet; answering locally until it is (retrying in the background)")
+            return
         connect_and_start(self._client, connect_timeout_s)
         if not self._subscribed.wait(connect_timeout_s):
             self.close()

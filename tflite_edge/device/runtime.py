@@ -57,6 +57,8 @@ class DeviceRuntime:
     measuring partitions on loopback. ``emulation`` (``device.emulation.Emulation``) makes
     this machine behave like a slower device: segment times are stretched by its compute
     slowdown and offload requests wait for its uplink; results include the added time.
+    ``require_broker=False`` starts even when the broker is down (requests fall back until
+    the background connection succeeds); by default an unreachable broker is an error.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class DeviceRuntime:
         warmup: bool = True,
         link_mbps: float | None = None,
         emulation: Emulation | None = None,
+        require_broker: bool = True,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
         self.manifest = self.bundle.manifest
@@ -108,6 +111,7 @@ class DeviceRuntime:
                 broker_url, self.device_id, prefix=prefix, qos=qos, connect_timeout_s=connect_timeout_s,
                 link_mbps=link_mbps,
                 uplink_delay_s=emulation.send_delay_s if emulation is not None and emulation.uplink else None,
+                require_broker=require_broker,
             )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -217,11 +221,17 @@ class DeviceRuntime:
             header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind)
             elapsed_ms = (t_send - t0) * 1e3
             timeout_s = max(budget_ms - elapsed_ms - reserve_ms, 0.0) / 1e3
-            try:
-                reply = self.offload.request(self.manifest.bundle_id, frame, header, timeout_s=timeout_s,
-                                             deadline_ms=plan.deadline_ms)
-            except TransportError as e:
-                reply, error = None, str(e)
+            reply: Reply | None = None
+            if timeout_s <= 0:
+                # Nothing could come back in time: do not load the edge with it.
+                error = f"the deadline leaves no time to offload ({budget_ms - elapsed_ms:.1f} ms left)"
+                request_bytes = 0
+            else:
+                try:
+                    reply = self.offload.request(self.manifest.bundle_id, frame, header, timeout_s=timeout_s,
+                                                 deadline_ms=plan.deadline_ms)
+                except TransportError as e:
+                    error = str(e)
             if reply is None and error is None:
                 error = f"no reply from the edge within {timeout_s * 1e3:.1f} ms"
             elif reply is not None and not reply.header.ok:
