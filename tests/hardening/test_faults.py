@@ -125,7 +125,7 @@ class _Fleet:
             target[rid] = target.get(rid, 0) + 1
             self.last_reply = time.monotonic()
 
-    def burst(self, bundle: Bundle, per_device: int) -> list[str]:
+    def burst(self, bundle: Bundle, per_device: int, *, expiry_s: int = 60) -> list[str]:
         manifest = bundle.manifest
         spec = manifest.segments[1].inputs[0]
         frame = encode_tensor(np.zeros(spec.shape, spec.dtype), spec, bundle_id=manifest.bundle_id, segment=1)
@@ -134,7 +134,7 @@ class _Fleet:
             for device, client in self.clients:
                 rid = f"{device}-{n}"
                 header = RequestHeader(request_id=rid, exit=manifest.exits[-1].name)
-                props = request_properties(header, response_topic=TOPICS.reply(device), expiry_s=60)
+                props = request_properties(header, response_topic=TOPICS.reply(device), expiry_s=expiry_s)
                 client.publish(TOPICS.request(manifest.bundle_id), frame, qos=0, properties=props)
                 sent.append(rid)
         return sent
@@ -228,3 +228,61 @@ def _wait(condition: Any, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         time.sleep(0.05)
+
+
+def test_overload_of_5000_requests_keeps_edge_memory_bounded(broker: MosquittoBroker, digits_bundle: Bundle) -> None:
+    """5,000 requests (1 s expiry) from 100 devices at once. The edge reads one request at a
+    time, so TCP back pressure leaves the backlog in the broker and the edge's memory stays
+    flat; the broker's resident memory is measured as well."""
+    edge = _start_edge(broker.url, digits_bundle)
+    fleet = None
+    mosquitto = [p for p in psutil.Process().children() if p.name().startswith("mosquitto")]
+    try:
+        proc = psutil.Process(edge.pid)
+        fleet = _Fleet(broker.url, 100)
+        fleet.burst(digits_bundle, 1)
+        _wait(lambda: len(fleet.replies) >= 100, 30)  # type: ignore[union-attr]
+        fleet.replies.clear()
+        baseline_mb = proc.memory_info().rss / 2**20
+        broker_mb = [p.memory_info().rss / 2**20 for p in mosquitto]
+        peak, broker_peak = [baseline_mb], list(broker_mb)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss / 2**20)
+                for i, p in enumerate(mosquitto):
+                    broker_peak[i] = max(broker_peak[i], p.memory_info().rss / 2**20)
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = time.monotonic()
+        sent = fleet.burst(digits_bundle, 50, expiry_s=1)
+        # Quiet for 2 s: everything still queued has expired or been answered by then.
+        _wait(lambda: time.monotonic() - max(fleet.last_reply, start) > 2.0, 120)  # type: ignore[union-attr]
+        done.set()
+        sampler.join()
+        answered = sum(1 for r in sent if r in fleet.replies)
+        assert all(fleet.replies[r] == 1 for r in sent if r in fleet.replies)  # never answered twice
+        assert answered > 0 and not fleet.errors
+        assert peak[0] - baseline_mb < 64
+        assert all(b - before < 256 for b, before in zip(broker_peak, broker_mb, strict=True))
+        assert edge.poll() is None
+        print("FIGURES " + json.dumps({
+            "fault": "overload: 100 devices x 50 requests, 1 s expiry", "requests": len(sent), "answered": answered,
+            "not_answered": len(sent) - answered, "last_answer_after_s": round(fleet.last_reply - start, 2),
+            "edge_rss_growth_mib": round(peak[0] - baseline_mb, 1),
+            "broker_rss_peak_mib": [round(b, 1) for b in broker_peak],
+            "broker_rss_before_mib": [round(b, 1) for b in broker_mb],
+        }))
+    finally:
+        if fleet is not None:
+            fleet.close()
+        edge.terminate()
+        try:
+            edge.wait(10)
+        except subprocess.TimeoutExpired:
+            edge.kill()
+            edge.wait(5)
+        _wait(lambda: edge.stderr is None or edge.stderr.closed, 5)
