@@ -262,3 +262,18 @@ def test_two_model_slots(digits_bundle, digits_split, start_mcu) -> None:
         expected = runner.run_segment(1, head)
         for spec, got in zip(second.outputs, tail, strict=True):
             assert np.abs(got.astype(np.int32) - expected[spec.name].astype(np.int32)).max() <= 1
+
+
+def test_unknown_and_malformed_requests_get_error_replies() -> None:
+    from tflite_edge.firmware_bridge.framing import FrameDecoder
+    from tflite_edge.firmware_bridge.messages import ErrorReply, decode_message
+    from tflite_edge.firmware_bridge.simulator import SimulatedMcu
+
+    mcu = SimulatedMcu()
+    for frame_type, payload, code in ((0x42, b"", ErrorCode.UNKNOWN_TYPE), (0x05, b"\x00\x05", ErrorCode.BAD_MESSAGE)):
+        (frame,) = FrameDecoder().feed(encode_frame(frame_type, 77, payload))
+        wire = mcu.handle(frame)
+        assert wire is not None
+        (reply,) = FrameDecoder().feed(wire)
+        message = decode_message(reply.msg_type, reply.payload)
+        assert reply.seq == 77 and isinstance(message, ErrorReply) and message.code == code

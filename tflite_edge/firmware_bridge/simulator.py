@@ -55,6 +55,7 @@ __all__ = ["PowerModel", "SimulatedMcu", "ByteLink", "FdLink", "SocketLink", "op
 
 log = logging.getLogger(__name__)
 FIRMWARE = "tflite-edge-sim 1"
+_REQUEST_TYPES = frozenset(int(t) for t in MessageType if not t & 0x80)
 
 
 @dataclass
@@ -144,6 +145,8 @@ class SimulatedMcu:
             return None  # a reply type: the host never sends these; ignore, as firmware would
         try:
             msg_type, payload = frame.msg_type, frame.payload
+            if msg_type not in _REQUEST_TYPES:
+                raise _Refusal(ErrorCode.UNKNOWN_TYPE, f"unknown request type 0x{msg_type:02x}")
             if msg_type == MessageType.FRAGMENT:
                 fragment = decode_message(msg_type, payload)
                 assert isinstance(fragment, Fragment)
@@ -151,11 +154,12 @@ class SimulatedMcu:
                 if joined is None:
                     return None  # more to come, or a fragment was lost: the host retries
                 msg_type, payload = joined
+                if msg_type not in _REQUEST_TYPES:
+                    raise _Refusal(ErrorCode.UNKNOWN_TYPE, f"unknown request type 0x{msg_type:02x}")
             request = decode_message(msg_type, payload)
             reply = self._dispatch(request)
         except SerialMessageError as e:
-            code = ErrorCode.UNKNOWN_TYPE if "unknown message type" in str(e) else ErrorCode.BAD_MESSAGE
-            reply = ErrorReply(code, str(e))
+            reply = ErrorReply(ErrorCode.BAD_MESSAGE, str(e))
         except _Refusal as e:
             reply = ErrorReply(e.code, e.text)
         msg_type, payload = encode_message(reply)
