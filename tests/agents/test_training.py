@@ -149,3 +149,17 @@ def test_fast_scalar_path_matches_the_vectorised_features(trained: tuple[Path, P
         features = policy.features(**context)
         np.testing.assert_allclose(policy._feed, features, rtol=1e-5, atol=1e-6)
         assert action == policy.actions[policy.decide_index(features[0])]
+
+
+def test_training_resumes_from_checkpoints(trained: tuple[Path, Path], digits_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    policy_dir, profile = trained
+    resumed = tmp_path / "resumed"
+    shutil.copytree(policy_dir, resumed)
+    command = [sys.executable, "-m", "tflite_edge", "policy", "train", "--bundle", str(digits_bundle.path),
+               "--profile", str(profile), "--synthetic", "8", "--device-slowdown", SLOWDOWN,
+               "--steps", "350", "--batch-size", "128", "-o", str(resumed)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Only steps 301..350 ran: no progress line for step 250, the final one for 350.
+    assert "step 350/350" in done.stderr and "step 250/350" not in done.stderr
+    assert json.loads((resumed / "policy.json").read_text())["trained_steps"] == 350
