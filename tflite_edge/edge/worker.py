@@ -226,8 +226,18 @@ def serve(
         child.start()
     try:
         deadline = time.monotonic() + start_timeout_s
-        for _ in children:
-            if not ready.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+        started = 0
+        while started < len(children):
+            if ready.acquire(timeout=0.1):
+                started += 1
+                continue
+            if any(not c.is_alive() for c in children):
+                # A child that dies before subscribing hit an error it logged; do not wait it out.
+                raise BrokerConnectionError(
+                    "an edge worker process exited while starting (broker unreachable or bundle unusable; "
+                    "see its log)"
+                )
+            if time.monotonic() > deadline:
                 raise BrokerConnectionError(f"edge workers did not start within {start_timeout_s:g} s")
         if on_ready is not None:
             on_ready()
