@@ -60,7 +60,8 @@ def main() -> None:
     for name in args.objective or OBJECTIVES:
         objective = Objective(name)
         with tempfile.TemporaryDirectory() as tmp:
-            result = train_policy(simulator, train, objective, tmp, TrainConfig(agent=args.agent, steps=args.steps, seed=args.seed))
+            config = TrainConfig(agent=args.agent, steps=args.steps, seed=args.seed)
+            result = train_policy(simulator, train, objective, tmp, config)
             policy = TFLitePolicy(tmp)
             x = np.zeros(policy.num_features, np.float32)
             policy.decide_index(x)
