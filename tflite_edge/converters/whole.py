@@ -39,6 +39,11 @@ def convert_whole_model(
                for name in output_layers}
     # A dict-output functional model keeps the dict keys as signature output names.
     extended = keras.Model(model.inputs, tensors, name=f"{model.name}_segmented")
+    # Batch size 1, as devices serve requests: shapes become static, so Flatten is one
+    # RESHAPE instead of SHAPE/STRIDED_SLICE/PACK/RESHAPE (leaner, and friendlier to TFLM).
+    source = model.inputs[0]
+    fixed_input = keras.Input(batch_shape=(1, *source.shape[1:]), name=source._keras_history.operation.name)
+    extended = keras.Model(fixed_input, extended(fixed_input), name=f"{model.name}_segmented")
     converter = tf.lite.TFLiteConverter.from_keras_model(extended)
     return _run_converter(tf, converter, quantize, calibration)
 
