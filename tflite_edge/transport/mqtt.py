@@ -120,8 +120,8 @@ def parse_broker_url(url: str) -> BrokerAddress:
             f"broker URL {_redact(text)!r} must not have a path or fragment, and options (?ca=...) only with mqtts://"
         )
     try:
-        tls_settings = tls_settings_from_query(dict(urllib.parse.parse_qsl(parts.query, strict_parsing=True))
-                                               if parts.query else {})
+        options = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+        tls_settings = tls_settings_from_query(dict(options) if parts.query else {})
     except (TlsSettingsError, ValueError) as e:
         raise BrokerUrlError(f"broker URL {_redact(text)!r}: {e}") from e
     try:
