@@ -1,9 +1,10 @@
 """Faults against a real Mosquitto on loopback: a broker outage in the middle of a stream of
-requests, and a burst of 100 simulated devices against one edge process.
+requests, a burst and an overload of 100 simulated devices against one edge process, and
+QoS 1 experience records across a broker restart.
 
 Each test prints one ``FIGURES`` line (run with ``-s`` to see it); docs/reliability.md
 records them. (Killing an edge worker mid-stream and a single-request outage are covered
-in tests/coinference/test_end_to_end.py, telemetry across a broker restart in
+in tests/coinference/test_end_to_end.py, telemetry windows across a broker restart in
 tests/telemetry/test_publisher.py, serial re-plugging in tests/firmware/.)
 """
 
@@ -286,3 +287,57 @@ def test_overload_of_5000_requests_keeps_edge_memory_bounded(broker: MosquittoBr
             edge.kill()
             edge.wait(5)
         _wait(lambda: edge.stderr is None or edge.stderr.closed, 5)
+
+
+def test_experience_at_qos1_survives_a_broker_restart(tmp_path: Any) -> None:
+    """Experience records (training data, QoS 1, queued while offline) recorded before, during
+    and after a broker restart all reach a subscriber with a persistent session."""
+    import os
+
+    from tflite_edge.telemetry import EstimatedPowerSensor
+    from tflite_edge.telemetry.publisher import TelemetryPublisher
+
+    # Root Mosquitto drops to the mosquitto user, which cannot write pytest's private tmp_path.
+    keep_user = "user root\n" if os.geteuid() == 0 else ""
+    config = f"{keep_user}persistence true\npersistence_location {tmp_path}/\n"
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        with lock:
+            seen.update(r["request_id"] for r in json.loads(message.payload)["records"])
+
+    with MosquittoBroker(extra_config=config) as broker:
+        collector = make_client(broker.url, "experience-collector", session_expiry_s=600,
+                                min_reconnect_delay_s=1, max_reconnect_delay_s=2)
+        collector.on_connect = lambda c, *a: c.subscribe(TOPICS.device("pi-7", "experience"), qos=1)
+        collector.on_message = on_message
+        connect_and_start(collector)
+        publisher = TelemetryPublisher("pi-7", broker_url=broker.url, period_s=0.5, experience_interval_s=0.05,
+                                       power_sensor=EstimatedPowerSensor()).start()
+        recorded: list[str] = []
+        stop_at = restart_at = 0.0
+        try:
+            start = time.monotonic()
+            while time.monotonic() - start < 6.0:
+                rid = f"r{len(recorded)}"
+                publisher.record_experience(context={"uplink_mbps": 1.0}, action={"exit": "final", "partition": 1},
+                                            reward=1.0, latency_ms=5.0, request_id=rid)
+                recorded.append(rid)
+                if not stop_at and time.monotonic() - start > 1.5:
+                    broker.stop()
+                    stop_at = time.monotonic()
+                if stop_at and not restart_at and time.monotonic() - stop_at > 1.5:
+                    broker.start()
+                    restart_at = time.monotonic()
+                time.sleep(0.02)
+            _wait(lambda: set(recorded) <= seen, 15)  # queued records go out once reconnected
+        finally:
+            publisher.stop()
+            collector.disconnect()
+            collector.loop_stop()
+    assert publisher.dropped_experience == 0
+    print("FIGURES " + json.dumps({
+        "fault": "broker restart, QoS 1 experience records", "records": len(recorded),
+        "lost": len(set(recorded) - seen), "outage_s": round(restart_at - stop_at, 2),
+    }))
