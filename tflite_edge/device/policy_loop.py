@@ -1,0 +1,451 @@
+"""A device deciding per request with a learned policy, and taking signed policy updates live.
+
+``PolicyRunner`` closes the loop on the device: before each request it reads the measured
+context from the telemetry publisher (uplink estimate, RTT), asks the ``TFLitePolicy`` for
+an (exit, partition, threshold), runs the request, and records the experience (context,
+action, reward, latency) that the edge's online agent learns from.
+
+``PolicyReceiver`` subscribes to the retained policy topic (``{prefix}/policy/{bundle_id}``)
+and checks each message: size bound, Ed25519 signature by a trusted key, format, bundle,
+actions, and a version newer than the current one (so an old signed policy cannot be
+replayed). A good policy waits in the ``PolicySlot`` and is swapped in between requests;
+anything else is logged, counted and reported in the next experience records, and the
+device keeps its policy.
+
+No TensorFlow: numpy, paho-mqtt, a TFLite interpreter and ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..agents.tflite_policy import TFLitePolicy
+from ..errors import PolicyError, TfliteEdgeError
+from .plan import ExitRule, Plan
+from .result import InferenceResult
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ..bundle.manifest import Manifest
+    from ..telemetry.publisher import TelemetryPublisher
+    from .runtime import DeviceRuntime
+
+__all__ = ["LiveContext", "PolicyReceiver", "PolicyRunner", "PolicySlot", "attached_telemetry", "policy_session"]
+
+log = logging.getLogger(__name__)
+
+PROBE_DEADLINE_FACTOR = 2.0
+
+
+class PolicySlot:
+    """The device's current policy and a newer one waiting to be swapped in between requests.
+
+    The receiver's network thread calls ``offer``; the request loop calls ``current``, which
+    performs the swap, so a request always runs start to end with one policy.
+    """
+
+    def __init__(self, policy: TFLitePolicy | None, version: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._policy, self._version = policy, version
+        self._pending: tuple[TFLitePolicy, int] | None = None
+        self.swaps = 0
+        self.rejected = 0
+        self.last_rejection: str | None = None
+
+    @property
+    def version(self) -> int:
+        """The version in use (0: the policy loaded from a local directory)."""
+        with self._lock:
+            return self._version
+
+    def newest_version(self) -> int:
+        with self._lock:
+            return self._pending[1] if self._pending is not None else self._version
+
+    def offer(self, policy: TFLitePolicy, version: int) -> None:
+        """Queue ``policy`` for the next request; ``PolicyError`` unless it is newer than what the slot holds."""
+        with self._lock:
+            newest = self._pending[1] if self._pending is not None else self._version
+            if version <= newest:
+                raise PolicyError(f"policy version {version} is not newer than version {newest}: ignored "
+                                  "(a replayed or out-of-order update)")
+            self._pending = (policy, version)
+
+    def reject(self, reason: str) -> None:
+        with self._lock:
+            self.rejected += 1
+            self.last_rejection = reason
+
+    def current(self) -> tuple[TFLitePolicy, int]:
+        """The policy for the next request (swapping in a pending one first) and its version."""
+        with self._lock:
+            if self._pending is not None:
+                (self._policy, self._version), self._pending = self._pending, None
+                self.swaps += 1
+                log.info("policy version %d is live", self._version)
+            if self._policy is None:
+                raise PolicyError("no policy yet: give a local policy directory or wait for a signed update")
+            return self._policy, self._version
+
+    def wait_for_policy(self, timeout_s: float) -> None:
+        """Block until a policy is present or queued; ``PolicyError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._policy is not None or self._pending is not None:
+                    return
+                last = self.last_rejection
+            if time.monotonic() >= deadline:
+                why = f" (last update rejected: {last})" if last else ""
+                raise PolicyError(f"no verified policy arrived within {timeout_s:g} s{why}; publish one with "
+                                  "`tflite-edge agent` or give --policy POLICY_DIR")
+            time.sleep(0.02)
+
+
+class PolicyReceiver:
+    """Subscribes to a policy topic and offers every verified, newer policy to ``slot``.
+
+    ``on_update(version)`` / ``on_reject(reason)`` are called on the network thread.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        topic: str,
+        public_keys: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+        slot: PolicySlot,
+        manifest: Manifest,
+        *,
+        client_id: str,
+        backend: str | None = None,
+        connect_timeout_s: float = 10.0,
+        on_update: Callable[[int], None] | None = None,
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        from ..security.signing import _key_list
+
+        self.topic = topic
+        self.public_keys = _key_list(public_keys)  # type: ignore[arg-type]
+        self.slot = slot
+        self.manifest = manifest
+        self.backend = backend
+        self.on_update = on_update
+        self.on_reject = on_reject
+        self._broker_url = broker_url
+        self._client_id = client_id
+        self._connect_timeout_s = connect_timeout_s
+        self._client: Any = None
+        self.received = 0
+
+    def start(self, *, require_broker: bool = True) -> PolicyReceiver:
+        """Connect and subscribe (again after every reconnect). Returns self."""
+        from ..errors import BrokerConnectionError
+        from ..transport.mqtt import connect_and_start, make_client
+
+        client = make_client(self._broker_url, self._client_id)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        self._client = client
+        try:
+            connect_and_start(client, self._connect_timeout_s)
+        except BrokerConnectionError:
+            if require_broker:
+                self._client = None
+                raise
+            client.loop_start()  # keeps trying in the background
+        return self
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+    def __enter__(self) -> PolicyReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if not reason_code.is_failure:
+            client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.received += 1
+        self.handle(bytes(message.payload))
+
+    def handle(self, payload: bytes) -> bool:
+        """Check one policy message and offer it to the slot; True when accepted."""
+        from ..agents.policy_message import load_policy_message
+
+        if not payload:  # an empty retained message clears the topic: nothing to load
+            return False
+        try:
+            policy, version = load_policy_message(payload, self.public_keys, manifest=self.manifest,
+                                                  backend=self.backend)
+            self.slot.offer(policy, version)
+        except TfliteEdgeError as e:
+            reason = f"{type(e).__name__}: {e}"
+            log.warning("policy update on %s rejected, keeping version %d: %s", self.topic,
+                        self.slot.version, reason)
+            self.slot.reject(reason)
+            if self.on_reject is not None:
+                self.on_reject(reason)
+            return False
+        log.info("policy version %d received on %s (verified); swapping in before the next request",
+                 version, self.topic)
+        if self.on_update is not None:
+            self.on_update(version)
+        return True
+
+
+@dataclass(frozen=True)
+class LiveContext:
+    """What the policy decides on for one request (the features' raw inputs)."""
+
+    throughput_mbps: float
+    throughput_std_mbps: float
+    rtt_ms: float
+    deadline_ms: float
+    power_budget_mw: float
+    device_speed: float
+    edge_load: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+class PolicyRunner:
+    """Runs requests on ``runtime`` with the policy in ``slot``, deciding from ``telemetry.context()``.
+
+    Until the first transfer has been measured the uplink is assumed to be
+    ``prior_uplink_mbps`` and the RTT ``prior_rtt_ms``. A policy that keeps answering
+    locally would leave the uplink estimate stale, so after ``probe_every`` requests without
+    an offload one request offloads the fewest bytes (the most accurate such action) to
+    measure the link. ``power_budget_mw``, ``device_speed`` and ``edge_load`` are the
+    features the device cannot measure here; they default to nominal values.
+    """
+
+    def __init__(
+        self,
+        runtime: DeviceRuntime,
+        slot: PolicySlot,
+        telemetry: TelemetryPublisher | None,
+        *,
+        deadline_ms: float,
+        power_budget_mw: float = 2000.0,
+        device_speed: float = 1.0,
+        edge_load: float = 0.0,
+        prior_uplink_mbps: float = 1.0,
+        prior_rtt_ms: float = 50.0,
+        probe_every: int = 25,
+        std_window: int = 10,
+    ) -> None:
+        if not deadline_ms > 0 or not math.isfinite(deadline_ms):
+            raise PolicyError(f"a policy needs a positive deadline, got {deadline_ms} ms")
+        self.runtime = runtime
+        self.slot = slot
+        self.telemetry = telemetry
+        self.deadline_ms = deadline_ms
+        self.power_budget_mw = power_budget_mw
+        self.device_speed = device_speed
+        self.edge_load = edge_load
+        self.prior_uplink_mbps = prior_uplink_mbps
+        self.prior_rtt_ms = prior_rtt_ms
+        self.probe_every = probe_every
+        self._estimates: deque[float] = deque(maxlen=std_window)
+        self._since_offload = 0
+        self._last_estimate: float | None = None
+        self._reported_rejections = 0
+        # An offload that timed out bounds the uplink from above (its bytes did not get through
+        # in the time waited); the telemetry estimate only learns from transfers that finished.
+        self._timeout_bound_mbps: float | None = None
+        policy, _ = slot.current()
+        if policy.bundle_id != runtime.manifest.bundle_id:
+            raise PolicyError(f"the policy was trained for bundle {policy.bundle_id!r}, the device runs "
+                              f"{runtime.manifest.bundle_id!r}; train one for this bundle")
+
+    def context(self) -> LiveContext:
+        """The measured context now (priors where nothing has been measured yet)."""
+        measured = self.telemetry.context() if self.telemetry is not None else {}
+        uplink = measured.get("uplink_mbps")
+        if uplink is not None and uplink != self._last_estimate:
+            self._estimates.append(uplink)
+            self._last_estimate = uplink
+            self._timeout_bound_mbps = None  # a fresh measurement supersedes the bound
+        if self._timeout_bound_mbps is not None:
+            uplink = min(uplink if uplink is not None else math.inf, self._timeout_bound_mbps)
+        rtt = measured.get("rtt_ms")
+        std = float(np.std(self._estimates)) if len(self._estimates) > 1 else 0.0
+        return LiveContext(
+            throughput_mbps=uplink if uplink is not None else self.prior_uplink_mbps,
+            throughput_std_mbps=std, rtt_ms=rtt if rtt is not None else self.prior_rtt_ms,
+            deadline_ms=self.deadline_ms, power_budget_mw=self.power_budget_mw, device_speed=self.device_speed,
+            edge_load=self.edge_load,
+        )
+
+    def decide(self, policy: TFLitePolicy, context: LiveContext) -> tuple[int, bool]:
+        """The action index for ``context`` and whether it is a link probe."""
+        action = policy.act(**context.as_dict())
+        index = policy.actions.index(action)
+        offloaded = policy.planning_model.offloaded
+        if self._since_offload >= self.probe_every and not offloaded[index] and offloaded.any():
+            candidates = np.flatnonzero(offloaded)
+            megabits = policy.planning_model.megabits[candidates]
+            fewest = candidates[megabits <= megabits.min() + 1e-12]
+            return int(fewest[np.argmax(policy.planning_model.accuracy[fewest])]), True
+        return index, False
+
+    def plan_for(self, policy: TFLitePolicy, index: int) -> Plan:
+        manifest = self.runtime.manifest
+        action = policy.actions[index]
+        target = manifest.exits[action.exit]
+        thresholds = {} if action.threshold is None else {
+            e.name: action.threshold for e in manifest.exits if e.segment <= target.segment and e.name != target.name
+        }
+        return Plan(exit=target.name, partition=action.partition, deadline_ms=self.deadline_ms,
+                    rule=ExitRule(thresholds))
+
+    def run(self, x: np.ndarray, *, label: int | None = None) -> InferenceResult:
+        """Decide, run one request and record its experience. ``label`` (when known) makes the
+        reward the request's correctness; otherwise the answering exit's validation accuracy."""
+        policy, version = self.slot.current()
+        context = self.context()
+        index, probe = self.decide(policy, context)
+        plan = self.plan_for(policy, index)
+        if probe:  # a probe buys a measurement with its own deadline: give it room to finish
+            plan = Plan(plan.exit, plan.partition, self.deadline_ms * PROBE_DEADLINE_FACTOR, plan.rule)
+        result = self.runtime.run(x, plan)
+        offloaded = bool(policy.planning_model.offloaded[index])
+        self._since_offload = 0 if (result.offloaded or offloaded) else self._since_offload + 1
+        if offloaded and result.fell_back and result.request_bytes > 0:
+            waited_ms = result.total_ms - result.device_ms
+            if waited_ms > 0:
+                self._timeout_bound_mbps = result.request_bytes * 8 / 1e3 / waited_ms
+        self._record(policy, version, index, probe, context, result, label)
+        return result
+
+    def reward(self, policy: TFLitePolicy, result: InferenceResult, context: LiveContext,
+               label: int | None) -> tuple[float, float]:
+        """(reward under the policy's objective, energy estimate in mJ) of a finished request."""
+        manifest = self.runtime.manifest
+        accuracy = manifest.exit(result.exit).accuracy
+        accuracy = float(accuracy) if accuracy is not None else 0.0
+        correct = float(result.top1_class == label) if label is not None else accuracy
+        plan = policy.planning_model
+        energy_mj = (plan.device_power_mw / 1000.0) * result.device_ms
+        if result.request_bytes:
+            energy_mj += (plan.radio_alpha_mw_per_mbps * result.request_bytes * 8 / 1e6
+                          + plan.radio_beta_mw / 1000.0 * result.transfer_ms)
+        value = policy.objective.reward(
+            latency_ms=np.array(result.total_ms), energy_mj=np.array(energy_mj), correct=np.array(correct),
+            exit_accuracy=np.array(accuracy), deadline_ms=self.deadline_ms,
+            energy_budget_mj=context.power_budget_mw * self.deadline_ms / 1000.0,
+        )
+        return float(value), energy_mj
+
+    def _record(self, policy: TFLitePolicy, version: int, index: int, probe: bool, context: LiveContext,
+                result: InferenceResult, label: int | None) -> None:
+        if self.telemetry is None:
+            return
+        reward, energy_mj = self.reward(policy, result, context, label)
+        action = policy.actions[index]
+        extra = {}
+        rejected = self.slot.rejected
+        if rejected != self._reported_rejections:
+            # Rejected updates travel with the next record, so the agent's operator sees them.
+            extra["policy_rejections"] = float(rejected - self._reported_rejections)
+            self._reported_rejections = rejected
+        try:
+            self.telemetry.record_experience(
+                context={**context.as_dict(), **extra},
+                action={"index": index, "label": policy.labels[index],
+                        "exit": self.runtime.manifest.exits[action.exit].name, "partition": action.partition,
+                        "policy_version": version, "probe": int(probe),
+                        **({} if action.threshold is None else {"threshold": action.threshold})},
+                reward=reward, latency_ms=result.total_ms, deadline_ms=self.deadline_ms,
+                deadline_met=result.total_ms <= self.deadline_ms, energy_mj=energy_mj, request_id=result.request_id,
+            )
+        except TfliteEdgeError:  # experience is telemetry: never fail the request for it
+            log.exception("experience for request %s not recorded", result.request_id)
+
+    def run_many(self, xs: Sequence[np.ndarray] | np.ndarray, labels: Sequence[int] | None = None,
+                 *, interval_ms: float = 0.0) -> Iterator[InferenceResult]:
+        """``run`` for each sample in order, starting one every ``interval_ms`` (0: back to back)."""
+        start = time.monotonic()
+        for i, x in enumerate(xs):
+            if interval_ms > 0:
+                time.sleep(max(0.0, start + i * interval_ms / 1e3 - time.monotonic()))
+            yield self.run(x, label=None if labels is None else int(labels[i]))
+
+
+@contextlib.contextmanager
+def attached_telemetry(runtime: DeviceRuntime, broker_url: str, *, prefix: str, period_s: float = 5.0,
+                       connect_timeout_s: float = 10.0) -> Iterator[TelemetryPublisher]:
+    """A ``TelemetryPublisher`` for ``runtime``'s device, attached to its results, stopped on exit."""
+    from ..telemetry import TelemetryPublisher
+
+    telemetry = TelemetryPublisher(runtime.device_id, broker_url=broker_url, prefix=prefix, period_s=period_s,
+                                   connect_timeout_s=connect_timeout_s).start()
+    try:
+        telemetry.attach(runtime)
+        yield telemetry
+    finally:
+        telemetry.stop()
+
+
+@contextlib.contextmanager
+def policy_session(
+    runtime: DeviceRuntime,
+    *,
+    broker_url: str,
+    deadline_ms: float,
+    policy_dir: str | None = None,
+    prefix: str = "tflite-edge/v1",
+    policy_topic: str | None = None,
+    public_key_paths: Sequence[str] = (),
+    backend: str | None = None,
+    telemetry_period_s: float = 5.0,
+    connect_timeout_s: float = 10.0,
+    **runner_options: Any,
+) -> Iterator[PolicyRunner]:
+    """Everything a device needs to decide with a policy: telemetry (the context and the
+    experience), the policy (from ``policy_dir``, or the first signed update), and, with
+    ``policy_topic``, a receiver that verifies updates against ``public_key_paths``.
+
+    ``policy_topic=""`` means the default topic ``{prefix}/policy/{bundle_id}``.
+    """
+    from ..agents.policy_message import policy_topic as default_topic
+
+    if policy_dir is None and policy_topic is None:
+        raise PolicyError("give a policy directory, a policy topic, or both")
+    if policy_topic is not None and not public_key_paths:
+        raise PolicyError("a policy topic needs the signer's public key (--public-key PUB.pem): "
+                          "devices take only signed policies")
+    slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None)
+    with contextlib.ExitStack() as stack:
+        telemetry = stack.enter_context(attached_telemetry(
+            runtime, broker_url, prefix=prefix, period_s=telemetry_period_s, connect_timeout_s=connect_timeout_s))
+        if policy_topic is not None:
+            from ..security.signing import load_public_keys
+
+            topic = policy_topic or default_topic(prefix, runtime.manifest.bundle_id)
+            receiver = PolicyReceiver(broker_url, topic, load_public_keys(public_key_paths), slot, runtime.manifest,
+                                      client_id=f"{runtime.device_id}-policy", backend=backend,
+                                      connect_timeout_s=connect_timeout_s)
+            stack.enter_context(receiver)
+            if policy_dir is None:
+                slot.wait_for_policy(connect_timeout_s)
+        yield PolicyRunner(runtime, slot, telemetry, deadline_ms=deadline_ms, **runner_options)
