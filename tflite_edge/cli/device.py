@@ -56,6 +56,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "a fast network")
     parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
+    parser.add_argument("--telemetry", action="store_true",
+                        help="publish status, telemetry and experience on {prefix}/dev/ID/... while running "
+                             "(always on with --policy)")
+    parser.add_argument("--telemetry-period-s", type=float, default=5.0, metavar="S",
+                        help="seconds between telemetry messages (default: 5)")
+    live = parser.add_argument_group(
+        "learned policy", "decide exit and partition per request from live telemetry instead of --exit/--partition "
+                          "(needs --broker and --deadline-ms); see docs/policy.md")
+    live.add_argument("--policy", metavar="POLICY_DIR", help="a policy directory from `tflite-edge policy train`")
+    live.add_argument("--policy-topic", nargs="?", const="", metavar="TOPIC",
+                      help="take signed policy updates from TOPIC (default: {prefix}/policy/BUNDLE_ID), verified "
+                           "with --public-key and swapped in between requests")
+    live.add_argument("--public-key", action="append", default=[], metavar="PUB.pem",
+                      help="trusted Ed25519 public key of the policy signer (repeatable, for key rotation)")
+    live.add_argument("--power-budget-mw", type=float, default=2000.0, metavar="MW",
+                      help="the power budget the policy sees (default: 2000)")
+    live.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
+                      help="start one request every MS milliseconds (default: back to back)")
     add_backend_options(parser)
     parser.set_defaults(func=run)
 
@@ -93,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
     ) as runtime:
         sample_shape = runtime.manifest.input.shape[1:]
         samples = x[np.newaxis] if x.shape == sample_shape else x
-        plan = Plan(args.exit, args.partition, args.deadline_ms, rule)
-        for result in runtime.run_many(samples, plan):
+        for result in _results(args, runtime, samples, Plan(args.exit, args.partition, args.deadline_ms, rule)):
             if args.json:
                 print(result.to_json(), flush=True)
             else:
@@ -107,3 +124,32 @@ def run(args: argparse.Namespace) -> int:
                 )
     sys.stdout.flush()
     return 0
+
+
+def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[no-untyped-def]
+    """The results of every sample: with the fixed plan, or decided per request by a policy."""
+    from contextlib import ExitStack
+
+    from ..device.policy_loop import attached_telemetry, policy_session
+
+    live = args.policy is not None or args.policy_topic is not None
+    if (live or args.telemetry) and args.broker is None:
+        raise InputError("--policy, --policy-topic and --telemetry need --broker")
+    if live and (args.exit is not None or args.partition is not None or args.threshold):
+        raise InputError("--policy decides the exit and the partition: drop --exit, --partition and --threshold")
+    if live and args.deadline_ms is None:
+        raise InputError("--policy needs --deadline-ms: the policy trades accuracy against that deadline")
+    with ExitStack() as stack:
+        if not live:
+            if args.telemetry:
+                stack.enter_context(attached_telemetry(runtime, args.broker, prefix=args.prefix,
+                                                       period_s=args.telemetry_period_s))
+            yield from runtime.run_many(samples, plan)
+            return
+        runner = stack.enter_context(policy_session(
+            runtime, broker_url=args.broker, deadline_ms=args.deadline_ms, policy_dir=args.policy,
+            prefix=args.prefix, policy_topic=args.policy_topic, public_key_paths=args.public_key,
+            backend=args.backend, telemetry_period_s=args.telemetry_period_s,
+            connect_timeout_s=args.connect_timeout_s, power_budget_mw=args.power_budget_mw,
+        ))
+        yield from runner.run_many(samples, interval_ms=args.interval_ms)
