@@ -30,6 +30,7 @@ COMMANDS = (
     "device",
     "edge",
     "policy",
+    "agent",
     "firmware",
     "telemetry",
     "plot",
