@@ -27,7 +27,7 @@ TOPICS = Topics()
 # Run as root, Mosquitto drops to the `mosquitto` user, which cannot read pytest's private
 # temporary directory; a deployment installs the files readable by that user instead.
 KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
-USERS = FleetUsers(devices=("pi-1", "pi-2"), edges=("edge-1",), readers=("dash",))
+USERS = FleetUsers(devices=("pi-1", "pi-2"), edges=("edge-1",), readers=("dash",), agents=("trainer",))
 
 
 @dataclass
@@ -124,7 +124,7 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert all(line.split(":", 1)[1].startswith("$7$101$") for line in lines)
     first = json.loads(files.credentials.read_text())["users"]
     # Regenerating (say, after adding a device) keeps every existing password.
-    more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",))
+    more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",), agents=("trainer",))
     again = json.loads(write_broker_config(tmp_path, more).credentials.read_text())["users"]
     assert all(again[name]["password"] == first[name]["password"] for name in first)
     assert again["pi-3"]["role"] == "device"
@@ -215,6 +215,26 @@ def test_readers_and_edges_have_only_their_own_rights(secured: SecuredBroker) ->
             c.close()
 
 
+def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
+    policy = f"{TOPICS.prefix}/policy/abc"
+    pi2 = Client(secured.url("pi-2"), "pi-2-policy", subscribe=(f"{TOPICS.prefix}/policy/+",))
+    dash = Client(secured.url("dash"), "dash-policy", subscribe=(f"{TOPICS.prefix}/policy/+",))
+    pi1 = Client(secured.url("pi-1"), "pi-1-policy")
+    edge = Client(secured.url("edge-1"), "edge-policy")
+    agent = Client(secured.url("trainer"), "trainer", subscribe=(f"{TOPICS.prefix}/dev/+/experience",))
+    try:
+        pi1.publish(policy, b"forged policy")
+        edge.publish(policy, b"edge policy")
+        agent.publish(policy, b"signed policy")
+        pi1.publish(TOPICS.device("pi-1", "experience"), b"records")
+        _settle()
+        assert pi2.messages == [(policy, b"signed policy")] and dash.messages == [(policy, b"signed policy")]
+        assert agent.messages == [(TOPICS.device("pi-1", "experience"), b"records")]
+    finally:
+        for c in (pi2, dash, pi1, edge, agent):
+            c.close()
+
+
 def test_mutual_tls_accepts_a_ca_signed_client(secured: SecuredBroker) -> None:
     pi1 = Client(secured.tls_url("pi-1"), "pi-1-tls", subscribe=(TOPICS.reply("pi-1"),))
     edge = Client(secured.url("edge-1"), "edge-1-plain")
@@ -270,3 +290,23 @@ def test_co_inference_and_telemetry_work_under_the_acl_over_mutual_tls(secured: 
         assert TOPICS.device("pi-1", "status") in reader.topics()
     finally:
         reader.close()
+
+
+def test_packet_size_limit_is_enforced(tmp_path: Path) -> None:
+    port = free_port()
+    files = write_broker_config(tmp_path, USERS, port=port, host="127.0.0.1", max_packet_bytes=4096)
+    assert "max_packet_size 4096" in files.config.read_text()
+    passwords = {n: e["password"] for n, e in json.loads(files.credentials.read_text())["users"].items()}
+    with MosquittoBroker(allow_anonymous=False, extra_config=KEEP_USER + files.config.read_text()):
+        edge = Client(f"mqtt://edge-1:{passwords['edge-1']}@127.0.0.1:{port}", "edge-limit",
+                      subscribe=(TOPICS.request_filter,))
+        big = Client(f"mqtt://pi-1:{passwords['pi-1']}@127.0.0.1:{port}", "pi-1-limit")
+        small = Client(f"mqtt://pi-2:{passwords['pi-2']}@127.0.0.1:{port}", "pi-2-limit")
+        try:
+            big.client.publish(TOPICS.request("abc"), bytes(8192), qos=0)  # over the limit: refused
+            small.publish(TOPICS.request("abc"), bytes(1024))
+            _settle()
+            assert [len(payload) for _, payload in edge.messages] == [1024]
+        finally:
+            for c in (edge, big, small):
+                c.close()

@@ -13,7 +13,8 @@ examples:
   mosquitto -c broker/mosquitto.conf
 
 Each device may publish requests and its own telemetry/status/experience and read only its
-own replies; edges read requests and publish replies; readers read telemetry. Passwords
+own replies and the policies; edges read requests and publish replies; readers read
+telemetry; agents read experience and publish the signed policies. Passwords
 are random and kept in OUT/credentials.json (mode 0600); re-running keeps existing ones.
 """
 
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "broker-config", help="write a Mosquitto config with passwords, per-device ACLs and TLS",
         description="Write mosquitto.conf, a password file (PBKDF2-SHA512), an ACL file and "
-                    "credentials.json for a fleet of devices, edge workers and telemetry readers.",
+                    "credentials.json for a fleet of devices, edge workers, telemetry readers and "
+                    "policy agents.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--devices", default="", metavar="IDS", help="comma-separated device ids (= user names)")
@@ -30,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="edge worker user name(s), comma-separated or repeated")
     parser.add_argument("--reader", action="append", default=[], metavar="NAMES",
                         help="telemetry reader user name(s) (dashboards, recorders, trainers)")
+    parser.add_argument("--agent", action="append", default=[], metavar="NAMES",
+                        help="policy agent user name(s): read experience, publish signed policies")
     parser.add_argument("--prefix", default=None, metavar="TOPIC", help="topic prefix (default: tflite-edge/v1)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write into")
     parser.add_argument("--port", type=int, default=1883, help="plain MQTT listener port (default: 1883)")
@@ -44,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="mutual TLS: refuse clients without a certificate signed by --ca")
     parser.add_argument("--persistence-dir", metavar="DIR",
                         help="keep retained messages and sessions in DIR across restarts")
+    parser.add_argument("--max-packet-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
+                        help="largest MQTT packet the broker accepts (default 16 MiB; requests of the "
+                             "largest bundle input must fit)")
+    parser.add_argument("--max-queued-messages", type=int, default=1000, metavar="N",
+                        help="per-client queue bound for offline or slow clients (default 1000)")
     parser.set_defaults(func=run)
 
 
@@ -57,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from ..security.acl import FleetUsers, TlsListener, write_broker_config
     from ..transport.protocol import DEFAULT_PREFIX
 
-    users = FleetUsers(devices=_split(args.devices), edges=_split(args.edge), readers=_split(args.reader))
+    users = FleetUsers(devices=_split(args.devices), edges=_split(args.edge), readers=_split(args.reader),
+                       agents=_split(args.agent))
     listener = None
     if args.tls_port is not None:
         if not args.cert or not args.key:
@@ -71,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     files = write_broker_config(
         args.output, users, prefix=args.prefix or DEFAULT_PREFIX, port=None if args.no_plain else args.port,
         host=args.bind, tls=listener, persistence_dir=args.persistence_dir,
+        max_queued_messages=args.max_queued_messages, max_packet_bytes=args.max_packet_bytes,
     )
     print(f"wrote {files.config}, {files.password_file}, {files.acl_file}")
     print(f"credentials for {len(users.names)} users in {files.credentials} (keep it secret)")

@@ -3,14 +3,14 @@
 Roles and what each may do (``P`` is the topic prefix, ``tflite-edge/v1`` by default; the
 topic scheme is ``docs/wire-format.md``'s):
 
-========== =================================================== =============================
-role        may publish                                         may read
-========== =================================================== =============================
-device d    ``P/req/+`` (requests, any bundle)                  ``P/dev/d/res`` (its replies)
-            ``P/dev/d/telemetry``, ``status``, ``experience``
-edge        ``P/dev/+/res`` (replies to any device)             ``P/req/+`` (shared subscription)
-reader      nothing                                             ``P/dev/+/telemetry``, ``status``, ``experience``
-========== =================================================== =============================
+- device ``d``: publishes requests on ``P/req/+`` (any bundle) and its own
+  ``P/dev/d/telemetry``, ``status`` and ``experience``; reads its replies ``P/dev/d/res``
+  and the signed policies on ``P/policy/+``.
+- edge: reads ``P/req/+`` (through its shared subscription); publishes ``P/dev/+/res``.
+- reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``
+  and ``P/policy/+``.
+- agent (the online policy trainer): reads ``P/dev/+/experience`` and ``telemetry``;
+  publishes (retained) and reads ``P/policy/+``.
 
 So a device cannot read another device's results, cannot publish telemetry or replies in
 another device's name, and cannot answer requests. Anonymous clients are refused. Device
@@ -51,7 +51,7 @@ __all__ = [
     "write_broker_config",
 ]
 
-ROLES = ("device", "edge", "reader")
+ROLES = ("device", "edge", "reader", "agent")
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; the passwords we generate are random 128-bit tokens
 SALT_BYTES = 12
 
@@ -74,10 +74,11 @@ class FleetUsers:
     devices: tuple[str, ...] = ()
     edges: tuple[str, ...] = ()
     readers: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
-        for role, names in (("device", self.devices), ("edge", self.edges), ("reader", self.readers)):
+        for role, names in self._by_role():
             object.__setattr__(self, f"{role}s", tuple(names))
             for name in names:
                 _user_name(name, role)
@@ -89,10 +90,13 @@ class FleetUsers:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (*self.devices, *self.edges, *self.readers)
+        return (*self.devices, *self.edges, *self.readers, *self.agents)
+
+    def _by_role(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return (("device", self.devices), ("edge", self.edges), ("reader", self.readers), ("agent", self.agents))
 
     def role_of(self, name: str) -> str:
-        for role, names in (("device", self.devices), ("edge", self.edges), ("reader", self.readers)):
+        for role, names in self._by_role():
             if name in names:
                 return role
         raise KeyError(name)
@@ -145,6 +149,7 @@ def acl_text(users: FleetUsers, prefix: str = DEFAULT_PREFIX) -> str:
             f"topic write {prefix}/dev/{device}/telemetry",
             f"topic write {prefix}/dev/{device}/status",
             f"topic write {prefix}/dev/{device}/experience",
+            f"topic read {prefix}/policy/+",
             "",
         ]
     for edge in users.edges:
@@ -162,6 +167,16 @@ def acl_text(users: FleetUsers, prefix: str = DEFAULT_PREFIX) -> str:
             f"topic read {prefix}/dev/+/telemetry",
             f"topic read {prefix}/dev/+/status",
             f"topic read {prefix}/dev/+/experience",
+            f"topic read {prefix}/policy/+",
+            "",
+        ]
+    for agent in users.agents:
+        out += [
+            f"# policy agent {agent}",
+            f"user {agent}",
+            f"topic read {prefix}/dev/+/experience",
+            f"topic read {prefix}/dev/+/telemetry",
+            f"topic readwrite {prefix}/policy/+",
             "",
         ]
     return "\n".join(out)
@@ -226,15 +241,17 @@ def mosquitto_conf(
     tls: TlsListener | None = None,
     persistence_dir: str | os.PathLike[str] | None = None,
     max_queued_messages: int = 1000,
-    message_size_limit_bytes: int = 16 * 1024 * 1024,
+    max_packet_bytes: int = 16 * 1024 * 1024,
 ) -> str:
     """A complete ``mosquitto.conf``: an optional plain listener, an optional TLS listener,
     no anonymous access, the password file and the ACL.
 
-    ``message_size_limit_bytes`` bounds what the broker accepts from any client (activation
+    ``max_packet_bytes`` bounds what the broker accepts from any client (activation
     frames of the largest bundle must fit); ``max_queued_messages`` bounds each offline
     client's queue, so a slow or vanished consumer cannot grow the broker without limit.
     """
+    if max_queued_messages < 1 or max_packet_bytes < 1024:
+        raise BrokerConfigError("max_queued_messages must be >= 1 and max_packet_bytes >= 1024 (0 would mean no limit)")
     if port is None and tls is None:
         raise BrokerConfigError("the broker needs a listener: a plain port, a TLS listener or both")
     lines = [
@@ -255,7 +272,7 @@ def mosquitto_conf(
         lines.append("persistence false")
     lines += [
         f"max_queued_messages {max_queued_messages}",
-        f"max_packet_size {message_size_limit_bytes}",
+        f"max_packet_size {max_packet_bytes}",
         "",
     ]
     return "\n".join(lines)
@@ -301,6 +318,8 @@ def write_broker_config(
     host: str | None = None,
     tls: TlsListener | None = None,
     persistence_dir: str | os.PathLike[str] | None = None,
+    max_queued_messages: int = 1000,
+    max_packet_bytes: int = 16 * 1024 * 1024,
     absolute_paths: bool = True,
 ) -> BrokerFiles:
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.json`` into ``out_dir``.
@@ -329,7 +348,8 @@ def write_broker_config(
         files.acl_file.write_text(acl_text(users, prefix))
         files.config.write_text(mosquitto_conf(
             password_file=files.password_file, acl_file=files.acl_file, port=port, host=host, tls=tls,
-            persistence_dir=persistence_dir,
+            persistence_dir=persistence_dir, max_queued_messages=max_queued_messages,
+            max_packet_bytes=max_packet_bytes,
         ))
         _private_write(files.credentials, json.dumps(credentials, indent=2) + "\n")
     except OSError as e:
