@@ -46,6 +46,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "load_public_keys",
+    "trusted_keys",
     "key_id",
     "canonical_json_bytes",
     "sign_bundle",
@@ -163,11 +164,15 @@ def load_public_keys(paths: Iterable[str | os.PathLike[str]]) -> list[Ed25519Pub
     return keys
 
 
-def _key_list(public_keys: PublicKeys) -> list[Ed25519PublicKey]:
+def trusted_keys(public_keys: PublicKeys) -> list[Ed25519PublicKey]:
+    """One key or several as a non-empty list; ``SigningKeyError`` when none is given."""
     keys = [public_keys] if isinstance(public_keys, Ed25519PublicKey) else list(public_keys)
     if not keys:
         raise SigningKeyError("no trusted public key given")
     return keys
+
+
+_key_list = trusted_keys  # the earlier private name, still imported elsewhere
 
 
 # -- the signature file -----------------------------------------------------------------------
