@@ -30,8 +30,10 @@ from tflite_edge.bundle.manifest import Manifest
 from tflite_edge.bundle.store import check_chain
 from tflite_edge.errors import (
     BundleError,
+    PolicyError,
     SerialFrameError,
     SerialMessageError,
+    SignatureError,
     TelemetrySchemaError,
     WireFormatError,
 )
@@ -374,6 +376,49 @@ def serial_target() -> Target:
                   (SerialFrameError, SerialMessageError))
 
 
+def policy_message_target(bundle: Bundle) -> Target:
+    """Signed policy updates (retained MQTT messages): the envelope check, then the package parser.
+
+    Mutated envelopes must fail the signature; mutated packages (as a compromised or buggy
+    signer might send) go straight to ``decode_package``. The TFLite interpreter is not fed
+    fuzzed models: only signed, trusted bytes ever reach it.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tflite_edge.agents.policy_message import PolicyPackage, decode_package, encode_package
+    from tflite_edge.security.signing import open_message, sign_message
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    metadata = st.fixed_dictionaries({"bundle_id": st.just(bundle.bundle_id) | st.text(max_size=16)},
+                                     optional={"actions": JSON_VALUES, "features": JSON_VALUES})
+    packages = st.builds(lambda v, m, t: encode_package(PolicyPackage(v, m, t)), st.integers(1, 2**63 - 1),
+                         metadata.filter(lambda m: _finite_json(m)), st.binary(max_size=64))
+    envelopes = packages.map(lambda body: sign_message(body, key, kind="policy"))
+    cases = st.one_of(
+        st.tuples(st.just("envelope"), _byte_mutations(envelopes)),
+        st.tuples(st.just("envelope"), envelopes),
+        st.tuples(st.just("package"), _byte_mutations(packages)),
+        st.tuples(st.just("package"), st.binary(max_size=128)),
+    )
+
+    def run(case: tuple[str, bytes]) -> None:
+        kind, data = case
+        body = open_message(data, public, kind="policy") if kind == "envelope" else data
+        decode_package(body)
+
+    return Target("policy message (agents/policy_message.py + signing)", cases, run, (PolicyError, SignatureError))
+
+
+def _finite_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except ValueError:
+        return False
+
+
 def make_targets(bundle: Bundle) -> list[Target]:
     """Every target, in report order."""
-    return [wire_target(bundle), handler_target(bundle), manifest_target(bundle), telemetry_target(), serial_target()]
+    return [wire_target(bundle), handler_target(bundle), manifest_target(bundle), telemetry_target(), serial_target(),
+            policy_message_target(bundle)]

@@ -14,7 +14,7 @@ from bench.fuzz_targets import Target, make_targets
 from tflite_edge.bundle import Bundle
 
 EXAMPLES = 300
-NAMES = ("wire", "handler", "manifest", "telemetry", "serial")
+NAMES = ("wire", "handler", "manifest", "telemetry", "serial", "policy")
 
 
 @pytest.fixture(scope="module")
