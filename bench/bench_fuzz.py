@@ -1,10 +1,11 @@
 """Fuzz every parser that reads untrusted bytes with at least 10,000 hypothesis cases each.
 
 Targets (bench/fuzz_targets.py): the activation decoder, the edge's MQTT request handler
-(with real interpreters of the digits bundle), the manifest loader, the telemetry parser
-the serial codec and signed policy messages. Each case must be accepted or refused with the module's typed error;
-anything else is a crash, and a case using more than 1 s of CPU time is a hang. Prints, per target: cases
-tried, accepted, refused, crashes, hangs and the slowest case.
+(with real interpreters of the digits bundle), the manifest loader, the telemetry parser,
+the serial codec and signed policy messages. Each case must be accepted or refused with
+the module's typed error; anything else is a crash, and a case using more than 1 s of CPU
+time is a hang. Prints, per target: cases tried, accepted, refused, crashes, hangs and
+the slowest case.
 
     .venv/bin/python bench/bench_fuzz.py                 # 10,000 cases per target
     .venv/bin/python bench/bench_fuzz.py --cases 50000 --seed 7
