@@ -109,14 +109,17 @@ class _Fleet:
         self.last_reply = 0.0
         self._lock = threading.Lock()
         self.clients = []
+        subscribed = threading.Semaphore(0)
         for i in range(count):
             device = f"sim-{i:03d}"
             client = make_client(url, device)
             client.on_message = self._on_reply
+            client.on_subscribe = lambda *args: subscribed.release()
             connect_and_start(client)
             client.subscribe(TOPICS.reply(device), qos=0)
             self.clients.append((device, client))
-        time.sleep(0.5)  # let every SUBACK arrive before the burst
+        for _ in range(count):  # every SUBACK in before the burst, or replies would go nowhere
+            assert subscribed.acquire(timeout=30)
 
     def _on_reply(self, client: Any, userdata: Any, message: Any) -> None:
         props = user_properties(message.properties)
