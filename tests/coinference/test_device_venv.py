@@ -1,10 +1,12 @@
-"""The device runtime from .venv-device (tflite-runtime, numpy<2, no TensorFlow) against a host edge."""
+"""The device runtime from .venv-device (tflite-runtime, numpy<2, no TensorFlow) against an edge
+process from the host venv, through a real broker."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,6 @@ import pytest
 
 from tflite_edge.bundle import Bundle
 from tflite_edge.cli import main as cli_main
-from tflite_edge.edge import EdgeWorker
 from tflite_edge.transport.broker import MosquittoBroker
 
 pytestmark = pytest.mark.slow
@@ -42,7 +43,8 @@ print(json.dumps({"results": [json.loads(l) for l in lines], "tensorflow": "tens
 
 @pytest.mark.skipif(not DEVICE_PYTHON.exists(), reason=f"{DEVICE_PYTHON} is absent; create it with `make setup`")
 def test_device_venv_against_host_edge(
-    broker: MosquittoBroker, digits_bundle: Bundle, digits_split, tmp_path: Path
+    broker: MosquittoBroker, digits_bundle: Bundle, digits_split, tmp_path: Path,
+    edge_processes: Callable[..., subprocess.Popen[str]],
 ) -> None:
     x = digits_split[2][:5].astype(np.float32)
     inputs = tmp_path / "x.npy"
@@ -52,11 +54,11 @@ def test_device_venv_against_host_edge(
                      "-o", str(tmp_path / "local.npz")]) == 0
     local = np.load(tmp_path / "local.npz")["final"]
     segments = digits_bundle.manifest.num_segments
-    with EdgeWorker(broker.url, [digits_bundle]):
-        done = subprocess.run(
-            [str(DEVICE_PYTHON), "-c", DEVICE_SCRIPT, broker.url, str(digits_bundle.path), str(inputs), str(segments)],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )
+    edge_processes(broker.url, digits_bundle.path)  # `tflite-edge edge` in its own process, host venv
+    done = subprocess.run(
+        [str(DEVICE_PYTHON), "-c", DEVICE_SCRIPT, broker.url, str(digits_bundle.path), str(inputs), str(segments)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["tensorflow"] is False
