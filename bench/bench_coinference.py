@@ -5,9 +5,11 @@ Figures printed (one private Mosquitto, edge workers as separate processes, as d
 1. Round trip per partition of the digits bundle (exit ``final``): median and p99 of the
    device's total time, and its transfer / edge / device parts.
 2. Protocol overhead for a 25,088-byte int8 activation (28x28x32, the size of
-   MobileNetV2's block_5 cut): the framework's round trip minus the edge's compute time,
-   against a bare paho-mqtt request/response through the same broker (25 KB request; a
-   71-byte reply like the framework's, and a full 25 KB echo), interleaved in one run.
+   MobileNetV2's block_5 cut): the framework's request/reply minus the edge's compute
+   time (and the device runtime's whole transfer, with encoding and decoding), against a
+   bare paho-mqtt request/response through the same broker (25 KB request; a 71-byte reply
+   like the framework's, and a full 25 KB echo), interleaved in one run. The bundles are
+   built in a child process so that this one, like a device, never imports TensorFlow.
 3. Edge throughput: requests/s of one worker vs two workers in a shared group, with a
    compute-heavy tail (four 3x3 convolutions with 256 filters at 28x28, about 6 ms on one
    thread here) and 8 requests in flight.
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tflite_edge.bundle import Bundle  # noqa: E402
+from tflite_edge.bundle import Bundle, load_bundle  # noqa: E402
 from tflite_edge.device import DeviceRuntime  # noqa: E402
 from tflite_edge.transport.broker import MosquittoBroker  # noqa: E402
 from tflite_edge.transport.mqtt import connect_and_start, make_client  # noqa: E402
@@ -105,7 +108,18 @@ def build_bundles(directory: Path) -> tuple[Bundle, Bundle, Bundle, np.ndarray]:
     images = rng.uniform(0, 1, size=(16, 56, 56, 3)).astype(np.float32)
     light = convert(cut_model(0), directory / "light", cuts=["block_1_out"], calibration=images, verify_samples=2)
     heavy = convert(cut_model(4), directory / "heavy", cuts=["block_1_out"], calibration=images, verify_samples=2)
+    np.save(directory / "x.npy", x_val[:50].astype(np.float32))
     return digits, light, heavy, x_val[:50].astype(np.float32)
+
+
+def load_bundles(directory: Path) -> tuple[Bundle, Bundle, Bundle, np.ndarray]:
+    """Build the bundles in a child process: the measuring process stays free of TensorFlow,
+    as a device would be."""
+    subprocess.run([sys.executable, __file__, "--build-only", str(directory)], check=True,
+                   stdout=subprocess.DEVNULL)
+    paths = [directory / name for name in ("digits", "light", "heavy")]
+    digits, light, heavy = (load_bundle(path) for path in paths)
+    return digits, light, heavy, np.load(directory / "x.npy")
 
 
 def round_trips(broker: MosquittoBroker, digits: Bundle, x: np.ndarray, requests: int) -> None:
@@ -159,19 +173,34 @@ def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 1, size=(56, 56, 3)).astype(np.float32)
     payload = rng.integers(-128, 127, size=25_088, dtype=np.int8).tobytes()
-    framework, framework_total, ack, full, edge = [], [], [], [], []
+    framework, framework_total, ack, full, edge, raw = [], [], [], [], [], []
     with DeviceRuntime(light, broker_url=broker.url, device_id="bench") as device:
+        assert device.offload is not None
+        offload = device.offload
+        spec = light.manifest.segments[1].inputs[0]
+        frame = encode_tensor(rng.integers(-128, 127, size=spec.shape, dtype=np.int8), spec,
+                              bundle_id=light.bundle_id, segment=1)
+
+        def protocol_only() -> float:
+            # The request/reply exchange alone: no local segment, encode or decode.
+            start = time.perf_counter()
+            reply = offload.request(light.bundle_id, frame, RequestHeader(uuid.uuid4().hex[:12], "final"),
+                                    timeout_s=1.0)
+            assert reply is not None and reply.header.ok
+            return (time.perf_counter() - start) * 1e3 - reply.header.edge_us / 1e3
+
         for i in range(requests + 20):
             # Rotate the order each round: whatever runs first after a pause pays for waking
             # the processes up, and that should not always be the same contender.
             done: dict[str, Any] = {}
             steps = {
                 "fw": lambda: device.infer(x, partition=1, deadline_ms=1000),
+                "raw": protocol_only,
                 "ack": lambda: echo.request(payload, full=False),
                 "full": lambda: echo.request(payload, full=True),
             }
-            order = ["fw", "ack", "full"]
-            for name in order[i % 3:] + order[:i % 3]:
+            order = ["fw", "raw", "ack", "full"]
+            for name in order[i % 4:] + order[:i % 4]:
                 done[name] = steps[name]()
             r, a, f = done["fw"], done["ack"], done["full"]
             if i >= 20:  # warm-up
@@ -181,13 +210,15 @@ def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
                 edge.append(r.edge_ms)
                 ack.append(a)
                 full.append(f)
+                raw.append(done["raw"])
     echo.client.disconnect()
     echo.client.loop_stop()
     assert echo_server.stdin is not None
     echo_server.stdin.close()
     echo_server.wait(5)
     rows = [
-        ("framework: round trip - edge compute", framework),
+        ("framework: request/reply - edge compute", raw),
+        ("framework: infer transfer (+encode/decode)", framework),
         ("framework: round trip incl. edge tail", framework_total),
         ("bare paho: 25 KB request, 71 B reply", ack),
         ("bare paho: 25 KB echo both ways", full),
@@ -195,9 +226,10 @@ def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
     for label, values in rows:
         print(f"   {label:<40} median {statistics.median(values):7.3f} ms   p99 {percentile(values, 99):7.3f} ms")
     print(f"   edge compute of the tail: median {statistics.median(edge):.3f} ms")
-    median_ratio = statistics.median(framework) / statistics.median(ack)
-    print(f"   ratio framework / bare (same bytes): median {median_ratio:.2f}x, "
-          f"p99 {percentile(framework, 99) / percentile(ack, 99):.2f}x")
+    for label, values in (("request/reply", raw), ("infer transfer", framework)):
+        print(f"   ratio framework {label} / bare (same bytes): median "
+              f"{statistics.median(values) / statistics.median(ack):.2f}x, "
+              f"p99 {percentile(values, 99) / percentile(ack, 99):.2f}x")
 
 
 def throughput(broker: MosquittoBroker, heavy: Bundle, paths: list[Path], window: int, seconds: float) -> None:
@@ -256,9 +288,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput run (default 5)")
     parser.add_argument("--window", type=int, default=8, help="requests in flight for throughput (default 8)")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_only:
+        build_bundles(args.build_only)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        digits, light, heavy, x = build_bundles(Path(tmp))
+        digits, light, heavy, x = load_bundles(Path(tmp))
         with MosquittoBroker() as broker:
             edge = start_edge(broker.url, [digits.path, light.path], workers=1)
             try:
