@@ -28,3 +28,20 @@ def test_missing_binary_is_a_clear_error():
     with pytest.raises(BrokerError, match="apt-get install mosquitto"):
         broker.start()
     broker.close()
+
+
+def test_a_bad_configuration_is_reported_with_mosquittos_words():
+    broker = MosquittoBroker(extra_config="no_such_option 1")
+    with pytest.raises(BrokerError, match="no_such_option|Unknown configuration"):
+        broker.start()
+    broker.close()
+
+
+def test_the_broker_log_is_kept_even_when_started_as_root():
+    import time
+
+    with MosquittoBroker() as broker:
+        deadline = time.monotonic() + 5
+        while "running" not in broker.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "mosquitto version" in broker.log_path.read_text()

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from ..errors import TfliteEdgeError
 
@@ -58,6 +59,7 @@ class MosquittoBroker:
         self.binary = binary
         self._dir = Path(tempfile.mkdtemp(prefix="tflite-edge-broker-"))
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -79,7 +81,9 @@ class MosquittoBroker:
                     f"listener {self.port} {self.host}",
                     f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
                     "persistence false",
-                    f"log_dest file {self.log_path}",
+                    # stderr goes to a file this process opens: Mosquitto started as root
+                    # drops to its own user, which could not write into our temp folder.
+                    "log_dest stderr",
                     "log_type error",
                     "log_type warning",
                     "log_type notice",
@@ -104,16 +108,16 @@ class MosquittoBroker:
                 "or pass --broker URL to use an existing MQTT 5 broker"
             )
         config = self._write_config()
-        self._process = subprocess.Popen(
-            [executable, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        log_file = open(self.log_path, "ab")  # noqa: SIM115  # closed in stop()
+        self._process = subprocess.Popen([executable, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log_file)
+        self._log_file = log_file
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                logged = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
                 self._process = None
-                raise BrokerError(f"mosquitto exited at start on port {self.port}: {(err + logged).strip()[-500:]}")
+                self._close_log()
+                logged = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                raise BrokerError(f"mosquitto exited at start on port {self.port}: {logged.strip()[-500:]}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     log.info("mosquitto listening on %s", self.url)
@@ -133,9 +137,13 @@ class MosquittoBroker:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        if self._process.stderr:
-            self._process.stderr.close()
         self._process = None
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def restart(self, down_s: float = 0.0) -> None:
         """Stop, stay down for ``down_s`` seconds, and start again on the same port."""
