@@ -71,3 +71,23 @@ def test_auto_cuts_balance_compute_and_prefer_small_activations():
     assert auto_cuts(graph, 0) == []
     with pytest.raises(CutError, match="only 5 valid cut layers"):
         auto_cuts(graph, 6)
+
+
+def test_auto_cuts_prefer_where_an_exit_branches_off():
+    # The exit head reads 'wide' (a large activation); 'narrow' right after it is smaller.
+    graph = LayerGraph(
+        [
+            L("input"),
+            L("a", ["input"], (8, 8, 8), 100),
+            L("wide", ["a"], (8, 8, 8), 1),
+            L("narrow", ["wide"], (2, 2, 8), 1),
+            L("exit_1", ["wide"], (10,), 1),
+            L("b", ["narrow"], (2, 2, 8), 100),
+            L("final", ["b"], (10,), 1),
+        ],
+        "input",
+        ["exit_1", "final"],
+    )
+    assert graph.exit_points() == {"wide"}
+    assert auto_cuts(graph, 1) == ["wide"]
+    assert graph.exit_segments(["wide"]) == {"exit_1": 0, "final": 1}

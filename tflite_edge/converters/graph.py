@@ -138,6 +138,16 @@ class LayerGraph:
             placement[exit_name] = j if not after_cut & trunk else j + 1
         return placement
 
+    def exit_points(self) -> set[str]:
+        """Valid cuts where an early exit's head branches off: cutting there lets the device
+        take that exit before anything is sent."""
+        points = set()
+        for cut in self.valid_cuts():
+            placement = self.exit_segments([cut])
+            if any(placement[e] == 0 and cut in self.ancestors(e) for e in self.exits[:-1]):
+                points.add(cut)
+        return points
+
     def cumulative_macs(self) -> dict[str, int]:
         """For each layer, the MACs of itself and all its ancestors (work done before its output exists)."""
         return {layer.name: layer.macs + sum(self.layer(a).macs for a in self.ancestors(layer.name))
@@ -152,8 +162,10 @@ def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[st
     Rule: for the i-th cut, the target is i/(count+1) of the total MACs. Candidates are the
     valid cuts whose cumulative MACs lie within half a segment's share of that target or,
     when none does, within 5% of the total of the nearest valid cut (cheap layers such as
-    pooling sit next to the expensive one before them). The candidate with the smallest
-    activation wins; ties go to the one nearest the target. Cuts are distinct and increasing.
+    pooling sit next to the expensive one before them); valid cuts where an early exit's
+    head branches off are candidates from twice as far. A candidate where an exit branches
+    off wins (the device can then take that exit before sending anything); then the smallest
+    activation; then the one nearest the target. Cuts are distinct and increasing.
     """
     if count < 0:
         raise CutError("--auto-cuts must be zero or positive")
@@ -167,6 +179,7 @@ def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[st
     cumulative = graph.cumulative_macs()
     total = max(cumulative[e] for e in graph.exits) or 1
     window = 0.5 / (count + 1)
+    exit_points = graph.exit_points()
     chosen: list[str] = []
     for i in range(1, count + 1):
         target = i / (count + 1)
@@ -175,6 +188,9 @@ def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[st
         # Leave enough valid cuts for the cuts still to place.
         candidates = after_last[: len(after_last) - remaining] if remaining else after_last
         in_window = [v for v in candidates if abs(cumulative[v] / total - target) <= window]
+        # Exit points count from twice as far: taking an exit on the device is worth some imbalance.
+        in_window += [v for v in candidates if v in exit_points and v not in in_window
+                      and abs(cumulative[v] / total - target) <= 2 * window]
         if not in_window:
             nearest = min(abs(cumulative[v] / total - target) for v in candidates)
             in_window = [v for v in candidates if abs(cumulative[v] / total - target) <= nearest + 0.05]
@@ -183,8 +199,8 @@ def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[st
             shape = graph.layer(v).output_shape or ()
             return math.prod(shape) * dtype_bytes
 
-        def rank(v: str, target: float = target) -> tuple[int, float]:
-            return activation(v), abs(cumulative[v] / total - target)
+        def rank(v: str, target: float = target) -> tuple[bool, int, float]:
+            return v not in exit_points, activation(v), abs(cumulative[v] / total - target)
 
         chosen.append(min(in_window, key=rank))
     return chosen
