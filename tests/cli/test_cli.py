@@ -103,3 +103,15 @@ def test_cli_reference_is_up_to_date():
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     assert docs.read_text() == render_reference(), "regenerate: python -m tflite_edge.cli.reference > docs/cli.md"
+
+
+def test_a_closed_pipe_ends_quietly(digits_bundle, digits_split, tmp_path):
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", np.repeat(digits_split[2][:1], 3000, axis=0))
+    command = (f"{sys.executable} -m tflite_edge device --bundle {digits_bundle.path} "
+               f"--input {tmp_path / 'x.npy'} --json | head -1")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("{")
+    assert "Traceback" not in result.stderr, result.stderr
