@@ -14,14 +14,15 @@ MQTT. What is emulated (``tflite_edge.device.emulation``), and only by adding ti
 
 The bundle is the digits model at 32x32 (the demo's: scikit-learn digits upscaled, three
 exits, cuts after blocks 1 and 2; 1 KB input, 8 KB and 4 KB activations), trained and
-converted on the spot (about 30 s). The policy is trained with TF-Agents (``tflite-edge policy
-train``, in a subprocess) on simulated requests over the other Norway traces with the same
-slowdown and deadline, so the trace used live is held out.
+converted on the spot (about 30 s). The policy is trained with TF-Agents (``train_policy``, in a
+subprocess) on simulated requests over the other 79 Norway traces with the same slowdown,
+deadline and pacing and loopback-like round trips (``scenario_for``), so the trace used live
+is held out.
 
 Then the same labelled requests, paced every ``--interval-ms``, run:
 1. with the learned policy deciding per request from live telemetry (``PolicyRunner``), and
-2. with each of the ``--static-candidates`` static actions the simulator ranks best in
-   hindsight on this trace; the best of them, measured live, is "best static".
+2. with every static (exit, partition) action (or the ``--static-candidates`` the simulator
+   ranks best on this trace); the best of them measured live, in hindsight, is "best static".
 Each run starts the trace from its beginning, so all runs see the same bandwidth.
 
 Prints, per run: deadline-hit rate, accuracy, accuracy within the deadline (the
@@ -65,37 +66,67 @@ def build_bundle(out: Path) -> tuple[Any, dict[str, Any], np.ndarray, np.ndarray
     return bundle, profile, x_val.astype(np.float32), y_val
 
 
-def train(out: Path, bundle: Any, traces_dir: Path, args: argparse.Namespace) -> Path:
+TRAIN_SCRIPT = r"""
+import json, sys
+from dataclasses import replace
+from pathlib import Path
+import numpy as np
+from tflite_edge.agents import Objective, get_platform, load_traces
+from tflite_edge.agents.from_bundle import simulator_for_bundle
+from tflite_edge.agents.training import TrainConfig, train_policy
+from tflite_edge.bundle import load_bundle
+sys.path.insert(0, sys.argv[1])
+from bench_live_policy import scenario_for
+args = json.loads(sys.argv[2])
+out = Path(args["out"])
+bundle = load_bundle(out / "bundle")
+simulator = simulator_for_bundle(
+    bundle, json.loads((out / "profile.json").read_text()),
+    device=replace(get_platform("host"), name="emulated", slowdown=args["slowdown"]),
+    scenario=scenario_for(args["deadline_ms"], args["interval_ms"] / 1e3 * args["speedup"]),
+)
+result = train_policy(simulator, load_traces(out / "training-traces"), Objective("accuracy"), out / "policy",
+                      TrainConfig(steps=args["steps"]))
+print(result.seconds)
+"""
+
+
+def scenario_for(deadline_ms: float, interval_s: float) -> Any:
+    """The simulated requests that match the live run: this deadline and pacing, the emulated
+    device at its nominal speed, an idle edge, and loopback round trips."""
+    from tflite_edge.agents import Scenario
+
+    return Scenario(request_interval_s=interval_s, rtt_ms=(1.0, 4.0), rtt_jitter_ms=1.0, deadline_ms=(deadline_ms,),
+                    device_speed=(1.0, 1.0), edge_load=(0.0, 0.05), drift=0.0)
+
+
+def train(out: Path, args: argparse.Namespace) -> Path:
     """Train in a fresh process (TF-Agents needs tf.keras = tf-keras; this process used Keras 3)."""
-    policy = out / "policy"
-    interval_s = args.interval_ms / 1e3 * args.speedup  # trace time between requests
-    command = [sys.executable, "-m", "tflite_edge", "policy", "train", "--bundle", str(bundle.path),
-               "--profile", str(out / "profile.json"), "--traces", str(traces_dir), "--held-out", "0",
-               "--device-slowdown", str(args.slowdown), "--deadline-ms", str(args.deadline_ms),
-               "--rtt-ms", "1", "4", "--interval-s", f"{interval_s:g}", "--steps", str(args.steps), "-o", str(policy)]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    settings = {**vars(args), "out": str(out)}
+    done = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, str(Path(__file__).parent), json.dumps(settings)],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"training failed:\n{done.stderr[-3000:]}")
     print(f"trained the policy in {time.perf_counter() - started:.0f} s ({args.steps} steps)", flush=True)
-    return policy
+    return out / "policy"
 
 
 def static_candidates(bundle: Any, profile: dict[str, Any], trace: Any, args: argparse.Namespace) -> list[int]:
     """Action indices ranked by the simulator's mean reward on this trace (hindsight)."""
     from dataclasses import replace
 
-    from tflite_edge.agents import Objective, Scenario, get_platform
+    from tflite_edge.agents import Objective, get_platform
     from tflite_edge.agents.evaluate import episodes_for
     from tflite_edge.agents.from_bundle import simulator_for_bundle
 
     device = replace(get_platform("host"), name="emulated", slowdown=args.slowdown)
-    scenario = Scenario(request_interval_s=args.interval_ms / 1e3 * args.speedup, rtt_ms=(1.0, 4.0),
-                        deadline_ms=(args.deadline_ms,))
+    scenario = scenario_for(args.deadline_ms, args.interval_ms / 1e3 * args.speedup)
     simulator = simulator_for_bundle(bundle, profile, device=device, scenario=scenario)
     episode = episodes_for(simulator, [trace], requests=args.requests)[0]
     rewards = simulator.rewards(episode, simulator.outcomes(episode), Objective("accuracy")).mean(axis=0)
-    return [int(i) for i in np.argsort(-rewards)[: args.static_candidates]]
+    ranked = [int(i) for i in np.argsort(-rewards)]
+    return ranked[: args.static_candidates] if args.static_candidates > 0 else ranked
 
 
 def run_once(bundle: Any, url: str, emulation_args: tuple[Any, float, tuple[float, ...], float], xs: np.ndarray,
@@ -147,9 +178,10 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=60.0)
     parser.add_argument("--slowdown", type=float, default=300.0, help="emulated device compute slowdown")
     parser.add_argument("--deadline-ms", type=float, default=30.0)
-    parser.add_argument("--speedup", type=float, default=5.0, help="how much faster than real time the trace plays")
+    parser.add_argument("--speedup", type=float, default=10.0, help="how much faster than real time the trace plays")
     parser.add_argument("--steps", type=int, default=3000, help="policy training steps")
-    parser.add_argument("--static-candidates", type=int, default=3)
+    parser.add_argument("--static-candidates", type=int, default=0,
+                        help="run only the N static actions the simulator ranks best (default 0: every action)")
     parser.add_argument("--out", help="keep the bundle, policy and figures here")
     args = parser.parse_args()
     if not NORWAY.is_dir():
@@ -176,7 +208,7 @@ def main() -> None:
         print(f"bundle {bundle.manifest.bundle_id}: segments {', '.join(f'{ms * 1e3:.0f}' for ms in segment_ms)} µs "
               f"here, x{args.slowdown:g} = {', '.join(f'{ms * args.slowdown:.1f}' for ms in segment_ms)} ms emulated; "
               f"exits {', '.join(f'{e.name} {e.accuracy:.3f}' for e in bundle.manifest.exits)}", flush=True)
-        policy_dir = train(out, bundle, training, args)
+        policy_dir = train(out, args)
         from tflite_edge.agents.tflite_policy import TFLitePolicy
 
         policy = TFLitePolicy(policy_dir)
