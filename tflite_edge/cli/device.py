@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
     rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    _check_policy_options(args)
     with DeviceRuntime(
         args.bundle, broker_url=args.broker, device_id=args.id, backend=args.backend, num_threads=args.threads,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
@@ -132,13 +133,7 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
 
     from ..device.policy_loop import attached_telemetry, policy_session
 
-    live = args.policy is not None or args.policy_topic is not None
-    if (live or args.telemetry) and args.broker is None:
-        raise InputError("--policy, --policy-topic and --telemetry need --broker")
-    if live and (args.exit is not None or args.partition is not None or args.threshold):
-        raise InputError("--policy decides the exit and the partition: drop --exit, --partition and --threshold")
-    if live and args.deadline_ms is None:
-        raise InputError("--policy needs --deadline-ms: the policy trades accuracy against that deadline")
+    live = _check_policy_options(args)
     with ExitStack() as stack:
         if not live:
             if args.telemetry:
@@ -153,3 +148,15 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
             connect_timeout_s=args.connect_timeout_s, power_budget_mw=args.power_budget_mw,
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
+
+
+def _check_policy_options(args: argparse.Namespace) -> bool:
+    """Refuse contradictory options before connecting; True when a policy decides."""
+    live = args.policy is not None or args.policy_topic is not None
+    if (live or args.telemetry) and args.broker is None:
+        raise InputError("--policy, --policy-topic and --telemetry need --broker")
+    if live and (args.exit is not None or args.partition is not None or args.threshold):
+        raise InputError("--policy decides the exit and the partition: drop --exit, --partition and --threshold")
+    if live and args.deadline_ms is None:
+        raise InputError("--policy needs --deadline-ms: the policy trades accuracy against that deadline")
+    return live
