@@ -1,0 +1,43 @@
+"""Option checks of `tflite-edge device --policy` and `tflite-edge agent` (no broker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tflite_edge.cli import main
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((2, 8, 8, 1), np.float32))
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--policy", "p"], "need --broker"),
+    (["--telemetry"], "need --broker"),
+    (["--broker", "mqtt://127.0.0.1:1", "--policy", "p", "--exit", "final"], "drop --exit"),
+    (["--broker", "mqtt://127.0.0.1:1", "--policy", "p"], "needs --deadline-ms"),
+])
+def test_device_policy_options(digits_bundle, inputs: Path, capsys, extra: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    code = main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), *extra])
+    assert code == 1 and message in capsys.readouterr().err
+
+
+def test_policy_topic_needs_a_public_key(digits_bundle, inputs: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tflite_edge.transport.broker import MosquittoBroker
+
+    with MosquittoBroker() as broker:
+        code = main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), "--broker", broker.url,
+                     "--deadline-ms", "50", "--policy-topic"])
+    assert code == 1 and "needs the signer's public key" in capsys.readouterr().err
+
+
+def test_agent_reports_a_missing_key(digits_bundle, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code = main(["agent", "--broker", "mqtt://127.0.0.1:1", "--bundle", str(digits_bundle.path), "--policy-dir",
+                 str(tmp_path), "--key", str(tmp_path / "absent.key")])
+    assert code == 1 and "tflite-edge keys generate" in capsys.readouterr().err
