@@ -64,18 +64,22 @@ class Experience:
 
 
 def test_device_command_decides_from_live_context_without_tensorflow(  # type: ignore[no-untyped-def]
-    broker, edge, digits_bundle, digits_split, trained_policy: Path, tmp_path: Path
+    broker, edge, digits_bundle, digits_split, trained_policy: Path, keys: dict[str, Path], publisher, tmp_path: Path
 ) -> None:
     if not DEVICE_PYTHON.exists():
         pytest.skip("no .venv-device")
     _, _, x_val, _ = digits_split
     inputs = tmp_path / "x.npy"
     np.save(inputs, x_val[:60].astype(np.float32))
+    # A signed update waits on the retained topic: the device verifies it with cryptography alone.
+    publisher(policy_topic("tflite-edge/v1", digits_bundle.manifest.bundle_id),
+              sign_policy_message(PolicyPackage.from_directory(trained_policy, 1), load_private_key(keys["private"])))
     with Experience(broker.url) as experience:
         done = subprocess.run(
             [str(DEVICE_PYTHON), "-c", DEVICE_SCRIPT, "device", "--broker", broker.url, "--bundle",
              str(digits_bundle.path), "--id", "venv-dev", "--input", str(inputs), "--deadline-ms", str(DEADLINE_MS),
-             "--policy", str(trained_policy), "--telemetry-period-s", "0.5", "--json"],
+             "--policy", str(trained_policy), "--policy-topic", "--public-key", str(keys["public"]),
+             "--telemetry-period-s", "0.5", "--interval-ms", "10", "--json"],
             capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         )
         assert done.returncode == 0, done.stderr[-3000:]
@@ -94,7 +98,7 @@ def test_device_command_decides_from_live_context_without_tensorflow(  # type: i
     agree = 0
     for record, result in zip(records, results, strict=True):
         action = record["action"]
-        assert action["label"] == policy.labels[action["index"]] and action["policy_version"] == 0
+        assert action["label"] == policy.labels[action["index"]] and action["policy_version"] in (0, 1)
         assert record["request_id"] == result["request_id"] and record["deadline_ms"] == DEADLINE_MS
         assert result["partition"] == action["partition"]
         context = {k: record["context"][k] for k in ("throughput_mbps", "throughput_std_mbps", "rtt_ms",
@@ -104,6 +108,7 @@ def test_device_command_decides_from_live_context_without_tensorflow(  # type: i
         chosen = policy.actions.index(policy.act(**context))
         agree += chosen == action["index"] or bool(action["probe"])
     assert agree >= 57
+    assert records[-1]["action"]["policy_version"] == 1  # swapped in between requests
 
 
 def _start_agent(url: str, bundle: Path, policy_dir: Path, key: Path, *extra: str) -> tuple[subprocess.Popen[str],
