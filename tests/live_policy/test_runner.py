@@ -4,7 +4,7 @@ for the telemetry publisher and the device runtime (pure logic: no broker)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -55,8 +55,8 @@ class Runtime:
 
 @pytest.fixture
 def runner(trained_policy: Path, digits_bundle) -> PolicyRunner:  # type: ignore[no-untyped-def]
-    return PolicyRunner(Runtime(digits_bundle.manifest), PolicySlot(TFLitePolicy(trained_policy)), Telemetry(),
-                        deadline_ms=100.0)
+    return PolicyRunner(cast(Any, Runtime(digits_bundle.manifest)), PolicySlot(TFLitePolicy(trained_policy)),
+                        cast(Any, Telemetry()), deadline_ms=100.0)
 
 
 def test_context_uses_priors_then_measurements(runner: PolicyRunner) -> None:
@@ -124,13 +124,14 @@ def test_policy_for_another_bundle_is_refused(trained_policy: Path, digits_bundl
     other = replace(manifest, exits=renamed, bundle_id="")
     assert other.bundle_id != manifest.bundle_id
     with pytest.raises(PolicyError, match="trained for bundle"):
-        PolicyRunner(Runtime(other), PolicySlot(TFLitePolicy(trained_policy)), None, deadline_ms=10)
+        PolicyRunner(cast(Any, Runtime(other)), PolicySlot(TFLitePolicy(trained_policy)), None, deadline_ms=10)
     with pytest.raises(PolicyError, match="positive deadline"):
-        PolicyRunner(Runtime(digits_bundle.manifest), PolicySlot(TFLitePolicy(trained_policy)), None, deadline_ms=0)
+        PolicyRunner(cast(Any, Runtime(digits_bundle.manifest)), PolicySlot(TFLitePolicy(trained_policy)), None,
+                     deadline_ms=0)
 
 
-def _record(label: object, reward: float = 1.0, **context: float | None) -> ExperienceRecord:
-    full = {k: 1.0 for k in CONTEXT_KEYS}
+def _record(label: Any, reward: float = 1.0, **context: float | None) -> ExperienceRecord:
+    full: dict[str, float | None] = {k: 1.0 for k in CONTEXT_KEYS}
     full.update(context)
     return ExperienceRecord(time_unix_s=0.0, context=full, action={"label": label, "exit": "x", "partition": 0},
                             reward=reward, latency_ms=1.0, deadline_ms=None, deadline_met=None, energy_mj=None)
