@@ -138,14 +138,16 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
         if not live:
             if args.telemetry:
                 stack.enter_context(attached_telemetry(runtime, args.broker, prefix=args.prefix,
-                                                       period_s=args.telemetry_period_s))
+                                                       period_s=args.telemetry_period_s,
+                                                       require_broker=not args.start_without_broker))
             yield from runtime.run_many(samples, plan)
             return
         runner = stack.enter_context(policy_session(
             runtime, broker_url=args.broker, deadline_ms=args.deadline_ms, policy_dir=args.policy,
             prefix=args.prefix, policy_topic=args.policy_topic, public_key_paths=args.public_key,
             backend=args.backend, telemetry_period_s=args.telemetry_period_s,
-            connect_timeout_s=args.connect_timeout_s, power_budget_mw=args.power_budget_mw,
+            connect_timeout_s=args.connect_timeout_s, require_broker=not args.start_without_broker,
+            power_budget_mw=args.power_budget_mw,
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
 

@@ -155,13 +155,14 @@ class PolicyReceiver:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         self._client = client
+        if not require_broker:
+            client.loop_start()  # connects (and subscribes) in the background whenever the broker is up
+            return self
         try:
             connect_and_start(client, self._connect_timeout_s)
         except BrokerConnectionError:
-            if require_broker:
-                self._client = None
-                raise
-            client.loop_start()  # keeps trying in the background
+            self._client = None
+            raise
         return self
 
     def stop(self) -> None:
@@ -390,17 +391,35 @@ class PolicyRunner:
 
 @contextlib.contextmanager
 def attached_telemetry(runtime: DeviceRuntime, broker_url: str, *, prefix: str, period_s: float = 5.0,
-                       connect_timeout_s: float = 10.0) -> Iterator[TelemetryPublisher]:
-    """A ``TelemetryPublisher`` for ``runtime``'s device, attached to its results, stopped on exit."""
+                       connect_timeout_s: float = 10.0, require_broker: bool = True) -> Iterator[TelemetryPublisher]:
+    """A ``TelemetryPublisher`` for ``runtime``'s device, attached to its results, stopped on exit.
+
+    ``require_broker=False`` starts even when the broker is down: the client keeps connecting
+    in the background, and telemetry is published once it is up (experience waits in the
+    publisher's bounded queue).
+    """
     from ..telemetry import TelemetryPublisher
 
-    telemetry = TelemetryPublisher(runtime.device_id, broker_url=broker_url, prefix=prefix, period_s=period_s,
-                                   connect_timeout_s=connect_timeout_s).start()
+    client = None
+    if require_broker:
+        telemetry = TelemetryPublisher(runtime.device_id, broker_url=broker_url, prefix=prefix, period_s=period_s,
+                                       connect_timeout_s=connect_timeout_s)
+    else:
+        from ..telemetry.publisher import status_will
+        from ..transport.mqtt import make_client
+
+        client = make_client(broker_url, f"{runtime.device_id}-telemetry", will=status_will(runtime.device_id, prefix))
+        client.loop_start()
+        telemetry = TelemetryPublisher(runtime.device_id, client=client, prefix=prefix, period_s=period_s)
+    telemetry.start()
     try:
         telemetry.attach(runtime)
         yield telemetry
     finally:
         telemetry.stop()
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
 
 
 @contextlib.contextmanager
@@ -416,13 +435,16 @@ def policy_session(
     backend: str | None = None,
     telemetry_period_s: float = 5.0,
     connect_timeout_s: float = 10.0,
+    require_broker: bool = True,
     **runner_options: Any,
 ) -> Iterator[PolicyRunner]:
     """Everything a device needs to decide with a policy: telemetry (the context and the
     experience), the policy (from ``policy_dir``, or the first signed update), and, with
     ``policy_topic``, a receiver that verifies updates against ``public_key_paths``.
 
-    ``policy_topic=""`` means the default topic ``{prefix}/policy/{bundle_id}``.
+    ``policy_topic=""`` means the default topic ``{prefix}/policy/{bundle_id}``. With
+    ``require_broker=False`` (and a local policy) the device starts while the broker is down
+    and decides from the priors until measurements arrive.
     """
     from ..agents.policy_message import policy_topic as default_topic
 
@@ -434,7 +456,8 @@ def policy_session(
     slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None)
     with contextlib.ExitStack() as stack:
         telemetry = stack.enter_context(attached_telemetry(
-            runtime, broker_url, prefix=prefix, period_s=telemetry_period_s, connect_timeout_s=connect_timeout_s))
+            runtime, broker_url, prefix=prefix, period_s=telemetry_period_s, connect_timeout_s=connect_timeout_s,
+            require_broker=require_broker))
         if policy_topic is not None:
             from ..security.signing import load_public_keys
 
@@ -442,7 +465,8 @@ def policy_session(
             receiver = PolicyReceiver(broker_url, topic, load_public_keys(public_key_paths), slot, runtime.manifest,
                                       client_id=f"{runtime.device_id}-policy", backend=backend,
                                       connect_timeout_s=connect_timeout_s)
-            stack.enter_context(receiver)
+            receiver.start(require_broker=require_broker)
+            stack.callback(receiver.stop)
             if policy_dir is None:
                 slot.wait_for_policy(connect_timeout_s)
         yield PolicyRunner(runtime, slot, telemetry, deadline_ms=deadline_ms, **runner_options)
