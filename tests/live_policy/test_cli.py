@@ -41,3 +41,20 @@ def test_agent_reports_a_missing_key(digits_bundle, tmp_path: Path, capsys) -> N
     code = main(["agent", "--broker", "mqtt://127.0.0.1:1", "--bundle", str(digits_bundle.path), "--policy-dir",
                  str(tmp_path), "--key", str(tmp_path / "absent.key")])
     assert code == 1 and "tflite-edge keys generate" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains the policy fixture
+def test_device_with_a_policy_starts_without_broker(digits_bundle, trained_policy: Path, inputs: Path,  # type: ignore[no-untyped-def]
+                                                   capsys) -> None:
+    import json
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), "--broker",
+                 f"mqtt://127.0.0.1:{port}", "--start-without-broker", "--deadline-ms", "500", "--policy",
+                 str(trained_policy), "--connect-timeout-s", "1", "--json"])
+    assert code == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(results) == 2 and all(r["ran_on"] == "device" for r in results)
