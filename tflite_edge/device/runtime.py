@@ -209,7 +209,9 @@ class DeviceRuntime:
         k = plan.partition
         spec = self.manifest.segments[k].inputs[0]
         budget_ms = plan.deadline_ms if plan.deadline_ms is not None else self.default_timeout_ms
-        reserve_ms = 0.0 if last_exit is not None else self._cost_ms(k, self._first_exit_from(k)) + FALLBACK_MARGIN_MS
+        # Keep time to answer locally: the margin alone when an exit is already computed
+        # (waiting the whole deadline would answer late), else the segments to the next exit too.
+        reserve_ms = FALLBACK_MARGIN_MS + (0.0 if last_exit is not None else self._cost_ms(k, self._first_exit_from(k)))
         error: str | None = None
         request_bytes = 0
         if self.offload is None:
