@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--requests", type=int, default=600, help="requests in the live session (default 600)")
     parser.add_argument("--interval-ms", type=float, default=50.0, help="time between requests (default 50)")
     parser.add_argument("--deadline-ms", type=float,
-                        help="per-request deadline (default: 90%% of the device-only latency)")
+                        help="per-request deadline (default: 120%% of the device-only latency)")
     parser.add_argument("--trace", metavar="FILE", help="bandwidth trace (time_s <tab> Mbit/s) for the uplink")
     parser.add_argument("--trace-speedup", type=float, default=10.0,
                         help="play the trace this many times faster than real time (default 10)")

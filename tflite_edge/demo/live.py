@@ -3,7 +3,8 @@
 The device runs in this process: a ``DeviceRuntime`` that emulates a Raspberry Pi 3-class
 CPU (its segments' measured time stretched by the platform's slowdown) on an uplink that
 follows a bandwidth trace, with telemetry attached. Per request, the policy reads the
-measured context (the telemetry's uplink estimate and RTT) and picks the exit and the
+measured context (the uplink rate of the last transfers and the broker round trip the
+telemetry measures) and picks the exit and the
 partition; the request then really runs: segments on the device, the activation over MQTT,
 the tail on the edge worker process.
 """
@@ -31,7 +32,7 @@ from ..agents.planning import PlanningModel
 from ..device import DeviceRuntime, Plan
 from ..device.emulation import Emulation, TraceUplink
 from ..errors import TfliteEdgeError
-from ..telemetry import TelemetryPublisher
+from ..telemetry import TelemetryPublisher, ThroughputEstimator
 from ..telemetry.subscriber import Received, TelemetrySubscriber
 from ..transport.broker import MosquittoBroker
 from .prepare import Prepared
@@ -41,7 +42,10 @@ __all__ = ["LiveConfig", "run_live"]
 DEVICE_ID = "demo-pi"
 # A request that has not offloaded for this many requests offloads once to refresh the
 # uplink estimate (the estimate comes from measured transfers; without them it goes stale).
-PROBE_EVERY = 25
+PROBE_EVERY = 15
+# The policy acts on the last few transfers: the link changes faster than a long window follows.
+THROUGHPUT_WINDOW = 3
+DEFAULT_RTT_MS = 1.0  # until the telemetry has measured the broker round trip
 # A probe trades its own deadline for a measurement: it may take this many deadlines.
 PROBE_DEADLINE_FACTOR = 4.0
 PRIOR_UPLINK_MBPS = 1.0  # until the first transfer has been measured
@@ -56,7 +60,9 @@ class LiveConfig:
     trace: Trace
     trace_speedup: float
     device_platform: str = "rpi3-edgent"
-    objective: str = "accuracy"
+    objective: str = "energy"
+    accuracy_floor: float = 0.9
+    power_budget_mw: float = 5000.0
     broker_url: str | None = None
 
 
@@ -129,7 +135,7 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
     platform = get_platform(config.device_platform)
     simulator = simulator_for_bundle(bundle, prepared.profile, device=platform)
     planner = PlanningModel.from_simulator(simulator)
-    objective = get_objective(config.objective)
+    objective = get_objective(config.objective, accuracy_floor=config.accuracy_floor)
     actions = simulator.actions
     labels = simulator.action_labels()
     uplink = TraceUplink(config.trace, speedup=config.trace_speedup)
@@ -145,6 +151,10 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
         runtime = stack.enter_context(DeviceRuntime(bundle, broker_url=url, device_id=DEVICE_ID, emulation=emulation))
         _wait_for_edge(runtime, prepared.x_val[0])
         telemetry = TelemetryPublisher(DEVICE_ID, broker_url=url, period_s=1.0).start()
+        # The policy's own uplink estimate: a transfer's time minus the broker round trip is
+        # the time its bytes spent on the uplink (the telemetry's figure is an effective rate
+        # that includes the round trip, which the planner already adds).
+        uplink_rates = ThroughputEstimator(THROUGHPUT_WINDOW)
         stack.callback(telemetry.stop)
         telemetry.attach(runtime)
         say(f"device {DEVICE_ID}: emulating {platform.name} (compute x{platform.slowdown:.0f}) on the uplink of "
@@ -157,9 +167,10 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
             slot = start + i * config.interval_ms / 1e3
             time.sleep(max(0.0, slot - time.monotonic()))
             context = telemetry.context()
-            estimate = context["uplink_mbps"]
-            rtt_ms = context["rtt_ms"] or 1.0
-            choice = _plan(planner, objective, reserve_ms, estimate or PRIOR_UPLINK_MBPS, rtt_ms, config.deadline_ms)
+            estimate = uplink_rates.mbps
+            rtt_ms = context["broker_rtt_ms"] or DEFAULT_RTT_MS
+            choice = _plan(planner, objective, reserve_ms, estimate or PRIOR_UPLINK_MBPS, rtt_ms, config.deadline_ms,
+                           config.power_budget_mw)
             probe = since_offload >= PROBE_EVERY
             if probe and not planner.offloaded[choice]:
                 # The offload that sends the fewest bytes (the most accurate such), to measure the uplink.
@@ -174,6 +185,11 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
                 Plan(exit=manifest.exits[action.exit].name, partition=action.partition, deadline_ms=deadline_ms),
             )
             since_offload = 0 if result.offloaded or planner.offloaded[choice] else since_offload + 1
+            if result.offloaded and result.request_bytes:
+                uplink_rates.add(result.request_bytes, max(result.transfer_ms - rtt_ms, 0.1 * result.transfer_ms) / 1e3)
+            elif result.fell_back and result.request_bytes:
+                # The bytes did not get through in the whole request time: a rate bound, counted as a sample.
+                uplink_rates.add(result.request_bytes, result.total_ms / 1e3)
             correct = result.top1_class == int(prepared.y_val[sample])
             telemetry.record_experience(
                 context={"uplink_mbps": estimate, "rtt_ms": rtt_ms, "deadline_ms": config.deadline_ms},
@@ -199,27 +215,31 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
 
 
 def _reserve_ms(manifest: Any, actions: Any, device_ms: list[float]) -> np.ndarray:
-    """Per action, the time the device runtime keeps back to finish locally if the edge is late:
-    when no exit lies before the partition, the segments up to the first exit after it."""
+    """Per action, the time the device runtime keeps back to answer locally if the edge is
+    late: its margin, plus, when no exit lies before the partition, the segments up to the
+    first exit after it."""
     reserve = np.zeros(len(actions))
     for i, action in enumerate(actions):
         k = action.partition
-        if k >= manifest.num_segments or any(e.segment < k for e in manifest.exits):
+        if k >= manifest.num_segments:
             continue
-        first = min(e.segment for e in manifest.exits if e.segment >= k)
-        reserve[i] = sum(device_ms[k:first + 1]) + FALLBACK_MARGIN_MS
+        reserve[i] = FALLBACK_MARGIN_MS
+        if not any(e.segment < k for e in manifest.exits):
+            first = min(e.segment for e in manifest.exits if e.segment >= k)
+            reserve[i] += sum(device_ms[k:first + 1])
     return reserve
 
 
 def _plan(planner: PlanningModel, objective: Any, reserve_ms: np.ndarray, throughput_mbps: float, rtt_ms: float,
-          deadline_ms: float) -> int:
+          deadline_ms: float, power_budget_mw: float = 5000.0) -> int:
     """The action with the best predicted reward (ties: the fastest), where an offload only
     counts as on time if it can return before the runtime's local reserve is due."""
     latency, energy = planner.predict(throughput_mbps=throughput_mbps, rtt_ms=rtt_ms, device_speed=1.0, edge_load=0.0)
     effective = latency + planner.offloaded * reserve_ms
     accuracy = planner.accuracy[None, :]
     rewards = objective.reward(latency_ms=effective, energy_mj=energy, correct=accuracy, exit_accuracy=accuracy,
-                               deadline_ms=np.array([[deadline_ms]]), energy_budget_mj=np.array([[1e9]]))[0]
+                               deadline_ms=np.array([[deadline_ms]]),
+                               energy_budget_mj=np.array([[power_budget_mw * deadline_ms / 1e3]]))[0]
     best = np.flatnonzero(rewards >= rewards.max() - 1e-9)
     return int(best[np.argmin(latency[0, best])])
 
