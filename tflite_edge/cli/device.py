@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from ..errors import InputError
@@ -80,16 +79,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_thresholds(items: list[str]) -> dict[str, float]:
     """``EXIT=VALUE`` strings to a dict; ``InputError`` for malformed ones."""
+    from ..transport.protocol import parse_threshold
+
     thresholds: dict[str, float] = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not sep or not name or not math.isfinite(number):
+        parsed = parse_threshold(item)
+        if parsed is None:
             raise InputError(f"--threshold {item!r}: expected EXIT=VALUE, e.g. exit_1=0.9")
-        thresholds[name] = number
+        thresholds[parsed[0]] = parsed[1]
     return thresholds
 
 

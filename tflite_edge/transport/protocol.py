@@ -156,6 +156,18 @@ def _threshold_text(thresholds: Mapping[str, float]) -> str:
     return ";".join(f"{name}={value!r}" for name, value in thresholds.items())
 
 
+def parse_threshold(item: str) -> tuple[str, float] | None:
+    """``NAME=NUMBER`` to ``(name, number)``; None when malformed or not finite."""
+    name, sep, value = item.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not sep or not name or not math.isfinite(number):
+        return None
+    return name, number
+
+
 def _parse_thresholds(text: str) -> dict[str, float]:
     result: dict[str, float] = {}
     if not text:
@@ -164,14 +176,10 @@ def _parse_thresholds(text: str) -> dict[str, float]:
     if len(items) > MAX_EXIT_NAMES:
         raise ProtocolError(f"too many thresholds ({len(items)})")
     for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not sep or not name or not math.isfinite(number):
+        parsed = parse_threshold(item)
+        if parsed is None:
             raise ProtocolError(f"threshold {item!r} is not NAME=NUMBER")
-        result[name] = number
+        result[parsed[0]] = parsed[1]
     return result
 
 
