@@ -9,7 +9,7 @@ from typing import Any
 
 from ..runtime.backends import BACKEND_ORDER
 
-__all__ = ["add_backend_options", "print_json", "progress"]
+__all__ = ["add_backend_options", "add_bundle_key_option", "open_bundle", "print_json", "progress"]
 
 
 def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
@@ -30,3 +30,22 @@ def print_json(document: Any) -> None:
 def progress(message: str) -> None:
     """Progress lines go to stderr so that stdout stays machine-readable."""
     print(f"… {message}", file=sys.stderr, flush=True)
+
+
+def add_bundle_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle-key", action="append", default=[], metavar="PUB.pem",
+        help="use a bundle only if `tflite-edge sign` signed it with the key matching this Ed25519 public "
+             "key (repeatable, for key rotation)",
+    )
+
+
+def open_bundle(path: str, key_paths: list[str]) -> Any:
+    """The bundle at ``path``: checksum-verified, and signature-verified when keys are given."""
+    if key_paths:
+        from ..security.signing import load_public_keys, verify_bundle
+
+        return verify_bundle(path, load_public_keys(key_paths))
+    from ..bundle import load_bundle
+
+    return load_bundle(path)

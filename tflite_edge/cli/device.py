@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import add_backend_options
+from .common import add_backend_options, add_bundle_key_option, open_bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     live.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
                       help="start one request every MS milliseconds (default: back to back)")
     add_backend_options(parser)
+    add_bundle_key_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
     _check_policy_options(args)
     with DeviceRuntime(
-        args.bundle, broker_url=args.broker, device_id=args.id, backend=args.backend, num_threads=args.threads,
+        open_bundle(args.bundle, args.bundle_key), broker_url=args.broker, device_id=args.id, backend=args.backend,
+        num_threads=args.threads,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
         require_broker=not args.start_without_broker,

@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from .common import add_backend_options
+from .common import add_backend_options, add_bundle_key_option, open_bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,11 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="compression of reply frames (default: none)")
     parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
     add_backend_options(parser)
+    add_bundle_key_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bundle import load_bundle
     from ..edge import serve
 
     stop = threading.Event()
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    ids = ", ".join(load_bundle(path, verify_checksums=False).bundle_id for path in args.bundle)
+    # Verified here, before any worker starts: checksums always, signatures with --bundle-key.
+    ids = ", ".join(open_bundle(path, args.bundle_key).bundle_id for path in args.bundle)
 
     def ready() -> None:
         print(f"edge: ready, serving bundle(s) {ids} in group {args.group!r} with {args.workers} worker(s); "
