@@ -75,7 +75,13 @@ def main() -> None:
         print(f"\nobjective {name}: trained {result.steps} steps in {result.seconds:.1f} s; policy.tflite "
               f"{result.tflite_bytes:,} B, {decision_us:.1f} µs per decision ({policy.backend_name})")
         print(format_table(results))
-        ratio = rewards["learned"] / rewards["oracle"] if rewards["oracle"] > 0 else float("nan")
+        # Rewards are costs (negative) under the latency objective: compare the costs instead.
+        if rewards["oracle"] > 0:
+            ratio = rewards["learned"] / rewards["oracle"]
+        elif rewards["learned"] < 0:
+            ratio = rewards["oracle"] / rewards["learned"]
+        else:
+            ratio = float("nan")
         print(f"learned/oracle {ratio:.1%}; best baseline {best} {rewards[best]:.4f}; "
               f"learned - best baseline {rewards['learned'] - rewards[best]:+.4f}")
         figures[name] = {"rewards": rewards, "best_baseline": best, "learned_vs_oracle": ratio,
