@@ -115,3 +115,14 @@ def test_a_closed_pipe_ends_quietly(digits_bundle, digits_split, tmp_path):
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("{")
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_device_paces_requests_with_interval_ms(capsys, digits_bundle, digits_split, tmp_path):
+    import time
+
+    np.save(tmp_path / "x.npy", digits_split[2][:5])
+    start = time.monotonic()
+    code, out, _ = run_cli(capsys, "device", "--bundle", digits_bundle.path, "--input", tmp_path / "x.npy",
+                           "--interval-ms", "50", "--json")
+    assert code == 0 and len(out.splitlines()) == 5
+    assert time.monotonic() - start >= 0.2  # four gaps of 50 ms

@@ -71,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="trusted Ed25519 public key of the policy signer (repeatable, for key rotation)")
     live.add_argument("--power-budget-mw", type=float, default=2000.0, metavar="MW",
                       help="the power budget the policy sees (default: 2000)")
-    live.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
-                      help="start one request every MS milliseconds (default: back to back)")
+    parser.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
+                        help="start one request every MS milliseconds (default: back to back)")
     add_backend_options(parser)
     add_bundle_key_option(parser)
     parser.set_defaults(func=run)
@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[no-untyped-def]
     """The results of every sample: with the fixed plan, or decided per request by a policy."""
+    import time
     from contextlib import ExitStack
 
     from ..device.policy_loop import attached_telemetry, policy_session
@@ -139,7 +140,11 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
                 stack.enter_context(attached_telemetry(runtime, args.broker, prefix=args.prefix,
                                                        period_s=args.telemetry_period_s,
                                                        require_broker=not args.start_without_broker))
-            yield from runtime.run_many(samples, plan)
+            start = time.monotonic()
+            for i, sample in enumerate(samples):
+                if args.interval_ms > 0:
+                    time.sleep(max(0.0, start + i * args.interval_ms / 1e3 - time.monotonic()))
+                yield runtime.run(sample, plan)
             return
         runner = stack.enter_context(policy_session(
             runtime, broker_url=args.broker, deadline_ms=args.deadline_ms, policy_dir=args.policy,
