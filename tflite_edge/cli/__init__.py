@@ -42,11 +42,18 @@ COMMANDS = (
 DESCRIPTION = """\
 Device-edge co-inference of early-exit neural networks over MQTT.
 
+See it all work first:  tflite-edge demo        (or `make demo`; report in out/demo)
+
 Typical flow:
-  tflite-edge zoo digits -o digits.keras --data digits.npz   # a small multi-exit CNN
-  tflite-edge convert digits.keras -o bundle --auto-cuts 1 --calibration digits.npz
+  tflite-edge zoo digits -o digits.keras --data val.npz --calibration calib.npy
+  tflite-edge convert digits.keras -o bundle --auto-cuts 2 --calibration calib.npy --validation val.npz
   tflite-edge inspect bundle
-  tflite-edge evaluate bundle --data digits.npz
+  tflite-edge edge --broker mqtt://HOST:1883 --bundle bundle                  # on the edge server
+  tflite-edge device --broker mqtt://HOST:1883 --bundle bundle --partition 1 \
+      --deadline-ms 50 --input x.npy --telemetry                             # on the device
+  tflite-edge telemetry --broker mqtt://HOST:1883                            # anywhere
+
+Guides: docs/index.md. Every command explains itself: tflite-edge COMMAND --help
 """
 
 
