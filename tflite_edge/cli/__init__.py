@@ -49,7 +49,7 @@ Typical flow:
   tflite-edge convert digits.keras -o bundle --auto-cuts 2 --calibration calib.npy --validation val.npz
   tflite-edge inspect bundle
   tflite-edge edge --broker mqtt://HOST:1883 --bundle bundle                  # on the edge server
-  tflite-edge device --broker mqtt://HOST:1883 --bundle bundle --partition 1 \
+  tflite-edge device --broker mqtt://HOST:1883 --bundle bundle --partition 1 \\
       --deadline-ms 50 --input x.npy --telemetry                             # on the device
   tflite-edge telemetry --broker mqtt://HOST:1883                            # anywhere
 
