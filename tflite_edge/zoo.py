@@ -22,6 +22,12 @@ __all__ = [
 ]
 
 
+def _quiet_tensorflow() -> None:
+    from .converters.whole import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+
+
 def add_exit_heads(
     backbone: Any, layer_names: Sequence[str], num_classes: int, *, final_head: bool = True, name: str | None = None
 ) -> Any:
@@ -31,6 +37,7 @@ def add_exit_heads(
     ``exit_<layer>``. With ``final_head`` a head named ``final`` is added after the
     backbone's output; otherwise the backbone's own output is the final exit.
     """
+    _quiet_tensorflow()
     import keras
 
     def head(tensor: Any, label: str) -> Any:
@@ -49,6 +56,7 @@ def build_digits_model(*, residual: bool = False, seed: int = 0) -> Any:
     With ``residual`` each block has a skip connection, so the layers inside a block are
     not valid cuts; ``block_1_out`` and ``block_2_out`` are valid cuts in both variants.
     """
+    _quiet_tensorflow()
     import keras
     from keras import layers
 
@@ -87,6 +95,7 @@ def build_digits32_model(*, seed: int = 0) -> Any:
     two blocks (``exit_1``, ``exit_2``) and a dense classifier (``final``). Valid cuts
     include ``block_1_out`` (16x16x32) and ``block_2_out`` (8x8x64).
     """
+    _quiet_tensorflow()
     import keras
     from keras import layers
 
@@ -136,6 +145,7 @@ def digits_data(
 
 def train_digits_model(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int = 30, seed: int = 0) -> Any:
     """Train every exit jointly (equal loss weights) and return the model."""
+    _quiet_tensorflow()
     import keras
 
     keras.utils.set_random_seed(seed)

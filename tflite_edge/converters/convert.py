@@ -25,7 +25,7 @@ from ..errors import CalibrationError, ConversionError, InputError, ModelLoadErr
 from .flatbuffer import WholeModel, extract_segment, read_whole_model
 from .graph import LayerGraph, auto_cuts, graph_from_keras
 from .verify import assert_bundle_matches, exit_accuracies, keras_exit_accuracies
-from .whole import convert_whole_model
+from .whole import convert_whole_model, import_tensorflow_quietly
 
 __all__ = ["ConversionResult", "convert", "convert_model", "load_keras_model", "load_array", "load_labeled"]
 
@@ -44,6 +44,7 @@ class ConversionResult:
 
 def load_keras_model(path: str | os.PathLike[str]) -> Any:
     """Load a ``.keras`` (or ``.h5``) model file, translating every failure to ``ModelLoadError``."""
+    import_tensorflow_quietly()
     import keras
 
     path = Path(path)

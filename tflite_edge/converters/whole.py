@@ -12,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +36,7 @@ def convert_whole_model(
     calibration: np.ndarray | None,
 ) -> bytes:
     """Convert ``model`` with the named layers' outputs as signature outputs."""
+    import_tensorflow_quietly()
     import keras
     import tensorflow as tf
 
@@ -67,15 +72,47 @@ def _run_converter(tf: Any, converter: Any, quantize: str, calibration: np.ndarr
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize != "none":
         raise ConversionError(f"unknown quantization {quantize!r}; choose int8, float16, dynamic or none")
-    # Keras' export step prints a summary of the SavedModel to stdout; keep it in the log.
+    # Keras' export step prints a summary of the SavedModel to stdout, the calibrator prints
+    # its settings from C++ to stderr, and TensorFlow warns that int8 input needs no input
+    # statistics (we set them by calibration): keep all of it in the debug log.
     captured = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as native, _native_stderr_to(native):
+        try:
+            with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+                return bytes(converter.convert())
+        except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
+            raise ConversionError(f"TFLite conversion failed ({quantize}): {e}") from e
+        finally:
+            native.seek(0)
+            log.debug("converter output:\n%s%s", captured.getvalue(), native.read().decode(errors="replace"))
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow once with its start-up lines (written from C++ before any logging is
+    set up: oneDNN notes, CUDA probing) moved to the debug log instead of the terminal."""
+    if "tensorflow" in sys.modules:
+        return
+    with tempfile.TemporaryFile(mode="w+b") as native:
+        with _native_stderr_to(native):
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device probing logs (no CUDA here) land here too
+        native.seek(0)
+        log.debug("TensorFlow start-up:\n%s", native.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def _native_stderr_to(target: Any) -> Iterator[None]:
+    """Point file descriptor 2 at ``target`` (C++ code writes there, bypassing sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        with contextlib.redirect_stdout(captured):
-            return bytes(converter.convert())
-    except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
-        raise ConversionError(f"TFLite conversion failed ({quantize}): {e}") from e
+        os.dup2(target.fileno(), 2)
+        yield
     finally:
-        log.debug("converter output:\n%s", captured.getvalue())
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _layer_names(model: Any) -> set[str]:
