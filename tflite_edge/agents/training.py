@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -235,7 +236,11 @@ def train_policy(
 
     # Devices exploit: export the greedy policy (an epsilon-greedy policy wraps it).
     greedy = getattr(agent.policy, "wrapped_policy", agent.policy)
-    tflite = export_tflite(tf, greedy, features, out)
+    with warnings.catch_warnings():
+        # TF-Agents' distribution specs are not registered types; the SavedModel is only a step
+        # on the way to the TFLite file, so TensorFlow's note about reloading it elsewhere is noise.
+        warnings.filterwarnings("ignore", message="Encoding a StructuredValue")
+        tflite = export_tflite(tf, greedy, features, out)
     metadata = policy_metadata(
         simulator, objective, config,
         agent=config.agent, trained_steps=int(step_counter.numpy()), final_loss=loss,
