@@ -59,6 +59,7 @@ def test_planner_reserves_local_time_for_offloads():
         accuracy=np.array([0.95, 0.98]), offloaded=np.array([0.0, 1.0]), device_power_mw=1000.0,
         radio_alpha_mw_per_mbps=100.0, radio_beta_mw=100.0,
     )
+    assert planner.probe_action() == 1  # the only offload
     objective = get_objective("accuracy")  # _plan's default budget is irrelevant to this objective
     reserve = np.array([0.0, 5.0])
     # Fast link: 8 kbit at 8 Mbit/s = 1 ms + 1 ms RTT + 5 ms reserve = 7.1 <= 9: offload.

@@ -70,6 +70,16 @@ class PlanningModel:
     def num_actions(self) -> int:
         return int(self.device_ms.size)
 
+    def probe_action(self) -> int | None:
+        """The offloading action that sends the fewest bytes (the most accurate such): the
+        cheapest request that measures the uplink. None when no action offloads."""
+        offloading = np.flatnonzero(self.offloaded)
+        if offloading.size == 0:
+            return None
+        megabits = self.megabits[offloading]
+        fewest = offloading[megabits <= megabits.min() + 1e-12]
+        return int(fewest[np.argmax(self.accuracy[fewest])])
+
     def predict(
         self,
         *,

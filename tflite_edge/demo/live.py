@@ -49,7 +49,6 @@ DEFAULT_RTT_MS = 1.0  # until the telemetry has measured the broker round trip
 # A probe trades its own deadline for a measurement: it may take this many deadlines.
 PROBE_DEADLINE_FACTOR = 4.0
 PRIOR_UPLINK_MBPS = 1.0  # until the first transfer has been measured
-FALLBACK_MARGIN_MS = 2.0  # the device runtime's slack when it keeps time to finish locally
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,6 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
     uplink = TraceUplink(config.trace, speedup=config.trace_speedup)
     segment_ms = tuple(s["median_ms"] for s in prepared.profile["segments"])
     emulation = Emulation(compute_slowdown=platform.slowdown, uplink=uplink, segment_ms=segment_ms)
-    reserve_ms = _reserve_ms(manifest, actions, [ms * platform.slowdown for ms in segment_ms])
 
     records: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -169,14 +167,15 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
             context = telemetry.context()
             estimate = uplink_rates.mbps
             rtt_ms = context["broker_rtt_ms"] or DEFAULT_RTT_MS
+            # The runtime's own reserve at its measured (emulated) segment speed.
+            reserve_ms = np.array([runtime.fallback_reserve_ms(a.partition) if planner.offloaded[i] else 0.0
+                                   for i, a in enumerate(actions)])
             choice = _plan(planner, objective, reserve_ms, estimate or PRIOR_UPLINK_MBPS, rtt_ms, config.deadline_ms,
                            config.power_budget_mw)
             probe = since_offload >= PROBE_EVERY
-            if probe and not planner.offloaded[choice]:
-                # The offload that sends the fewest bytes (the most accurate such), to measure the uplink.
-                offloading = np.flatnonzero(planner.offloaded)
-                fewest = offloading[planner.megabits[offloading] <= planner.megabits[offloading].min() + 1e-12]
-                choice = int(fewest[np.argmax(planner.accuracy[fewest])])
+            probe_choice = planner.probe_action()
+            if probe and not planner.offloaded[choice] and probe_choice is not None:
+                choice = probe_choice
             action = actions[choice]
             sample = i % len(prepared.x_val)
             deadline_ms = config.deadline_ms * (PROBE_DEADLINE_FACTOR if probe else 1.0)
@@ -212,22 +211,6 @@ def run_live(prepared: Prepared, config: LiveConfig, out: Path, say: Callable[[s
                        f"(estimate {seen})  p50 {np.median(latencies):.1f} ms  choices: {top}")
     (out / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
-
-
-def _reserve_ms(manifest: Any, actions: Any, device_ms: list[float]) -> np.ndarray:
-    """Per action, the time the device runtime keeps back to answer locally if the edge is
-    late: its margin, plus, when no exit lies before the partition, the segments up to the
-    first exit after it."""
-    reserve = np.zeros(len(actions))
-    for i, action in enumerate(actions):
-        k = action.partition
-        if k >= manifest.num_segments:
-            continue
-        reserve[i] = FALLBACK_MARGIN_MS
-        if not any(e.segment < k for e in manifest.exits):
-            first = min(e.segment for e in manifest.exits if e.segment >= k)
-            reserve[i] += sum(device_ms[k:first + 1])
-    return reserve
 
 
 def _plan(planner: PlanningModel, objective: Any, reserve_ms: np.ndarray, throughput_mbps: float, rtt_ms: float,

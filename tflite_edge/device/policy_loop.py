@@ -299,12 +299,9 @@ class PolicyRunner:
         """The action index for ``context`` and whether it is a link probe."""
         action = policy.act(**context.as_dict())
         index = policy.actions.index(action)
-        offloaded = policy.planning_model.offloaded
-        if self._since_offload >= self.probe_every and not offloaded[index] and offloaded.any():
-            candidates = np.flatnonzero(offloaded)
-            megabits = policy.planning_model.megabits[candidates]
-            fewest = candidates[megabits <= megabits.min() + 1e-12]
-            return int(fewest[np.argmax(policy.planning_model.accuracy[fewest])]), True
+        probe = policy.planning_model.probe_action()
+        if self._since_offload >= self.probe_every and not policy.planning_model.offloaded[index] and probe is not None:
+            return probe, True
         return index, False
 
     def plan_for(self, policy: TFLitePolicy, index: int) -> Plan:

@@ -209,9 +209,7 @@ class DeviceRuntime:
         k = plan.partition
         spec = self.manifest.segments[k].inputs[0]
         budget_ms = plan.deadline_ms if plan.deadline_ms is not None else self.default_timeout_ms
-        # Keep time to answer locally: the margin alone when an exit is already computed
-        # (waiting the whole deadline would answer late), else the segments to the next exit too.
-        reserve_ms = FALLBACK_MARGIN_MS + (0.0 if last_exit is not None else self._cost_ms(k, self._first_exit_from(k)))
+        reserve_ms = self.fallback_reserve_ms(k)
         error: str | None = None
         request_bytes = 0
         if self.offload is None:
@@ -300,6 +298,18 @@ class DeviceRuntime:
                                         fell_back=True, error=error, request_bytes=request_bytes)
         return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on="device", fell_back=True, error=error,
                             request_bytes=request_bytes)
+
+    def fallback_reserve_ms(self, partition: int) -> float:
+        """Time an offload at ``partition`` keeps back to answer locally if the edge is late.
+
+        The margin alone when an exit lies before the partition (it is computed before the
+        offload, and waiting the whole deadline would answer late), else also the measured
+        time of the segments up to the first exit after the partition. Planners that want to
+        predict whether an offload can be on time should add it to the offload's latency.
+        """
+        if any(e.segment < partition for e in self.manifest.exits):
+            return FALLBACK_MARGIN_MS
+        return FALLBACK_MARGIN_MS + self._cost_ms(partition, self._first_exit_from(partition))
 
     def _first_exit_from(self, k: int) -> str:
         return next(e.name for e in self.manifest.exits if e.segment >= k)
