@@ -17,20 +17,22 @@ import itertools
 import logging
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 import numpy as np
 
 from ..bundle import Bundle, load_bundle
-from ..errors import RemoteError, TransportError, WireFormatError
+from ..errors import InputError, RemoteError, TransportError, WireFormatError
+from ..runtime.backends import InterpreterFactory
 from ..runtime.chain import BundleRunner, dequantize
-from ..transport.protocol import DEFAULT_PREFIX, RequestHeader, remote_error, validate_device_id
-from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation, parse_header
-from .offload import OffloadClient, Reply
+from ..transport.link import SYSTEM_CLOCK, Clock, MessageLink
+from ..transport.protocol import RequestHeader, remote_error
+from ..transport.wire import decode_frame, encode_tensor, expect_activation, parse_header
+from .config import DeviceConfig, DeviceOptions
+from .offload import OffloadClient, Reply, device_client_id
 from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
 from .result import InferenceResult
 
@@ -47,54 +49,59 @@ EMA_WEIGHT = 0.2
 
 
 class DeviceRuntime:
-    """Runs requests on a device, offloading to edge workers over MQTT when the plan says so.
+    """Runs requests on a device, offloading to edge workers when the plan says so.
 
-    ``broker_url=None`` makes a local-only runtime (any offload falls back at once).
+    Settings come as a ``DeviceConfig`` and/or as its flat keywords (``device_id``,
+    ``backend``, ``num_threads``, ``delegate``, ``allow_fallback``, ``prefix``, ``codec``,
+    ``qos``, ``connect_timeout_s``, ``default_timeout_ms``, ``raise_remote_errors``,
+    ``warmup``, ``require_broker``; see ``DeviceOptions``).
+
+    The edge is reached through ``link`` (any ``MessageLink``), or through an MQTT link to
+    ``broker_url``; with neither the runtime is local-only (any offload falls back at
+    once). ``runner`` replaces the segment runner, ``interpreters`` the interpreter
+    factory of the default one, and ``clock`` the time source (tests pass fakes).
     ``on_result`` is called with every result (for telemetry); exceptions it raises are
-    logged and never affect the request. With ``raise_remote_errors=True`` an edge's
-    error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
-    ``link_mbps`` emulates a link of that speed in both directions (a token bucket), for
-    measuring partitions on loopback. ``emulation`` (``device.emulation.Emulation``) makes
-    this machine behave like a slower device: segment times are stretched by its compute
-    slowdown and offload requests wait for its uplink; results include the added time.
-    ``require_broker=False`` starts even when the broker is down (requests fall back until
-    the background connection succeeds); by default an unreachable broker is an error.
+    logged and never affect the request.
+
+    Emulation, for measuring partitions on a fast host: ``link_mbps`` wraps the link in an
+    ``EmulatedLink`` of that speed in both directions (token buckets). ``emulation``
+    (``device.emulation.Emulation``) makes this machine behave like a slower device:
+    segment times are stretched by its compute slowdown and offload requests wait for its
+    uplink; results include the added time.
     """
 
     def __init__(
         self,
         bundle: Bundle | str | os.PathLike[str],
+        config: DeviceConfig | None = None,
         *,
         broker_url: str | None = None,
-        device_id: str = "device",
-        backend: str | None = None,
-        num_threads: int | None = None,
-        delegate: str | None = None,
-        allow_fallback: bool = False,
-        prefix: str = DEFAULT_PREFIX,
-        codec: str = "none",
-        qos: int = 0,
-        connect_timeout_s: float = 10.0,
-        default_timeout_ms: float = 10_000.0,
+        link: MessageLink | None = None,
+        runner: BundleRunner | None = None,
+        interpreters: InterpreterFactory | None = None,
         on_result: ResultHook | None = None,
-        raise_remote_errors: bool = False,
-        warmup: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
         link_mbps: float | None = None,
         emulation: Emulation | None = None,
-        require_broker: bool = True,
+        **options: Unpack[DeviceOptions],
     ) -> None:
+        self.config = config = DeviceConfig.from_options(config, **options)
+        if broker_url is not None and link is not None:
+            raise InputError("give a broker URL or a link, not both")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
         self.manifest = self.bundle.manifest
-        self.device_id = validate_device_id(device_id)
-        if codec not in CODECS:
-            raise TransportError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-        self.codec = codec
-        self.default_timeout_ms = default_timeout_ms
+        self.device_id = config.device_id
+        self.codec = config.codec
+        self.default_timeout_ms = config.default_timeout_ms
         self.on_result = on_result
-        self.raise_remote_errors = raise_remote_errors
-        self.runner = BundleRunner(
-            self.bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback
-        )
+        self.raise_remote_errors = config.raise_remote_errors
+        self.clock = clock
+        if runner is None:
+            options_ = config.interpreter
+            runner = BundleRunner(self.bundle, backend=options_.backend, num_threads=options_.num_threads,
+                                  delegate=options_.delegate, allow_fallback=options_.allow_fallback,
+                                  interpreters=interpreters)
+        self.runner = runner
         self.emulation = emulation
         self.segment_ms = [0.0] * self.manifest.num_segments
         self._lock = threading.Lock()
@@ -104,15 +111,20 @@ class DeviceRuntime:
         for spec in self.manifest.exits:
             self._exits_by_segment.setdefault(spec.segment, []).append(spec.name)
         self.offload: OffloadClient | None = None
-        if warmup:
+        if config.warmup:
             self.warmup()
         if broker_url is not None:
-            self.offload = OffloadClient(
-                broker_url, self.device_id, prefix=prefix, qos=qos, connect_timeout_s=connect_timeout_s,
-                link_mbps=link_mbps,
-                uplink_delay_s=emulation.send_delay_s if emulation is not None and emulation.uplink else None,
-                require_broker=require_broker,
-            )
+            from ..transport.mqtt_link import MqttLink
+
+            link = MqttLink(broker_url, device_client_id(self.device_id))
+        if link is not None:
+            uplink = emulation.send_delay_s if emulation is not None and emulation.uplink else None
+            if link_mbps is not None or uplink is not None:
+                from .link import EmulatedLink
+
+                link = (EmulatedLink.at_rate(link, link_mbps, uplink_delay_s=uplink, clock=clock)
+                        if link_mbps is not None else EmulatedLink(link, uplink_delay_s=uplink, clock=clock))
+            self.offload = OffloadClient(link, self.device_id, config.offload, clock=clock)
 
     # -- lifecycle -------------------------------------------------------------------
     def warmup(self, rounds: int = 2) -> list[float]:
@@ -121,11 +133,11 @@ class DeviceRuntime:
         for _ in range(rounds):
             seen = {self.manifest.input.name: self.runner.quantize_input(x)}
             for index in range(self.manifest.num_segments):
-                start = time.perf_counter()
+                start = self.clock.now()
                 seen.update(self.runner.run_segment(index, seen))
                 # Estimated at the emulated speed without sleeping through the warm-up.
                 slowdown = self.emulation.compute_slowdown if self.emulation is not None else 1.0
-                self.segment_ms[index] = (time.perf_counter() - start) * 1e3 * slowdown
+                self.segment_ms[index] = (self.clock.now() - start) * 1e3 * slowdown
         return list(self.segment_ms)
 
     def close(self) -> None:
@@ -172,7 +184,7 @@ class DeviceRuntime:
         return result
 
     def _run(self, x: np.ndarray, plan: ResolvedPlan, rid: str) -> InferenceResult:
-        t0 = time.perf_counter()
+        t0 = self.clock.now()
         seen = {self.manifest.input.name: self.runner.quantize_input(x)}
         device_ms = 0.0
         last_exit: str | None = None
@@ -192,9 +204,9 @@ class DeviceRuntime:
         return self.manifest.exit(name).segment <= plan.exit_segment and name != plan.exit
 
     def _run_segment(self, index: int, seen: dict[str, np.ndarray]) -> float:
-        start = time.perf_counter()
+        start = self.clock.now()
         seen.update(self.runner.run_segment(index, seen))
-        elapsed_s = time.perf_counter() - start
+        elapsed_s = self.clock.now() - start
         if self.emulation is not None:
             elapsed_s = self.emulation.stretch_compute(elapsed_s, index)
         elapsed_ms = elapsed_s * 1e3
@@ -215,7 +227,7 @@ class DeviceRuntime:
         if self.offload is None:
             error = "no broker configured: the device answered locally"
         else:
-            t_send = time.perf_counter()
+            t_send = self.clock.now()
             frame = encode_tensor(seen[spec.name], spec, bundle_id=self.manifest.bundle_id, segment=k, codec=self.codec)
             request_bytes = len(frame)
             header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind)
@@ -264,7 +276,7 @@ class DeviceRuntime:
         _, raw = decode_frame(reply.payload, expect=expect_activation(self.manifest, spec=tensor),
                               max_payload_bytes=tensor.bytes)
         probabilities = dequantize(raw, tensor)[0]
-        done = time.perf_counter()
+        done = self.clock.now()
         edge_ms = reply.header.edge_us / 1e3
         round_trip_ms = (done - t_send) * 1e3
         return self._result(
@@ -281,7 +293,7 @@ class DeviceRuntime:
     ) -> InferenceResult:
         k = plan.partition
         budget_ms = plan.deadline_ms if plan.deadline_ms is not None else self.default_timeout_ms
-        remaining_ms = budget_ms - (time.perf_counter() - t0) * 1e3
+        remaining_ms = budget_ms - (self.clock.now() - t0) * 1e3
         candidates = [e for e in self.manifest.exits if k <= e.segment <= plan.exit_segment]
         # Deepest exit whose remaining segments fit in the time left; else the last exit
         # already computed; else the first exit after the cut, late but answered.
@@ -339,7 +351,7 @@ class DeviceRuntime:
         return InferenceResult(
             request_id=rid, exit=exit_name, partition=plan.partition, top1_class=top,
             top1_score=float(flat[top]), device_ms=device_ms, transfer_ms=transfer_ms, edge_ms=edge_ms,
-            total_ms=total_ms if total_ms is not None else (time.perf_counter() - t0) * 1e3,
+            total_ms=total_ms if total_ms is not None else (self.clock.now() - t0) * 1e3,
             ran_on=ran_on, fell_back=fell_back, early_exit=early, error=error,
             request_bytes=request_bytes, reply_bytes=reply_bytes, codec=self.codec,
             deadline_ms=plan.deadline_ms, probabilities=probabilities,

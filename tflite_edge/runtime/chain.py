@@ -14,7 +14,7 @@ import numpy as np
 
 from ..bundle import Bundle, TensorSpec
 from ..errors import InputError
-from .backends import SegmentInterpreter
+from .backends import Interpreter, InterpreterFactory, InterpreterOptions
 
 __all__ = ["BundleRunner", "quantize", "dequantize", "softmax_confidence"]
 
@@ -46,7 +46,12 @@ def softmax_confidence(probabilities: np.ndarray) -> tuple[int, float]:
 
 
 class BundleRunner:
-    """Runs any contiguous range of a bundle's segments locally."""
+    """Runs any contiguous range of a bundle's segments locally.
+
+    Interpreters come from ``interpreters`` (an ``InterpreterFactory``: segment flatbuffer
+    and label in, interpreter out), by default TFLite interpreters made with the backend,
+    thread, delegate and fallback keywords. Tests pass a factory of fakes.
+    """
 
     def __init__(
         self,
@@ -56,27 +61,23 @@ class BundleRunner:
         num_threads: int | None = None,
         delegate: str | None = None,
         allow_fallback: bool = False,
+        interpreters: InterpreterFactory | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self._options = {
-            "backend": backend,
-            "num_threads": num_threads,
-            "delegate": delegate,
-            "allow_fallback": allow_fallback,
-        }
-        self._interpreters: dict[int, SegmentInterpreter] = {}
+        self._factory: InterpreterFactory = interpreters or InterpreterOptions(
+            backend, num_threads, delegate, allow_fallback
+        ).make
+        self._interpreters: dict[int, Interpreter] = {}
 
-    def interpreter(self, index: int) -> SegmentInterpreter:
+    def interpreter(self, index: int) -> Interpreter:
         if index not in self._interpreters:
-            self._interpreters[index] = SegmentInterpreter(
-                self.bundle.read_segment(index), label=f"segment {index}", **self._options  # type: ignore[arg-type]
-            )
+            self._interpreters[index] = self._factory(self.bundle.read_segment(index), f"segment {index}")
         return self._interpreters[index]
 
     @property
     def backend_name(self) -> str:
-        return self.interpreter(0).backend.name
+        return self.interpreter(0).backend_name
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """One float sample (with or without the batch axis) to segment 0's input tensor."""
