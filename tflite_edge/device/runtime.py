@@ -28,6 +28,7 @@ import numpy as np
 from ..bundle import Bundle, load_bundle
 from ..errors import RemoteError, TransportError, WireFormatError
 from ..runtime.chain import BundleRunner, dequantize
+from ..transport.clock import ClockOffset
 from ..transport.protocol import DEFAULT_PREFIX, RequestHeader, remote_error, validate_device_id
 from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation, parse_header
 from .offload import OffloadClient, Reply
@@ -98,6 +99,7 @@ class DeviceRuntime:
         self.emulation = emulation
         self.segment_ms = [0.0] * self.manifest.num_segments
         self._lock = threading.Lock()
+        self.clock = ClockOffset()  # edge clock minus this clock, from replies; dates requests for the edge
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:8]
         self._exits_by_segment: dict[int, list[str]] = {}
@@ -216,11 +218,13 @@ class DeviceRuntime:
             error = "no broker configured: the device answered locally"
         else:
             t_send = time.perf_counter()
+            wall_send = time.time()
             frame = encode_tensor(seen[spec.name], spec, bundle_id=self.manifest.bundle_id, segment=k, codec=self.codec)
             request_bytes = len(frame)
-            header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind)
             elapsed_ms = (t_send - t0) * 1e3
             timeout_s = max(budget_ms - elapsed_ms - reserve_ms, 0.0) / 1e3
+            header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind,
+                                   deadline_us=self._edge_deadline_us(wall_send + timeout_s))
             reply: Reply | None = None
             if timeout_s <= 0:
                 # Nothing could come back in time: do not load the edge with it.
@@ -240,6 +244,9 @@ class DeviceRuntime:
                     raise remote
                 error = str(remote)
             elif reply is not None:
+                if reply.header.rx_us is not None:
+                    self.clock.add(wall_send, wall_send + (reply.received_at - t_send), reply.header.rx_us / 1e6,
+                                   reply.header.edge_us / 1e6)
                 try:
                     return self._edge_result(rid, plan, reply, t0, t_send, device_ms, request_bytes)
                 except (WireFormatError, RemoteError) as e:
@@ -298,6 +305,13 @@ class DeviceRuntime:
                                         fell_back=True, error=error, request_bytes=request_bytes)
         return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on="device", fell_back=True, error=error,
                             request_bytes=request_bytes)
+
+    def _edge_deadline_us(self, wait_until_wall_s: float) -> int | None:
+        """When the edge must have answered, in its clock: the end of the wait minus the
+        reply's way back. None until a round trip has given the clock offset, so an edge
+        whose clock is far off is never told that every request is late."""
+        edge_s = self.clock.edge_time_s(wait_until_wall_s - self.clock.one_way_s())
+        return None if edge_s is None else max(int(edge_s * 1e6), 0)
 
     def fallback_reserve_ms(self, partition: int) -> float:
         """Time an offload at ``partition`` keeps back to answer locally if the edge is late.

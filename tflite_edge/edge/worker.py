@@ -143,6 +143,8 @@ class EdgeWorker:
         except Exception as e:  # a worker must survive anything a request can trigger
             log.exception("unexpected failure answering a request on %s", message.topic)
             reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
+        if reply is None:  # shed: past its deadline, nobody waits for it
+            return
         if reply.header.ok:
             self.served += 1
         else:
@@ -160,9 +162,14 @@ class EdgeWorker:
             return False
         return True
 
+    @property
+    def shed(self) -> int:
+        """Requests dropped unanswered because their deadline had passed."""
+        return self.handler.shed
+
     def _answer(
         self, topic: str, payload: bytes, properties: dict[str, str], correlation: bytes | None
-    ) -> EdgeReply:
+    ) -> EdgeReply | None:
         # Served bundle ids are valid topic levels already; only other topics need checking.
         bundle_id = topic[len(self._request_head):] if topic.startswith(self._request_head) else ""
         if bundle_id in self.handler.runners:
