@@ -178,8 +178,12 @@ class DeviceRuntime:
         seen = {self.manifest.input.name: self.runner.quantize_input(x)}
         device_ms = 0.0
         last_exit: str | None = None
+        fused = self._runs_fused(plan)
+        if fused:
+            device_ms = self._run_fused(plan.local_stop, seen)
         for index in range(plan.local_stop):
-            device_ms += self._run_segment(index, seen)
+            if not fused:
+                device_ms += self._run_segment(index, seen)
             for name in self._exits_by_segment.get(index, ()):
                 if name == plan.exit:
                     return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device")
@@ -192,6 +196,25 @@ class DeviceRuntime:
 
     def _exit_before_target(self, name: str, plan: ResolvedPlan) -> bool:
         return self.manifest.exit(name).segment <= plan.exit_segment and name != plan.exit
+
+    def _runs_fused(self, plan: ResolvedPlan) -> bool:
+        # One interpreter for the local head when nothing needs checking between its
+        # segments (no early-exit rule) and no emulation stretches segments one by one.
+        return not plan.rule and self.emulation is None and self.runner.has_fused(0, plan.local_stop)
+
+    def _run_fused(self, stop: int, seen: dict[str, np.ndarray]) -> float:
+        """Run segments [0, stop) as one fused interpreter; returns the time in ms."""
+        start = time.perf_counter()
+        seen.update(self.runner.run(seen, start=0, stop=stop))
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        # The fallback budget needs per-segment times: share the measurement out in
+        # proportion to the current estimates (equal shares before any).
+        estimates = self.segment_ms[:stop]
+        total = sum(estimates)
+        for index in range(stop):
+            share = estimates[index] / total if total > 0 else 1.0 / stop
+            self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms * share - self.segment_ms[index])
+        return elapsed_ms
 
     def _run_segment(self, index: int, seen: dict[str, np.ndarray]) -> float:
         start = time.perf_counter()
