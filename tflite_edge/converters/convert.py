@@ -24,7 +24,7 @@ import numpy as np
 from .. import __version__
 from ..bundle import QUANTIZATION_MODES, Bundle, CutSpec, ExitSpec, FusedSpec, Manifest, SegmentSpec, write_bundle
 from ..bundle.store import sha256_hex
-from ..errors import CalibrationError, ConversionError, InputError, ModelLoadError
+from ..errors import CalibrationError, ConversionError, CutError, InputError, ModelLoadError
 from .flatbuffer import WholeModel, extract_segment, read_whole_model
 from .graph import LayerGraph, auto_cuts, graph_from_keras
 from .verify import assert_bundle_matches, exit_accuracies, fused_matching_chain, keras_exit_accuracies
@@ -244,7 +244,15 @@ def _segment(
             outputs.append(cuts[index])
         if not outputs:
             raise ConversionError(f"segment {index} would have no outputs")
-        data = extract_segment(whole, inputs, outputs)
+        try:
+            data = extract_segment(whole, inputs, outputs)
+        except ConversionError as e:
+            # The Keras graph separates here but the converted one does not (an operator fused
+            # across the cut): name the cut and the way out instead of the tensor.
+            if index == 0:
+                raise
+            raise CutError(f"cannot cut at {cuts[index - 1]!r}: in the converted model a layer after it reads a "
+                           f"tensor from before it ({e}); choose another cut from --list-cuts") from e
         file = f"segment_{index}.tflite"
         files[file] = data
         segments.append(

@@ -7,6 +7,10 @@ to answer on its own. On timeout, an edge error or a missing broker it finishes 
 at the deepest exit its measured segment latencies say it can still afford (or the last
 exit it already computed), and marks the result ``fell_back``.
 
+The device does not offload at all while no edge worker serving its bundle is online (the
+workers' retained presence) or while its circuit breaker is open after consecutive
+timeouts (``device.breaker``); both are logged once when they begin and end.
+
 Imports neither TensorFlow nor anything heavier than numpy, paho-mqtt and a TFLite
 interpreter, so it runs on tflite-runtime with numpy<2.
 """
@@ -31,6 +35,7 @@ from ..runtime.chain import BundleRunner, dequantize
 from ..transport.clock import ClockOffset
 from ..transport.protocol import DEFAULT_PREFIX, RequestHeader, remote_error, validate_device_id
 from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation, parse_header
+from .breaker import CircuitBreaker
 from .offload import OffloadClient, Reply
 from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
 from .result import InferenceResult
@@ -106,6 +111,8 @@ class DeviceRuntime:
         for spec in self.manifest.exits:
             self._exits_by_segment.setdefault(spec.segment, []).append(spec.name)
         self.offload: OffloadClient | None = None
+        self.breaker = CircuitBreaker()
+        self._no_worker_logged = False
         if warmup:
             self.warmup()
         if broker_url is not None:
@@ -239,6 +246,8 @@ class DeviceRuntime:
         request_bytes = 0
         if self.offload is None:
             error = "no broker configured: the device answered locally"
+        elif (paused := self._offload_paused()) is not None:
+            error = paused
         else:
             t_send = time.perf_counter()
             wall_send = time.time()
@@ -253,15 +262,20 @@ class DeviceRuntime:
                 # Nothing could come back in time: do not load the edge with it.
                 error = f"the deadline leaves no time to offload ({budget_ms - elapsed_ms:.1f} ms left)"
                 request_bytes = 0
+                self.breaker.release_probe()
             else:
                 try:
                     reply = self.offload.request(self.manifest.bundle_id, frame, header, timeout_s=timeout_s,
                                                  deadline_ms=plan.deadline_ms)
                 except TransportError as e:
                     error = str(e)
+                    self.breaker.release_probe()
             if reply is None and error is None:
                 error = f"no reply from the edge within {timeout_s * 1e3:.1f} ms"
-            elif reply is not None and not reply.header.ok:
+                self._record_timeout()
+            elif reply is not None and self.breaker.record_success():
+                log.warning("the edge answers again: offloading resumes")
+            if reply is not None and not reply.header.ok:
                 remote = remote_error(reply.header.code, reply.header.message)
                 if self.raise_remote_errors:
                     raise remote
@@ -276,6 +290,32 @@ class DeviceRuntime:
                     error = f"the edge's reply is unusable: {e}"
         log.info("request %s falls back locally: %s", rid, error)
         return self._fallback(rid, plan, seen, t0, device_ms, last_exit, error, request_bytes)
+
+    def _offload_paused(self) -> str | None:
+        """Why this request is not offloaded at all (no worker online, breaker open), or None."""
+        assert self.offload is not None
+        if not self.offload.connected:
+            return None  # the request fails at once and says so
+        bundle_id = self.manifest.bundle_id
+        if self.offload.workers_online(bundle_id) == 0:
+            if not self._no_worker_logged:
+                log.warning("no edge worker serving bundle %s is online: answering locally until one is", bundle_id)
+                self._no_worker_logged = True
+            return f"no edge worker serving bundle {bundle_id} is online"
+        if self._no_worker_logged:
+            log.warning("an edge worker serving bundle %s is online: offloading resumes", bundle_id)
+            self._no_worker_logged = False
+            self.breaker.reset()
+        if not self.breaker.allow():
+            return (f"offloading paused after {self.breaker.failures} timeouts in a row "
+                    f"(next try in {self.breaker.retry_in_s():.1f} s)")
+        return None
+
+    def _record_timeout(self) -> None:
+        if self.breaker.record_timeout():
+            log.warning("%d offloads in a row got no reply in time: answering locally, trying the edge again "
+                        "after %.0f s (then backing off up to %.0f s)", self.breaker.failures,
+                        self.breaker.backoff_s, self.breaker.config.max_backoff_s)
 
     def _edge_result(
         self, rid: str, plan: ResolvedPlan, reply: Reply, t0: float, t_send: float, device_ms: float,

@@ -5,6 +5,11 @@ request to exactly one worker of the group; workers of one group may run in one 
 several processes or on several machines, and should serve the same bundles (a worker
 answers ``unknown_bundle`` for bundles it lacks). Workers keep no state between requests:
 killing one loses only the requests it held, which devices then finish locally.
+
+Every worker also announces itself: a retained presence message listing its bundles on
+``{prefix}/edge/{worker_id}``, cleared by its last will when it vanishes and by itself when
+it stops (see ``transport.presence``), so devices stop offloading at once when no worker
+for their bundle is online.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ..bundle import Bundle, load_bundle
 from ..errors import BrokerConnectionError, InputError, ProtocolError, TopicError
-from ..transport.mqtt import connect_and_start, make_client
+from ..transport.mqtt import Will, connect_and_start, make_client
+from ..transport.presence import presence_payload, presence_topic
 from ..transport.protocol import (
     DEFAULT_PREFIX,
     ErrorCode,
@@ -79,7 +85,9 @@ class EdgeWorker:
         self.served = 0
         self.failed = 0
         self._subscribed = threading.Event()
-        self._client = make_client(broker_url, self.worker_id)
+        self.presence_topic = presence_topic(self.topics.prefix, self.worker_id)
+        # The broker clears this worker's presence when it vanishes without a DISCONNECT.
+        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -100,8 +108,14 @@ class EdgeWorker:
         return self
 
     def stop(self) -> None:
-        """Disconnect and stop the network thread."""
+        """Clear this worker's presence, disconnect and stop the network thread."""
         try:
+            if self._client.is_connected():
+                info = self._client.publish(self.presence_topic, b"", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(2.0)
+                except (RuntimeError, ValueError):  # the connection went meanwhile: the will clears it
+                    pass
             self._client.disconnect()
         finally:
             self._client.loop_stop()
@@ -121,6 +135,9 @@ class EdgeWorker:
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
         if codes and not codes[0].is_failure:
+            # Announced only once requests reach this worker, again after every reconnect.
+            payload = presence_payload(list(self.handler.bundle_ids), self.group)
+            client.publish(self.presence_topic, payload, qos=1, retain=True)
             self._subscribed.set()
         else:
             log.error("shared subscription refused: %s", codes)

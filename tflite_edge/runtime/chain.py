@@ -13,6 +13,7 @@ multi-threading, the idle pool's spinning threads also compete with the next one
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -20,6 +21,30 @@ import numpy as np
 from ..bundle import Bundle, TensorSpec
 from ..errors import InputError
 from .backends import SegmentInterpreter
+
+log = logging.getLogger(__name__)
+
+# The first requests' inputs are compared with the calibrated input range; misuse (e.g. 0..255
+# pixels for a bundle calibrated on 0..1) is systematic, so a few requests show it.
+INPUT_RANGE_CHECKS = 32
+
+
+def calibrated_range(spec: TensorSpec) -> tuple[float, float] | None:
+    """The float range an int8/uint8 input tensor can represent: the range seen during
+    calibration (the converter derives the input's scale and zero point from it)."""
+    if not spec.is_quantized or spec.scale is None:
+        return None
+    info = np.iinfo(np.dtype(spec.dtype))
+    zero_point = spec.zero_point or 0
+    return spec.scale * (info.min - zero_point), spec.scale * (info.max - zero_point)
+
+
+def far_outside(x: np.ndarray, bounds: tuple[float, float]) -> bool:
+    """True when ``x`` leaves ``bounds`` by more than the range's own width (clipping at
+    the edges of a calibrated range is normal; a different scale is not)."""
+    low, high = bounds
+    width = high - low
+    return bool(np.min(x) < low - width or np.max(x) > high + width)
 
 __all__ = ["BundleRunner", "quantize", "dequantize", "softmax_confidence"]
 
@@ -74,6 +99,7 @@ class BundleRunner:
         self.use_fused = use_fused
         self._interpreters: dict[int, SegmentInterpreter] = {}
         self._fused: dict[tuple[int, int], SegmentInterpreter] = {}
+        self._range_checks_left = INPUT_RANGE_CHECKS
 
     def interpreter(self, index: int) -> SegmentInterpreter:
         if index not in self._interpreters:
@@ -109,7 +135,22 @@ class BundleRunner:
             raise InputError(f"input must have shape {list(spec.shape[1:])} (one sample), got {list(x.shape)}")
         if x.dtype == np.dtype(spec.dtype) and spec.is_quantized:
             return x  # already quantized
+        if self._range_checks_left > 0:
+            self._check_input_range(x, spec)
         return quantize(x, spec)
+
+    def _check_input_range(self, x: np.ndarray, spec: TensorSpec) -> None:
+        self._range_checks_left -= 1
+        bounds = calibrated_range(spec)
+        if bounds is None:
+            self._range_checks_left = 0  # float inputs are not clipped
+        elif x.size and far_outside(x, bounds):
+            self._range_checks_left = 0  # said once
+            log.warning(
+                "inputs range over %.4g..%.4g but bundle %s was calibrated on about %.3g..%.3g: they are clipped "
+                "and the results are wrong; scale inputs as they were for calibration (e.g. pixels / 255)",
+                float(np.min(x)), float(np.max(x)), self.manifest.bundle_id, *bounds,
+            )
 
     def run_segment(self, index: int, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run segment ``index`` on the named tensors it reads; returns its named outputs."""
