@@ -21,7 +21,13 @@ from tflite_edge.bundle import MANIFEST_NAME, load_bundle
 from tflite_edge.bundle.store import sha256_hex
 from tflite_edge.device import DeviceRuntime, Plan
 from tflite_edge.errors import SignatureError
-from tflite_edge.security.signing import generate_key_pair, load_private_key, load_public_keys, sign_bundle, verify_bundle
+from tflite_edge.security.signing import (
+    generate_key_pair,
+    load_private_key,
+    load_public_keys,
+    sign_bundle,
+    verify_bundle,
+)
 from tflite_edge.transport.broker import MosquittoBroker
 
 
