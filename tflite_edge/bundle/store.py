@@ -259,7 +259,7 @@ def check_replaceable(target: Path, *, overwrite: bool) -> None:
         manifest = Manifest.from_json(read_manifest_bytes(target))
     except BundleError as e:
         raise BundleError(f"{refuse} ({e})") from e
-    known = {MANIFEST_NAME, SIGNATURE_NAME, *(s.file for s in manifest.segments)}
+    known = {MANIFEST_NAME, SIGNATURE_NAME, *(s.file for s in manifest.segments), *(f.file for f in manifest.fused)}
     others = sorted(p.name for p in target.iterdir() if p.name not in known)
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
