@@ -230,6 +230,7 @@ class SegmentStats:
     host_ms: list[float] = field(default_factory=list)
     ratio: list[float] = field(default_factory=list)  # emulated / target
     wall_ms: list[float] = field(default_factory=list)  # including the host's late wake-ups
+    wall_ratio: list[float] = field(default_factory=list)  # wall / target
 
     def add(self, target_ms: float, emulated_ms: float, host_ms: float, wall_ms: float) -> None:
         self.target_ms = target_ms
@@ -240,6 +241,7 @@ class SegmentStats:
             self.host_ms.append(host_ms)
             self.ratio.append(emulated_ms / target_ms)
             self.wall_ms.append(wall_ms)
+            self.wall_ratio.append(wall_ms / target_ms)
 
     def summary(self) -> dict[str, float]:
         def quantile(values: list[float], q: float) -> float:
@@ -250,6 +252,7 @@ class SegmentStats:
                 "median_emulated_ms": quantile(self.emulated_ms, 0.5),
                 "median_host_ms": quantile(self.host_ms, 0.5),
                 "median_wall_ms": quantile(self.wall_ms, 0.5),
+                "median_wall_ratio_to_target": quantile(self.wall_ratio, 0.5),
                 "median_ratio_to_target": quantile(self.ratio, 0.5),
                 "p95_ratio_to_target": quantile(self.ratio, 0.95),
                 "max_ratio_to_target": max(self.ratio, default=float("nan"))}
