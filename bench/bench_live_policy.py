@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--device-profile", metavar="FILE",
                         help="device profile JSON (default: Edgent's Raspberry Pi 3 regressions on this bundle)")
     parser.add_argument("--objective", default="edgeml", help="reward objective (default edgeml)")
-    parser.add_argument("--steps", type=int, default=2000, help="policy training steps")
+    parser.add_argument("--steps", type=int, default=1000, help="policy training steps")
     parser.add_argument("--static-candidates", type=int, nargs="*", metavar="INDEX",
                         help="run only these static action indices (default: every action)")
     parser.add_argument("--no-flood", action="store_true", help="no second device flooding the edge")
