@@ -85,9 +85,17 @@ def test_early_exit_rule_gives_the_same_answer_on_device_and_edge(
 
 
 def test_unknown_bundle_gets_a_clear_error_reply(
-    broker: MosquittoBroker, digits_bundle: Bundle, other_bundle: Bundle, samples: np.ndarray
+    broker: MosquittoBroker, digits_bundle: Bundle, other_bundle: Bundle, samples: np.ndarray,
+    silent_edge: Callable[..., None],
 ) -> None:
     with EdgeWorker(broker.url, [other_bundle]):
+        with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
+            # The only worker online announces another bundle: the device does not even ask.
+            r = device.infer(samples[0], partition=1, deadline_ms=5000)
+            assert r.fell_back and r.request_bytes == 0
+            assert f"no edge worker serving bundle {digits_bundle.bundle_id} is online" in (r.error or "")
+        # A worker that claims the bundle but lacks it (misconfigured): its error reply is clear.
+        silent_edge(broker.url, [digits_bundle.bundle_id])
         with DeviceRuntime(digits_bundle, broker_url=broker.url, raise_remote_errors=True) as strict:
             with pytest.raises(UnknownBundleError, match=f"does not serve bundle '{digits_bundle.bundle_id}'"):
                 strict.infer(samples[0], partition=1, deadline_ms=5000)
@@ -124,8 +132,10 @@ def test_bad_frames_get_typed_error_replies(digits_bundle: Bundle, other_bundle:
 
 
 def test_deadline_without_edge_falls_back_locally(
-    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray]
+    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray],
+    silent_edge: Callable[..., None],
 ) -> None:
+    silent_edge(broker.url, [digits_bundle.bundle_id])  # online, but it never answers
     with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
         for deadline_ms in (30.0, 120.0):
             start = time.perf_counter()

@@ -5,10 +5,16 @@ request to exactly one worker of the group; workers of one group may run in one 
 several processes or on several machines, and should serve the same bundles (a worker
 answers ``unknown_bundle`` for bundles it lacks). Workers keep no state between requests:
 killing one loses only the requests it held, which devices then finish locally.
+
+Every worker also announces itself: a retained presence message listing its bundles on
+``{prefix}/edge/{worker_id}``, cleared by its last will when it vanishes and by itself when
+it stops (see ``transport.presence``), so devices stop offloading at once when no worker
+for their bundle is online.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -25,7 +31,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ..bundle import Bundle, load_bundle
 from ..errors import BrokerConnectionError, InputError, ProtocolError, TopicError
-from ..transport.mqtt import connect_and_start, make_client
+from ..transport.mqtt import Will, connect_and_start, make_client
+from ..transport.presence import presence_payload, presence_topic
 from ..transport.protocol import (
     DEFAULT_PREFIX,
     ErrorCode,
@@ -79,7 +86,9 @@ class EdgeWorker:
         self.served = 0
         self.failed = 0
         self._subscribed = threading.Event()
-        self._client = make_client(broker_url, self.worker_id)
+        self.presence_topic = presence_topic(self.topics.prefix, self.worker_id)
+        # The broker clears this worker's presence when it vanishes without a DISCONNECT.
+        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -100,8 +109,14 @@ class EdgeWorker:
         return self
 
     def stop(self) -> None:
-        """Disconnect and stop the network thread."""
+        """Clear this worker's presence, disconnect and stop the network thread."""
         try:
+            if self._client.is_connected():
+                info = self._client.publish(self.presence_topic, b"", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(2.0)
+                except (RuntimeError, ValueError):  # the connection went meanwhile: the will clears it
+                    pass
             self._client.disconnect()
         finally:
             self._client.loop_stop()
@@ -121,6 +136,9 @@ class EdgeWorker:
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
         if codes and not codes[0].is_failure:
+            # Announced only once requests reach this worker, again after every reconnect.
+            payload = presence_payload(list(self.handler.bundle_ids), self.group)
+            client.publish(self.presence_topic, payload, qos=1, retain=True)
             self._subscribed.set()
         else:
             log.error("shared subscription refused: %s", codes)
@@ -143,6 +161,8 @@ class EdgeWorker:
         except Exception as e:  # a worker must survive anything a request can trigger
             log.exception("unexpected failure answering a request on %s", message.topic)
             reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
+        if reply is None:  # shed: past its deadline, nobody waits for it
+            return
         if reply.header.ok:
             self.served += 1
         else:
@@ -160,9 +180,14 @@ class EdgeWorker:
             return False
         return True
 
+    @property
+    def shed(self) -> int:
+        """Requests dropped unanswered because their deadline had passed."""
+        return self.handler.shed
+
     def _answer(
         self, topic: str, payload: bytes, properties: dict[str, str], correlation: bytes | None
-    ) -> EdgeReply:
+    ) -> EdgeReply | None:
         # Served bundle ids are valid topic levels already; only other topics need checking.
         bundle_id = topic[len(self._request_head):] if topic.startswith(self._request_head) else ""
         if bundle_id in self.handler.runners:
@@ -174,12 +199,12 @@ class EdgeWorker:
         return self.handler.handle(bundle_id, payload, properties, correlation)
 
 
-def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, Any], ready: Any) -> None:
-    # Child process entry point: serve until SIGTERM/SIGINT.
+def _worker_main(broker_url: str, bundles: list[Bundle], options: dict[str, Any], ready: Any) -> None:
+    # Child process entry point: serve until SIGTERM/SIGINT. The bundles arrive with the
+    # segment bytes the parent verified; nothing is read from the bundle directories again.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bundles = [load_bundle(p) for p in bundle_paths]
     worker = EdgeWorker(broker_url, bundles, **options).start()
     ready.release()
     try:
@@ -190,7 +215,7 @@ def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, An
 
 def serve(
     broker_url: str,
-    bundle_paths: Sequence[str | os.PathLike[str]],
+    bundles: Sequence[Bundle | str | os.PathLike[str]],
     *,
     workers: int = 1,
     stop: threading.Event | None = None,
@@ -200,17 +225,22 @@ def serve(
 ) -> None:
     """Run ``workers`` edge workers until ``stop`` is set (or SIGINT/SIGTERM in the CLI).
 
-    One worker runs in this process; more run as separate processes (one Python
-    interpreter each, so they use separate cores). ``on_ready`` is called once every worker
-    has subscribed. ``options`` go to ``EdgeWorker``.
+    ``bundles`` are loaded ``Bundle`` objects (e.g. from ``verify_bundle``) or directories,
+    which are loaded and checked here, once. One worker runs in this process; more run as
+    separate processes (one Python interpreter each, so they use separate cores), each
+    handed the same verified segment bytes rather than the paths, so a bundle directory
+    swapped after the check is never served. ``on_ready`` is called once every worker has
+    subscribed. ``options`` go to ``EdgeWorker``.
     """
     stop = stop or threading.Event()
-    paths = [str(Path(p)) for p in bundle_paths]
-    bundles = [load_bundle(p) for p in paths]  # fail fast, in this process, on a bad bundle
+    # Fail fast, in this process, on a bad bundle; the bytes read here are what every worker runs.
+    loaded = [b if isinstance(b, Bundle) else load_bundle(Path(b)) for b in bundles]
+    loaded = [b if b.segment_data is not None else dataclasses.replace(
+        b, segment_data=tuple(b.read_segment(i) for i in range(b.manifest.num_segments))) for b in loaded]
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     if workers == 1:
-        with EdgeWorker(broker_url, bundles, **options):
+        with EdgeWorker(broker_url, loaded, **options):
             if on_ready is not None:
                 on_ready()
             while not stop.wait(0.5):  # a timed wait lets signal handlers run promptly
@@ -219,7 +249,7 @@ def serve(
     context = multiprocessing.get_context("spawn")
     ready = context.Semaphore(0)
     children = [
-        context.Process(target=_worker_main, args=(broker_url, paths, options, ready), daemon=True)
+        context.Process(target=_worker_main, args=(broker_url, loaded, options, ready), daemon=True)
         for _ in range(workers)
     ]
     for child in children:

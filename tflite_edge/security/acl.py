@@ -5,10 +5,11 @@ topic scheme is ``docs/wire-format.md``'s):
 
 - device ``d``: publishes requests on ``P/req/+`` (any bundle) and its own
   ``P/dev/d/telemetry``, ``status`` and ``experience``; reads its replies ``P/dev/d/res``
-  and the signed policies on ``P/policy/+``.
-- edge: reads ``P/req/+`` (through its shared subscription); publishes ``P/dev/+/res``.
-- reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``
-  and ``P/policy/+``.
+  the signed policies on ``P/policy/+`` and the edge workers' presence ``P/edge/+``.
+- edge: reads ``P/req/+`` (through its shared subscription); publishes ``P/dev/+/res`` and
+  its retained presence on ``P/edge/+``.
+- reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``,
+  ``P/policy/+`` and ``P/edge/+``.
 - agent (the online policy trainer): reads ``P/dev/+/experience`` and ``telemetry``;
   publishes (retained) and reads ``P/policy/+``.
 
@@ -150,6 +151,7 @@ def acl_text(users: FleetUsers, prefix: str = DEFAULT_PREFIX) -> str:
             f"topic write {prefix}/dev/{device}/status",
             f"topic write {prefix}/dev/{device}/experience",
             f"topic read {prefix}/policy/+",
+            f"topic read {prefix}/edge/+",
             "",
         ]
     for edge in users.edges:
@@ -158,6 +160,7 @@ def acl_text(users: FleetUsers, prefix: str = DEFAULT_PREFIX) -> str:
             f"user {edge}",
             f"topic read {prefix}/req/+",
             f"topic write {prefix}/dev/+/res",
+            f"topic write {prefix}/edge/+",
             "",
         ]
     for reader in users.readers:
@@ -168,6 +171,7 @@ def acl_text(users: FleetUsers, prefix: str = DEFAULT_PREFIX) -> str:
             f"topic read {prefix}/dev/+/status",
             f"topic read {prefix}/dev/+/experience",
             f"topic read {prefix}/policy/+",
+            f"topic read {prefix}/edge/+",
             "",
         ]
     for agent in users.agents:
