@@ -12,9 +12,12 @@ import pytest
 from tflite_edge.bundle import Bundle
 from tflite_edge.device import DeviceRuntime
 from tflite_edge.edge import EdgeWorker
+from tflite_edge.errors import UnknownBundleError
 from tflite_edge.transport.broker import MosquittoBroker
 from tflite_edge.transport.mqtt import connect_and_start, make_client
 from tflite_edge.transport.protocol import ErrorCode, ReplyHeader, Topics, reply_properties
+
+from .conftest import announce_silent_edge
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +70,12 @@ def test_an_unknown_bundle_reply_from_another_group_is_not_taken_for_the_answer(
     samples = digits_split[2][:10].astype(np.float32)
     wrong = _WrongGroup(broker.url)
     try:
+        # With no other answer, the unknown_bundle reply is what the device reports, at its deadline.
+        announce_silent_edge(broker.url, [digits_bundle.bundle_id])
+        with DeviceRuntime(digits_bundle, broker_url=broker.url, raise_remote_errors=True) as device:
+            with pytest.raises(UnknownBundleError, match="does not serve"):
+                device.infer(samples[0], partition=1, deadline_ms=600)
+        wrong.answered = 0
         with EdgeWorker(broker.url, [digits_bundle], group="right") as worker, \
                 DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
             results = [device.infer(x, partition=1, deadline_ms=5000) for x in samples]

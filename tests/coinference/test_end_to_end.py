@@ -85,15 +85,24 @@ def test_early_exit_rule_gives_the_same_answer_on_device_and_edge(
 
 
 def test_requests_reach_only_edges_that_serve_their_bundle(
-    broker: MosquittoBroker, digits_bundle: Bundle, other_bundle: Bundle, samples: np.ndarray
+    broker: MosquittoBroker, digits_bundle: Bundle, other_bundle: Bundle, samples: np.ndarray,
+    silent_edge: Callable[..., None],
 ) -> None:
-    # An edge subscribes per bundle it serves: a request for another bundle never reaches it
-    # (no unknown_bundle reply to take for an answer); the device falls back at its deadline.
     with EdgeWorker(broker.url, [other_bundle]) as worker:
-        with DeviceRuntime(digits_bundle, broker_url=broker.url, raise_remote_errors=True) as device:
+        with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
+            # The only worker online announces another bundle: the device does not even ask.
+            r = device.infer(samples[0], partition=1, deadline_ms=5000)
+            assert r.fell_back and r.request_bytes == 0
+            assert f"no edge worker serving bundle {digits_bundle.bundle_id} is online" in (r.error or "")
+        # A presence that claims the bundle with nothing behind it: the request is sent, but a
+        # worker subscribes per bundle it serves, so it never sees it (no unknown_bundle reply
+        # to take for an answer); the device answers locally at its deadline.
+        silent_edge(broker.url, [digits_bundle.bundle_id])
+        with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
             r = device.infer(samples[0], partition=1, deadline_ms=600)
-            assert r.fell_back and r.ran_on == "device" and r.error is not None and "no reply" in r.error
-        assert worker.served == 0 and worker.failed == 0
+            assert r.fell_back and r.ran_on == "device" and r.request_bytes > 0
+            assert r.error is not None and "no reply" in r.error
+    assert worker.served == 0 and worker.failed == 0
 
 
 def test_bad_frames_get_typed_error_replies(digits_bundle: Bundle, other_bundle: Bundle) -> None:
@@ -121,8 +130,10 @@ def test_bad_frames_get_typed_error_replies(digits_bundle: Bundle, other_bundle:
 
 
 def test_deadline_without_edge_falls_back_locally(
-    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray]
+    broker: MosquittoBroker, digits_bundle: Bundle, samples: np.ndarray, reference: dict[str, np.ndarray],
+    silent_edge: Callable[..., None],
 ) -> None:
+    silent_edge(broker.url, [digits_bundle.bundle_id])  # online, but it never answers
     with DeviceRuntime(digits_bundle, broker_url=broker.url) as device:
         for deadline_ms in (30.0, 120.0):
             start = time.perf_counter()

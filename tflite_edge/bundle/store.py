@@ -1,7 +1,8 @@
 """Reading and writing bundle directories.
 
-A bundle is a directory holding ``bundle.json`` and one ``.tflite`` file per segment.
-Loading verifies the schema, every segment's sha256 and that segments chain; writing is
+A bundle is a directory holding ``bundle.json`` and one ``.tflite`` file per segment
+(plus optional fused files of consecutive segments). Loading verifies the schema, every
+file's sha256 and that segments chain; writing is
 atomic (a temporary directory beside the target, renamed into place), so a failed
 conversion never leaves a half-written bundle behind.
 """
@@ -54,6 +55,20 @@ class Bundle:
         return data
 
 
+    def read_fused(self, start: int, stop: int) -> bytes:
+        """The fused file of segments [start, stop), checked against its recorded sha256."""
+        spec = self.manifest.fused_span(start, stop)
+        if spec is None:
+            raise BundleError(f"this bundle has no fused file for segments [{start}, {stop})")
+        data = _read(self.path / spec.file, f"fused segments [{start}, {stop})")
+        if sha256_hex(data) != spec.sha256:
+            raise ChecksumError(
+                f"fused segments [{start}, {stop}) ({spec.file}) do not match their sha256 in {MANIFEST_NAME}: "
+                "the file is corrupt or was modified; convert the model again"
+            )
+        return data
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -79,6 +94,8 @@ def load_bundle(path: str | os.PathLike[str], *, verify_checksums: bool = True) 
     if verify_checksums:
         for index in range(manifest.num_segments):
             bundle.read_segment(index)
+        for fused in manifest.fused:
+            bundle.read_fused(fused.start, fused.stop)
     return bundle
 
 
@@ -129,14 +146,14 @@ def write_bundle(
 ) -> Bundle:
     """Write a bundle atomically and return it loaded.
 
-    ``segment_files`` maps each segment's file name to its flatbuffer. The bundle appears at
+    ``segment_files`` maps each segment's (and fused file's) name to its flatbuffer. The bundle appears at
     ``directory`` only once every file is written; an existing directory is replaced only
     with ``overwrite=True``.
     """
     target = Path(directory)
     if target.exists() and not overwrite:
         raise BundleError(f"{target} already exists; choose another output or pass overwrite (--force)")
-    expected = {s.file for s in manifest.segments}
+    expected = {s.file for s in manifest.segments} | {f.file for f in manifest.fused}
     if set(segment_files) != expected:
         raise ManifestError(f"segment files {sorted(segment_files)} do not match the manifest's {sorted(expected)}")
     target.parent.mkdir(parents=True, exist_ok=True)

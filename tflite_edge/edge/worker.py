@@ -11,6 +11,11 @@ devices then finish locally.
 A request published with the retain flag is not answered: the worker deletes the retained
 copy (an empty retained message on its topic), so a device cannot park large messages on
 the broker under a request topic.
+
+Every worker also announces itself: a retained presence message listing its bundles on
+``{prefix}/edge/{worker_id}``, cleared by its last will when it vanishes and by itself when
+it stops (see ``transport.presence``), so devices stop offloading at once when no worker
+for their bundle is online.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..bundle import Bundle, load_bundle
 from ..errors import BrokerConnectionError, InputError, ProtocolError, TopicError
-from ..transport.mqtt import connect_and_start, make_client
+from ..transport.mqtt import Will, connect_and_start, make_client
+from ..transport.presence import presence_payload, presence_topic
 from ..transport.protocol import (
     DEFAULT_PREFIX,
     ErrorCode,
@@ -86,7 +92,9 @@ class EdgeWorker:
         self.served = 0
         self.failed = 0
         self._subscribed = threading.Event()
-        self._client = make_client(broker_url, self.worker_id)
+        self.presence_topic = presence_topic(self.topics.prefix, self.worker_id)
+        # The broker clears this worker's presence when it vanishes without a DISCONNECT.
+        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -113,8 +121,14 @@ class EdgeWorker:
         return tuple(self.topics.shared_request_filter(self.group, bundle_id) for bundle_id in self.handler.bundle_ids)
 
     def stop(self) -> None:
-        """Disconnect and stop the network thread."""
+        """Clear this worker's presence, disconnect and stop the network thread."""
         try:
+            if self._client.is_connected():
+                info = self._client.publish(self.presence_topic, b"", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(2.0)
+                except (RuntimeError, ValueError):  # the connection went meanwhile: the will clears it
+                    pass
             self._client.disconnect()
         finally:
             self._client.loop_stop()
@@ -136,6 +150,9 @@ class EdgeWorker:
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
         if codes and not any(code.is_failure for code in codes):
+            # Announced only once requests reach this worker, again after every reconnect.
+            payload = presence_payload(list(self.handler.bundle_ids), self.group)
+            client.publish(self.presence_topic, payload, qos=1, retain=True)
             self._subscribed.set()
         else:
             log.error("shared subscription refused: %s", codes)
@@ -163,6 +180,8 @@ class EdgeWorker:
         except Exception as e:  # a worker must survive anything a request can trigger
             log.exception("unexpected failure answering a request on %s", message.topic)
             reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
+        if reply is None:  # shed: past its deadline, nobody waits for it
+            return
         if reply.header.ok:
             self.served += 1
         else:
@@ -180,9 +199,14 @@ class EdgeWorker:
             return False
         return True
 
+    @property
+    def shed(self) -> int:
+        """Requests dropped unanswered because their deadline had passed."""
+        return self.handler.shed
+
     def _answer(
         self, topic: str, payload: bytes, properties: dict[str, str], correlation: bytes | None
-    ) -> EdgeReply:
+    ) -> EdgeReply | None:
         # Served bundle ids are valid topic levels already; only other topics need checking.
         bundle_id = topic[len(self._request_head):] if topic.startswith(self._request_head) else ""
         if bundle_id in self.handler.runners:

@@ -13,13 +13,15 @@ topic scheme is ``docs/wire-format.md``'s):
 
 - device ``d``: publishes requests on ``P/req/+`` (or only on ``P/req/{bundle}`` for the
   bundles given) and its own ``P/dev/d/telemetry``, ``status`` and ``experience``; reads its
-  replies ``P/dev/d/res`` and the signed policies on ``P/policy/+``. Its connections log in
-  as ``d``, ``d-telemetry`` and ``d-policy`` (``transport.protocol.device_login``), each
-  login bound to the client id of the same name and sharing the device's password.
+  replies ``P/dev/d/res``, the signed policies on ``P/policy/+`` and the edge workers'
+  presence ``P/edge/+``. Its connections log in as ``d``, ``d-telemetry`` and ``d-policy``
+  (``transport.protocol.device_login``), each login bound to the client id of the same name
+  and sharing the device's password.
 - edge: reads ``P/req/+`` (directly or through ``$share/GROUP/P/req/...``); publishes
-  ``P/dev/+/res``, and on ``P/req/+`` only to delete a retained request.
-- reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``
-  and ``P/policy/+``.
+  ``P/dev/+/res``, its retained presence on ``P/edge/+``, and on ``P/req/+`` only to delete
+  a retained request.
+- reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``,
+  ``P/policy/+`` and ``P/edge/+``.
 - agent (the online policy trainer): reads ``P/dev/+/experience`` and ``telemetry``;
   publishes (retained) and reads ``P/policy/+``.
 
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrokerConfigError, TfliteEdgeError
+from ..transport.presence import presence_filter
 from ..transport.protocol import (
     DEFAULT_PREFIX,
     DEVICE_CONNECTIONS,
@@ -170,17 +173,20 @@ def _role_acls(role: str, name: str, prefix: str, bundles: Sequence[str]) -> lis
             *(_write(f"{prefix}/dev/{name}/{channel}") for channel in ("telemetry", "status", "experience")),
             *_read(f"{prefix}/dev/{name}/res"),
             *_read(f"{prefix}/policy/+"),
+            *_read(presence_filter(prefix)),
         ]
     if role == "edge":
         return [
             *_read(f"{prefix}/req/+"),
             _allow("subscribePattern", f"$share/+/{prefix}/req/+"),
             _write(f"{prefix}/dev/+/res"),
+            _write(presence_filter(prefix)),  # retained presence, and its last will
             _write(f"{prefix}/req/+"),  # only to delete a retained request (see EdgeWorker)
         ]
     if role == "reader":
         return [*(acl for channel in ("telemetry", "status", "experience")
-                  for acl in _read(f"{prefix}/dev/+/{channel}")), *_read(f"{prefix}/policy/+")]
+                  for acl in _read(f"{prefix}/dev/+/{channel}")), *_read(f"{prefix}/policy/+"),
+                *_read(presence_filter(prefix))]
     return [*_read(f"{prefix}/dev/+/experience"), *_read(f"{prefix}/dev/+/telemetry"),
             *_read(f"{prefix}/policy/+"), _write(f"{prefix}/policy/+")]
 

@@ -343,6 +343,12 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], public_keys: PublicKeys) -
                 f"segment {index} ({spec.file}) does not match the sha256 pinned by the signed {MANIFEST_NAME}: "
                 "it was changed after signing"
             )
+    for fused in bundle.manifest.fused:
+        if sha256_hex(_read(bundle.path / fused.file)) != fused.sha256:
+            raise SignatureError(
+                f"fused segments [{fused.start}, {fused.stop}) ({fused.file}) do not match the sha256 pinned by "
+                f"the signed {MANIFEST_NAME}: changed after signing"
+            )
     return bundle
 
 
