@@ -1,10 +1,16 @@
 """Edge workers: MQTT 5 shared-subscription consumers that answer co-inference requests.
 
-Every worker subscribes to ``$share/{group}/{prefix}/req/+``, so the broker hands each
-request to exactly one worker of the group; workers of one group may run in one process,
-several processes or on several machines, and should serve the same bundles (a worker
-answers ``unknown_bundle`` for bundles it lacks). Workers keep no state between requests:
-killing one loses only the requests it held, which devices then finish locally.
+Every worker subscribes to ``$share/{group}/{prefix}/req/{bundle_id}`` for each bundle it
+serves, so the broker hands each request to exactly one worker of each group that serves
+its bundle, and to no other group. Workers of one group may run in one process, several
+processes or on several machines, and should serve the same bundles; different groups
+should serve different bundles (a bundle served by two groups is computed by both).
+Workers keep no state between requests: killing one loses only the requests it held, which
+devices then finish locally.
+
+A request published with the retain flag is not answered: the worker deletes the retained
+copy (an empty retained message on its topic), so a device cannot park large messages on
+the broker under a request topic.
 
 Every worker also announces itself: a retained presence message listing its bundles on
 ``{prefix}/edge/{worker_id}``, cleared by its last will when it vanishes and by itself when
@@ -28,6 +34,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..bundle import Bundle, load_bundle
 from ..errors import BrokerConnectionError, InputError, ProtocolError, TopicError
@@ -101,12 +108,18 @@ class EdgeWorker:
         if not self._subscribed.wait(timeout_s):
             self.stop()
             raise BrokerConnectionError(
-                f"the broker did not accept the shared subscription {self.topics.shared_request_filter(self.group)}; "
-                "it must support MQTT 5 shared subscriptions (Mosquitto >= 1.6, EMQX, HiveMQ)"
+                f"the broker did not accept the shared subscriptions {', '.join(self.subscriptions)}; "
+                "it must support MQTT 5 shared subscriptions (Mosquitto >= 1.6, EMQX, HiveMQ) and let "
+                "this login read requests"
             )
         log.info("edge worker %s serving %s in group %s", self.worker_id, ", ".join(self.handler.bundle_ids),
                  self.group)
         return self
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The shared subscriptions of this worker: one per bundle it serves."""
+        return tuple(self.topics.shared_request_filter(self.group, bundle_id) for bundle_id in self.handler.bundle_ids)
 
     def stop(self) -> None:
         """Clear this worker's presence, disconnect and stop the network thread."""
@@ -132,10 +145,12 @@ class EdgeWorker:
         if reason.is_failure:
             log.warning("broker refused the connection: %s", reason)
             return
-        client.subscribe(self.topics.shared_request_filter(self.group), qos=self.qos)
+        # Retain-as-published lets the worker see (and delete) a request sent with the retain flag.
+        options = SubscribeOptions(qos=self.qos, retainAsPublished=True)
+        client.subscribe([(topic, options) for topic in self.subscriptions])
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
-        if codes and not codes[0].is_failure:
+        if codes and not any(code.is_failure for code in codes):
             # Announced only once requests reach this worker, again after every reconnect.
             payload = presence_payload(list(self.handler.bundle_ids), self.group)
             client.publish(self.presence_topic, payload, qos=1, retain=True)
@@ -149,6 +164,11 @@ class EdgeWorker:
             log.info("disconnected from the broker (%s); reconnecting in the background", reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.retain:
+            if message.payload:
+                log.warning("retained request on %s deleted unanswered", message.topic)
+                client.publish(message.topic, b"", qos=1, retain=True)
+            return
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
