@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from tests.support.fakes import TOP_CLASS, ScriptedEdge, ScriptedSegments, fake_bundle
+from tests.support.fakes import TOP_CLASS, ScriptedEdge, ScriptedSegments, announce_worker, fake_bundle
 from tflite_edge.bundle import Bundle
 from tflite_edge.device import DeviceRuntime, ExitRule, Plan
 from tflite_edge.device.config import DeviceConfig
@@ -43,6 +43,7 @@ class Rig:
         self.edge = ScriptedEdge(bundle.manifest)
         self.link = MemoryLink(self.edge, clock=self.clock)
         self.edge.link = self.link
+        announce_worker(self.link, [bundle.bundle_id])
         link: MessageLink = wrap(self.link) if wrap is not None else self.link
         config = DeviceConfig.from_options(device_id="dev-1", **options)
         self.runtime = DeviceRuntime(bundle, config, link=link, interpreters=self.segments, clock=self.clock)
@@ -179,6 +180,39 @@ def test_lost_broker_falls_back_at_once(rig: Rig) -> None:
     assert result.exit == "final" and result.total_ms == pytest.approx(35.0)
 
 
+def test_no_worker_online_means_no_offload(rig: Rig, bundle: Bundle) -> None:
+    announce_worker(rig.link, [])  # the worker's presence is cleared (it left)
+    result = rig.run("final", partition=1, deadline_ms=100.0)
+    assert rig.link.published == [] and result.fell_back
+    assert result.error == f"no edge worker serving bundle {bundle.bundle_id} is online"
+    announce_worker(rig.link, ["another-bundle"], worker_id="edge-2")
+    assert rig.run("final", partition=1, deadline_ms=100.0).fell_back
+    announce_worker(rig.link, [bundle.bundle_id], worker_id="edge-3")
+    assert rig.run("final", partition=1, deadline_ms=100.0).ran_on == "split"
+
+
+def test_presence_is_rebuilt_after_a_reconnect(rig: Rig) -> None:
+    assert rig.runtime.offload is not None and rig.runtime.offload.workers_online(rig.runtime.manifest.bundle_id) == 1
+    rig.link.online = False
+    rig.link.retained.clear()  # the worker left while the device was away
+    rig.link.online = True
+    assert rig.runtime.offload.workers_online(rig.runtime.manifest.bundle_id) == 0
+
+
+def test_breaker_opens_after_consecutive_timeouts_and_probes_later(rig: Rig) -> None:
+    rig.edge.silent = True
+    for _ in range(3):
+        assert rig.run("final", partition=1, deadline_ms=40.0).error == "no reply from the edge within 33.0 ms"
+    assert len(rig.link.published) == 3
+    paused = rig.run("final", partition=1, deadline_ms=40.0)
+    assert len(rig.link.published) == 3 and (paused.error or "").startswith("offloading paused after 3 timeouts")
+    assert paused.exit == "final" and paused.total_ms == pytest.approx(35.0)  # no waiting: the tail runs locally
+    rig.clock.advance(1.0)  # the first back-off has passed: one request probes the edge
+    rig.edge.silent = False
+    probe = rig.run("final", partition=1, deadline_ms=40.0)
+    assert probe.ran_on == "split" and len(rig.link.published) == 4
+
+
 def test_edge_error_reply_falls_back_or_raises(bundle: Bundle) -> None:
     rig = Rig(bundle)
     rig.edge.error = "unknown_bundle"
@@ -220,6 +254,7 @@ def test_emulated_uplink_longer_than_the_wait_sends_nothing(bundle: Bundle) -> N
     clock_box.append(clock)
     segments = ScriptedSegments(bundle.manifest, clock, SEGMENT_MS)
     link = MemoryLink(ScriptedEdge(bundle.manifest), clock=clock)
+    announce_worker(link, [bundle.bundle_id])
     runtime = DeviceRuntime(bundle, link=slow_uplink(link), interpreters=segments, clock=clock)
     result = runtime.run(X, Plan("final", 1, 40.0))
     assert link.published == [] and result.fell_back and result.total_ms == pytest.approx(38.0)
@@ -232,6 +267,7 @@ def test_emulated_uplink_longer_than_the_wait_sends_nothing(bundle: Bundle) -> N
 def test_emulated_downlink_delays_the_reply(bundle: Bundle) -> None:
     clock = ManualClock()
     link = MemoryLink(ScriptedEdge(bundle.manifest), clock=clock)
+    announce_worker(link, [bundle.bundle_id])
     runtime = DeviceRuntime(bundle, link=EmulatedLink(link, downlink_delay_s=lambda n: 0.007, clock=clock),
                             interpreters=ScriptedSegments(bundle.manifest, clock, SEGMENT_MS), clock=clock)
     result = runtime.run(X, Plan("final", 1, 40.0))

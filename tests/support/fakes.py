@@ -19,8 +19,9 @@ import numpy as np
 from tflite_edge.bundle import Bundle, CutSpec, ExitSpec, Manifest, SegmentSpec, TensorSpec, write_bundle
 from tflite_edge.runtime.chain import quantize
 from tflite_edge.transport.link import Message
-from tflite_edge.transport.memory import ManualClock
-from tflite_edge.transport.protocol import ReplyHeader
+from tflite_edge.transport.memory import ManualClock, MemoryLink
+from tflite_edge.transport.presence import presence_payload, presence_topic
+from tflite_edge.transport.protocol import DEFAULT_PREFIX, ReplyHeader
 from tflite_edge.transport.wire import encode_tensor
 
 NUM_CLASSES = 10
@@ -152,3 +153,10 @@ class ScriptedEdge:
             self.link.deliver(reply, after_s=self.delay_s)  # type: ignore[attr-defined]
             return None
         return reply
+
+
+def announce_worker(link: MemoryLink, bundle_ids: Sequence[str], worker_id: str = "edge-1",
+                    prefix: str = DEFAULT_PREFIX) -> None:
+    """Publish an edge worker's retained presence on ``link`` (an empty list: the worker left)."""
+    payload = presence_payload(list(bundle_ids), "tflite-edge") if bundle_ids else b""
+    link.deliver(Message(presence_topic(prefix, worker_id), payload), retain=True)

@@ -96,17 +96,21 @@ class EmulatedLink:
     def connected(self) -> bool:
         return self.inner.connected
 
-    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0) -> None:
+    @property
+    def connections(self) -> int:
+        return self.inner.connections
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0, optional: bool = False) -> None:
         delay = self.downlink_delay_s
         if delay is None:
-            self.inner.subscribe(topic_filter, handler, qos=qos)
+            self.inner.subscribe(topic_filter, handler, qos=qos, optional=optional)
             return
 
         def delayed(message: Message) -> None:
             self.clock.sleep(delay(len(message.payload)))
             handler(message)
 
-        self.inner.subscribe(topic_filter, delayed, qos=qos)
+        self.inner.subscribe(topic_filter, delayed, qos=qos, optional=optional)
 
     def connect(self, timeout_s: float, *, required: bool = True) -> bool:
         return self.inner.connect(timeout_s, required=required)

@@ -3,22 +3,29 @@
 One client per device runtime, over a ``MessageLink`` (``MqttLink`` against a broker,
 ``MemoryLink`` in tests). Replies arrive on the device's own reply topic and are matched
 to waiting requests by ``CorrelationData``; replies nobody waits for any more (the device
-already fell back) are dropped. A request sent while the link is down fails at once, so
-the device can fall back without waiting for its deadline.
+already fell back) are dropped. An ``unknown_bundle`` reply (from an edge that does not
+serve the bundle, e.g. one subscribed to every request) does not end the wait: another
+edge may still answer; it is returned only if nothing else arrives in time. A request
+sent while the link is down fails at once, so the device can fall back without waiting
+for its deadline.
+
+The client also follows the edge workers' retained presence messages
+(``transport.presence``): ``workers_online(bundle_id)`` says how many workers serving a
+bundle are online, so the runtime does not offload while there is none.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import uuid
 from dataclasses import dataclass
 
-from ..errors import BrokerConnectionError, TransportError
+from ..errors import BrokerConnectionError, ProtocolError, TransportError
 from ..transport.link import SYSTEM_CLOCK, Clock, Message, MessageLink
+from ..transport.presence import EdgePresence, presence_filter
 from ..transport.protocol import (
     DEFAULT_PREFIX,
+    ErrorCode,
     ReplyHeader,
     RequestHeader,
     Topics,
@@ -26,7 +33,7 @@ from ..transport.protocol import (
     validate_device_id,
 )
 
-__all__ = ["OffloadClient", "OffloadOptions", "Reply", "device_client_id"]
+__all__ = ["OffloadClient", "OffloadOptions", "Reply"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +51,6 @@ class OffloadOptions:
     qos: int = 0
     connect_timeout_s: float = 10.0
     require_broker: bool = True
-
-
-def device_client_id(device_id: str) -> str:
-    """The MQTT client id of a device's request client (unique per process)."""
-    return f"tfe-dev-{device_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ class _Slot:
 class OffloadClient:
     """Sends requests for one device id over ``link`` and waits for their replies.
 
-    Subscribes to the device's reply topic and connects the link (see ``OffloadOptions``
-    for what happens when the broker is not there).
+    Subscribes to the edge presence topics and to the device's reply topic, then connects
+    the link (see ``OffloadOptions`` for a broker that is not there).
     """
 
     def __init__(
@@ -91,9 +93,40 @@ class OffloadClient:
         self.qos = options.qos
         self._pending: dict[bytes, _Slot] = {}
         self._lock = threading.Lock()
+        self._presence = EdgePresence(self.topics.prefix)
+        self._presence_connection = -1  # the link connection the presence state comes from
+        # Presence first: the broker sends its retained messages before it acknowledges the
+        # reply subscription, so the device knows which workers are online once connected.
+        link.subscribe(presence_filter(self.topics.prefix), self._on_presence, qos=1, optional=True)
         link.subscribe(self.reply_topic, self._on_reply, qos=self.qos)
         if not link.connect(options.connect_timeout_s, required=options.require_broker):
             log.warning("broker not reachable yet; answering locally until it is (retrying in the background)")
+
+    @classmethod
+    def over_mqtt(cls, broker_url: str, device_id: str, options: OffloadOptions = OffloadOptions(), *,
+                  clock: Clock = SYSTEM_CLOCK) -> OffloadClient:
+        """A client on an ``MqttLink`` to ``broker_url``, logged in as the device's request connection."""
+        from ..transport.mqtt import device_connection
+        from ..transport.mqtt_link import MqttLink
+
+        return cls(MqttLink(*device_connection(broker_url, device_id)), device_id, options, clock=clock)
+
+    # -- link handlers (delivery thread) ---------------------------------------------------
+    def _on_presence(self, message: Message) -> None:
+        with self._lock:
+            self._current_presence()
+            try:
+                self._presence.update(message.topic, message.payload)
+            except ProtocolError as e:
+                log.debug("presence message on %s ignored: %s", message.topic, e)
+
+    def _current_presence(self) -> EdgePresence:
+        # Retained presence is sent again on every connection: state from an earlier
+        # connection is forgotten (workers may have left meanwhile). Caller holds the lock.
+        if self._presence_connection != self.link.connections:
+            self._presence.workers.clear()
+            self._presence_connection = self.link.connections
+        return self._presence
 
     def _on_reply(self, message: Message) -> None:
         received_at = self.clock.now()
@@ -110,6 +143,10 @@ class OffloadClient:
             header = ReplyHeader.from_message(message.user_properties, correlation)
         except TransportError as e:
             header = ReplyHeader.failure("", "bad_reply", f"the edge sent a malformed reply: {e}")
+        if not header.ok and header.code == ErrorCode.UNKNOWN_BUNDLE:
+            if slot.reply is None:
+                slot.reply = Reply(header, message.payload, received_at)  # kept in case no edge answers
+            return
         slot.reply = Reply(header, message.payload, received_at)
         slot.event.set()
 
@@ -117,6 +154,13 @@ class OffloadClient:
     @property
     def connected(self) -> bool:
         return self.link.connected
+
+    def workers_online(self, bundle_id: str) -> int:
+        """Edge workers serving ``bundle_id`` whose presence is current (0 while disconnected)."""
+        if not self.connected:
+            return 0
+        with self._lock:
+            return self._current_presence().online(bundle_id)
 
     def request(
         self,

@@ -50,13 +50,21 @@ class MessageLink(Protocol):
 
     @property
     def connected(self) -> bool:
-        """True while messages can be published and every subscription is active."""
+        """True while messages can be published and every required subscription is active."""
         ...
 
-    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0) -> None:
+    @property
+    def connections(self) -> int:
+        """How many times the link has connected; state built from retained messages of an
+        earlier connection is stale once this changes (they are sent again)."""
+        ...
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0, optional: bool = False) -> None:
         """Deliver every message matching ``topic_filter`` to ``handler`` (kept across reconnects).
 
-        Handlers run on the link's delivery thread; they must be quick and never raise.
+        Handlers run on the link's delivery thread; they must be quick and never raise. An
+        ``optional`` subscription that the broker refuses is logged and does not keep the
+        link from counting as connected.
         """
         ...
 

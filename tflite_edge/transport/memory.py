@@ -87,19 +87,52 @@ class MemoryLink:
                  online: bool = True) -> None:
         self.responder = responder
         self.clock = clock if clock is not None else SYSTEM_CLOCK
-        self.online = online
         self.published: list[Message] = []
+        self.retained: dict[str, Message] = {}
         self.closed = False
         self._subscriptions: dict[str, MessageHandler] = {}
         self._lock = threading.Lock()
+        self._online = False
+        self._connections = 0
+        self.online = online
+
+    @property
+    def online(self) -> bool:
+        """Whether the in-memory broker is reachable; going online again counts as a reconnect
+        (retained messages are delivered again)."""
+        return self._online
+
+    @online.setter
+    def online(self, value: bool) -> None:
+        if value and not self._online:
+            self._connections += 1
+            self._online = True
+            with self._lock:
+                subscriptions = list(self._subscriptions)
+            for topic_filter in subscriptions:
+                self._deliver_retained(topic_filter)
+        self._online = value
 
     @property
     def connected(self) -> bool:
-        return self.online and not self.closed
+        return self._online and not self.closed
 
-    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0) -> None:
+    @property
+    def connections(self) -> int:
+        return self._connections
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0, optional: bool = False) -> None:
         with self._lock:
             self._subscriptions[topic_filter] = handler
+        if self.connected:
+            self._deliver_retained(topic_filter)
+
+    def _deliver_retained(self, topic_filter: str) -> None:
+        with self._lock:
+            handler = self._subscriptions[topic_filter]
+            matching = [m for t, m in self.retained.items() if paho.topic_matches_sub(topic_filter, t)]
+        for message in matching:
+            handler(message)
 
     def connect(self, timeout_s: float, *, required: bool = True) -> bool:
         if self.connected:
@@ -119,17 +152,26 @@ class MemoryLink:
             self.deliver(reply)
         return True
 
-    def deliver(self, message: Message, *, after_s: float = 0.0) -> None:
-        """Hand ``message`` to every matching subscription, now or ``after_s`` later on the clock."""
+    def deliver(self, message: Message, *, after_s: float = 0.0, retain: bool = False) -> None:
+        """Hand ``message`` to every matching subscription, now or ``after_s`` later on the clock.
+
+        ``retain=True`` also keeps it for later subscriptions and reconnects, like an MQTT
+        retained message (an empty payload deletes the retained message of its topic).
+        """
         if after_s > 0:
             if isinstance(self.clock, ManualClock):
-                self.clock.call_later(after_s, lambda: self.deliver(message))
+                self.clock.call_later(after_s, lambda: self.deliver(message, retain=retain))
             else:
-                timer = threading.Timer(after_s, self.deliver, args=(message,))
+                timer = threading.Timer(after_s, self.deliver, args=(message,), kwargs={"retain": retain})
                 timer.daemon = True
                 timer.start()
             return
-        if self.closed:
+        if retain:
+            if message.payload:
+                self.retained[message.topic] = message
+            else:
+                self.retained.pop(message.topic, None)
+        if not self.connected:
             return
         with self._lock:
             handlers = [h for f, h in self._subscriptions.items() if paho.topic_matches_sub(f, message.topic)]

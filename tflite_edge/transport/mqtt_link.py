@@ -36,19 +36,25 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._lock = threading.Lock()
-        self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
+        self._subscriptions: dict[str, tuple[int, bool, MessageHandler]] = {}  # filter -> qos, optional, handler
         self._awaiting: dict[int, str] = {}  # SUBSCRIBE message id -> topic filter
+        self._refused: set[str] = set()
         self._ready = threading.Event()
         self._started = False
+        self._connections = 0
 
     # -- MessageLink ---------------------------------------------------------------------
     @property
     def connected(self) -> bool:
         return self._client.is_connected() and self._ready.is_set()
 
-    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0) -> None:
+    @property
+    def connections(self) -> int:
+        return self._connections
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0, optional: bool = False) -> None:
         with self._lock:
-            self._subscriptions[topic_filter] = (qos, handler)
+            self._subscriptions[topic_filter] = (qos, optional, handler)
             self._ready.clear()
         if self._client.is_connected():
             self._subscribe(self._client, topic_filter, qos)
@@ -66,9 +72,8 @@ class MqttLink:
             return True
         if required:
             self.close()
-            raise BrokerConnectionError(
-                f"the broker did not confirm the subscription to {', '.join(self._subscriptions)}"
-            )
+            required_filters = [f for f, (_, optional, _) in self._subscriptions.items() if not optional]
+        raise BrokerConnectionError(f"the broker did not confirm the subscription to {', '.join(required_filters)}")
         return False
 
     def publish(self, message: Message, *, qos: int = 0, timeout_s: float | None = None) -> bool:
@@ -103,21 +108,28 @@ class MqttLink:
             log.warning("broker refused the connection: %s", reason)
             return
         with self._lock:
+            self._connections += 1
             subscriptions = list(self._subscriptions.items())
             self._awaiting.clear()
+            self._refused.clear()
         if not subscriptions:
             self._ready.set()
-        for topic_filter, (qos, _) in subscriptions:
+        for topic_filter, (qos, _, _) in subscriptions:
             self._subscribe(client, topic_filter, qos)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
         with self._lock:
             topic_filter = self._awaiting.pop(mid, None)
-            if codes and not codes[0].is_failure:
-                if not self._awaiting:
-                    self._ready.set()
+            if topic_filter is None:
                 return
-        log.warning("subscription to %s refused: %s", topic_filter, codes)
+            refused = not codes or codes[0].is_failure
+            if refused:
+                self._refused.add(topic_filter)
+            required_refused = any(not self._subscriptions[f][1] for f in self._refused if f in self._subscriptions)
+            if not self._awaiting and not required_refused:
+                self._ready.set()
+        if refused:
+            log.warning("subscription to %s refused: %s", topic_filter, codes)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self._ready.clear()
@@ -135,6 +147,6 @@ class MqttLink:
             user_properties=user_properties(props),
         )
         with self._lock:
-            handlers = [h for f, (_, h) in self._subscriptions.items() if paho.topic_matches_sub(f, message.topic)]
+            handlers = [h for f, (_, _, h) in self._subscriptions.items() if paho.topic_matches_sub(f, message.topic)]
         for handler in handlers:
             handler(received)
