@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import PolicyError
+from ..transport.protocol import DEFAULT_PREFIX
 from .policy_message import PolicyPackage, policy_topic, sign_policy_message
 from .tflite_policy import TFLitePolicy
 
@@ -213,7 +214,7 @@ class AgentConfig:
     """
 
     bundle_id: str | None = None
-    prefix: str = "tflite-edge/v1"
+    prefix: str = DEFAULT_PREFIX
     topic: str | None = None
     work_dir: str | os.PathLike[str] | None = None
     connect_timeout_s: float = 10.0

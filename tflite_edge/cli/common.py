@@ -8,8 +8,18 @@ import sys
 from typing import Any
 
 from ..runtime.backends import BACKEND_ORDER
+from ..transport.protocol import DEFAULT_PREFIX
+from ..transport.wire import CODECS
 
-__all__ = ["add_backend_options", "add_bundle_key_option", "open_bundle", "print_json", "progress"]
+__all__ = [
+    "add_backend_options",
+    "add_bundle_key_option",
+    "add_codec_option",
+    "add_prefix_option",
+    "open_bundle",
+    "print_json",
+    "progress",
+]
 
 
 def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
@@ -20,6 +30,14 @@ def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True
     )
     if threads:
         parser.add_argument("--threads", type=int, default=None, metavar="N", help="interpreter threads")
+
+
+def add_prefix_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"MQTT topic prefix (default: {DEFAULT_PREFIX})")
+
+
+def add_codec_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--codec", default="none", choices=tuple(CODECS), help=help)
 
 
 def print_json(document: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import add_backend_options, add_bundle_key_option, open_bundle
+from .common import add_backend_options, add_bundle_key_option, add_codec_option, add_prefix_option, open_bundle
 from .summary import FallbackSummary
 
 
@@ -44,9 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
     parser.add_argument("--entropy", action="store_true",
                         help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
-    parser.add_argument("--codec", default="none", choices=("none", "zlib", "lz4", "zstd"),
-                        help="activation compression (default: none; see bench/bench_wire.py for when it pays)")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_codec_option(parser, "activation compression (default: none; see bench/bench_wire.py for when it pays)")
+    add_prefix_option(parser)
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
     parser.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S",
                         help="how long to wait for the broker at start (default: 10)")

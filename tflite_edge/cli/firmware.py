@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InputError
+from .common import add_prefix_option
 
 EPILOG = """\
 examples:
@@ -104,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bridge.add_argument("--retries", type=int, default=3, help="serial retries per request (default: 3)")
     bridge.add_argument("--telemetry-period-s", type=float, default=5.0, help="telemetry period (default: 5)")
     bridge.add_argument("--duration-s", type=float, help="without --input: stop after this many seconds")
-    bridge.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_prefix_option(bridge)
     bridge.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
     bridge.set_defaults(func=run_bridge)
 

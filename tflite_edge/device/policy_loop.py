@@ -31,6 +31,7 @@ import numpy as np
 
 from ..agents.tflite_policy import TFLitePolicy
 from ..errors import PolicyError, TfliteEdgeError
+from ..transport.protocol import DEFAULT_PREFIX
 from .plan import ExitRule, Plan
 from .result import InferenceResult
 
@@ -460,7 +461,7 @@ def policy_session(
     broker_url: str,
     deadline_ms: float,
     policy_dir: str | None = None,
-    prefix: str = "tflite-edge/v1",
+    prefix: str = DEFAULT_PREFIX,
     policy_topic: str | None = None,
     public_key_paths: Sequence[str] = (),
     backend: str | None = None,

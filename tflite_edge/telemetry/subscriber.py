@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import TelemetryError, TelemetrySchemaError
+from ..transport.protocol import DEFAULT_PREFIX
 from .schema import ExperienceBatch, StatusMessage, TelemetryMessage, decode
 
 __all__ = [
@@ -76,7 +77,7 @@ class TelemetrySubscriber:
         broker_url: str,
         on_message: Callable[[Received], None],
         *,
-        prefix: str = "tflite-edge/v1",
+        prefix: str = DEFAULT_PREFIX,
         device: str | None = None,
         experience: bool = False,
         client_id: str | None = None,
