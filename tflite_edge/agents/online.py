@@ -112,7 +112,7 @@ class OnlineTrainer:
 
     def __init__(self, policy_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str] | None = None, *,
                  batch_size: int = 64, seed: int = 0) -> None:
-        from .training import TrainConfig, _make_agent, import_tf_agents
+        from .training import TrainConfig, import_tf_agents, make_agent
 
         self.policy_dir = Path(policy_dir)
         self.work_dir = Path(work_dir) if work_dir is not None else self.policy_dir / "online"
@@ -135,7 +135,7 @@ class OnlineTrainer:
         from tf_agents.utils import common
 
         tf.random.set_seed(seed)
-        self.agent = _make_agent(tf, self.config, self.num_features, self.num_actions)
+        self.agent = make_agent(tf, self.config, self.num_features, self.num_actions)
         self.agent.initialize()
         self.steps_done = tf.Variable(0, dtype=tf.int64, name="steps_done")
         base = self.policy_dir / "checkpoints"

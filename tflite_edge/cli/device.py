@@ -97,12 +97,13 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..device import DeviceRuntime, ExitRule, Plan
+    from ..transport.protocol import ThresholdKind
 
     try:
         x = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
-    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
     _check_policy_options(args)
     with DeviceRuntime(
         open_bundle(args.bundle, args.bundle_key), broker_url=args.broker, device_id=args.id, backend=args.backend,

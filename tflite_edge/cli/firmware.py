@@ -214,11 +214,12 @@ def run_bridge(args: argparse.Namespace) -> int:
 
     from ..device import ExitRule
     from ..firmware_bridge.gateway import Gateway
+    from ..transport.protocol import ThresholdKind
     from .device import finish, parse_thresholds
     from .summary import FallbackSummary
 
     partition = args.partition
-    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
     with Gateway(
         args.bundle, args.port, device_id=args.id, broker_url=args.broker, baud=args.baud, timeout_s=args.timeout_s,
         retries=args.retries, telemetry_period_s=args.telemetry_period_s, prefix=args.prefix,

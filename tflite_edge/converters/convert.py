@@ -152,7 +152,7 @@ def convert_model(
     """`convert`, also returning the whole converted model and the float model's accuracy."""
     say = progress or (lambda message: log.info("%s", message))
     if quantize not in QUANTIZATION_MODES:
-        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
+        raise InputError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
     if cuts and auto_cuts:
         raise InputError("give either explicit cuts or a number of automatic cuts, not both")
     if Path(output_dir).exists() and not overwrite:

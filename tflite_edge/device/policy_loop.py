@@ -145,10 +145,10 @@ class PolicyReceiver:
         on_update: Callable[[int], None] | None = None,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
-        from ..security.signing import _key_list
+        from ..security.signing import trusted_keys
 
         self.topic = topic
-        self.public_keys = _key_list(public_keys)  # type: ignore[arg-type]
+        self.public_keys = trusted_keys(public_keys)
         self.slot = slot
         self.manifest = manifest
         self.backend = backend

@@ -282,10 +282,7 @@ class TelemetryPublisher:
 
         No I/O: every value was measured already (None until it has been).
         """
-        with self.link._lock:
-            uplink = self.link.throughput.mbps
-            rtt = self.link.rtt.srtt_ms
-            loss = self.link.losses.loss_ratio
+        uplink, rtt, loss = self.link.estimates()
         return {
             "uplink_mbps": uplink,
             "rtt_ms": rtt,
