@@ -226,6 +226,7 @@ def make_client(
     ca_certs: str | None = None,
     session_expiry_s: int = 0,
     tls: TlsSettings | None = None,
+    max_packet_bytes: int | None = None,
 ) -> paho.Client:
     """A paho-mqtt 2.x MQTT 5 client for ``url``, configured but not yet running.
 
@@ -235,6 +236,8 @@ def make_client(
     should therefore be (re)made in ``on_connect``. ``session_expiry_s=0`` means the broker
     forgets the session on disconnect, which suits stateless clients. ``tls`` (or the
     URL's ``?ca=&cert=&key=`` options) sets the CA and the client certificate for mutual TLS.
+    ``max_packet_bytes`` asks the broker (MQTT 5 ``MaximumPacketSize``) never to deliver a
+    larger message to this client: it drops it instead.
     """
     address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
     client = paho.Client(
@@ -258,11 +261,14 @@ def make_client(
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     client.reconnect_delay_set(min_delay=min_reconnect_delay_s, max_delay=max_reconnect_delay_s)
     properties = None
-    if session_expiry_s:
+    if session_expiry_s or max_packet_bytes:
         from paho.mqtt.packettypes import PacketTypes
 
         properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = session_expiry_s
+        if session_expiry_s:
+            properties.SessionExpiryInterval = session_expiry_s
+        if max_packet_bytes:
+            properties.MaximumPacketSize = max_packet_bytes
     client.connect_async(address.host, address.port, keepalive=keepalive_s, properties=properties)
     # Remembered beside the client (not in its userdata, which belongs to the caller).
     _ADDRESSES[client] = address
