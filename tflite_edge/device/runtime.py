@@ -61,8 +61,8 @@ class DeviceRuntime:
     error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
     ``link_mbps`` emulates a link of that speed in both directions (a token bucket), for
     measuring partitions on loopback. ``emulation`` (``device.emulation.Emulation``) makes
-    this machine behave like a slower device: segment times are stretched by its compute
-    slowdown and offload requests wait for its uplink; results include the added time.
+    this machine behave like another device: each segment lasts the latency of its device
+    profile and offload requests wait for its uplink; results include the added time.
     ``require_broker=False`` starts even when the broker is down (requests fall back until
     the background connection succeeds); by default an unreachable broker is an error.
     """
@@ -102,6 +102,8 @@ class DeviceRuntime:
             self.bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback
         )
         self.emulation = emulation
+        # Latencies and deadlines are measured on the emulated device's clock when emulating.
+        self._now: Callable[[], float] = emulation.clock if emulation is not None else time.perf_counter
         self.segment_ms = [0.0] * self.manifest.num_segments
         self._lock = threading.Lock()
         self.clock = ClockOffset()  # edge clock minus this clock, from replies; dates requests for the edge
@@ -132,9 +134,9 @@ class DeviceRuntime:
             for index in range(self.manifest.num_segments):
                 start = time.perf_counter()
                 seen.update(self.runner.run_segment(index, seen))
+                host_ms = (time.perf_counter() - start) * 1e3
                 # Estimated at the emulated speed without sleeping through the warm-up.
-                slowdown = self.emulation.compute_slowdown if self.emulation is not None else 1.0
-                self.segment_ms[index] = (time.perf_counter() - start) * 1e3 * slowdown
+                self.segment_ms[index] = host_ms if self.emulation is None else self.emulation.target_ms(index, host_ms)
         return list(self.segment_ms)
 
     def close(self) -> None:
@@ -181,7 +183,7 @@ class DeviceRuntime:
         return result
 
     def _run(self, x: np.ndarray, plan: ResolvedPlan, rid: str) -> InferenceResult:
-        t0 = time.perf_counter()
+        t0 = self._now()
         seen = {self.manifest.input.name: self.runner.quantize_input(x)}
         device_ms = 0.0
         last_exit: str | None = None
@@ -226,9 +228,10 @@ class DeviceRuntime:
     def _run_segment(self, index: int, seen: dict[str, np.ndarray]) -> float:
         start = time.perf_counter()
         seen.update(self.runner.run_segment(index, seen))
-        elapsed_s = time.perf_counter() - start
-        if self.emulation is not None:
-            elapsed_s = self.emulation.stretch_compute(elapsed_s, index)
+        if self.emulation is not None:  # waits until the emulated device would have finished
+            elapsed_s = self.emulation.finish_segment(index, start)
+        else:
+            elapsed_s = time.perf_counter() - start
         elapsed_ms = elapsed_s * 1e3
         # Moving average: the fallback budget follows the device's current speed.
         self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms - self.segment_ms[index])
@@ -249,7 +252,7 @@ class DeviceRuntime:
         elif (paused := self._offload_paused()) is not None:
             error = paused
         else:
-            t_send = time.perf_counter()
+            t_send = self._now()
             wall_send = time.time()
             frame = encode_tensor(seen[spec.name], spec, bundle_id=self.manifest.bundle_id, segment=k, codec=self.codec)
             request_bytes = len(frame)
@@ -334,7 +337,7 @@ class DeviceRuntime:
         _, raw = decode_frame(reply.payload, expect=expect_activation(self.manifest, spec=tensor),
                               max_payload_bytes=tensor.bytes)
         probabilities = dequantize(raw, tensor)[0]
-        done = time.perf_counter()
+        done = self._now()
         edge_ms = reply.header.edge_us / 1e3
         round_trip_ms = (done - t_send) * 1e3
         return self._result(
@@ -351,7 +354,7 @@ class DeviceRuntime:
     ) -> InferenceResult:
         k = plan.partition
         budget_ms = plan.deadline_ms if plan.deadline_ms is not None else self.default_timeout_ms
-        remaining_ms = budget_ms - (time.perf_counter() - t0) * 1e3
+        remaining_ms = budget_ms - (self._now() - t0) * 1e3
         candidates = [e for e in self.manifest.exits if k <= e.segment <= plan.exit_segment]
         # Deepest exit whose remaining segments fit in the time left; else the last exit
         # already computed; else the first exit after the cut, late but answered.
@@ -416,7 +419,7 @@ class DeviceRuntime:
         return InferenceResult(
             request_id=rid, exit=exit_name, partition=plan.partition, top1_class=top,
             top1_score=float(flat[top]), device_ms=device_ms, transfer_ms=transfer_ms, edge_ms=edge_ms,
-            total_ms=total_ms if total_ms is not None else (time.perf_counter() - t0) * 1e3,
+            total_ms=total_ms if total_ms is not None else (self._now() - t0) * 1e3,
             ran_on=ran_on, fell_back=fell_back, early_exit=early, error=error,
             request_bytes=request_bytes, reply_bytes=reply_bytes, codec=self.codec,
             deadline_ms=plan.deadline_ms, probabilities=probabilities,

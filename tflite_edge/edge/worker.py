@@ -22,6 +22,7 @@ for their bundle is online.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -231,12 +232,12 @@ class EdgeWorker:
         return self.handler.handle(bundle_id, payload, properties, correlation)
 
 
-def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, Any], ready: Any) -> None:
-    # Child process entry point: serve until SIGTERM/SIGINT.
+def _worker_main(broker_url: str, bundles: list[Bundle], options: dict[str, Any], ready: Any) -> None:
+    # Child process entry point: serve until SIGTERM/SIGINT. The bundles arrive with the
+    # segment bytes the parent verified; nothing is read from the bundle directories again.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bundles = [load_bundle(p) for p in bundle_paths]
     worker = EdgeWorker(broker_url, bundles, **options).start()
     ready.release()
     try:
@@ -247,7 +248,7 @@ def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, An
 
 def serve(
     broker_url: str,
-    bundle_paths: Sequence[str | os.PathLike[str]],
+    bundles: Sequence[Bundle | str | os.PathLike[str]],
     *,
     workers: int = 1,
     stop: threading.Event | None = None,
@@ -257,17 +258,22 @@ def serve(
 ) -> None:
     """Run ``workers`` edge workers until ``stop`` is set (or SIGINT/SIGTERM in the CLI).
 
-    One worker runs in this process; more run as separate processes (one Python
-    interpreter each, so they use separate cores). ``on_ready`` is called once every worker
-    has subscribed. ``options`` go to ``EdgeWorker``.
+    ``bundles`` are loaded ``Bundle`` objects (e.g. from ``verify_bundle``) or directories,
+    which are loaded and checked here, once. One worker runs in this process; more run as
+    separate processes (one Python interpreter each, so they use separate cores), each
+    handed the same verified segment bytes rather than the paths, so a bundle directory
+    swapped after the check is never served. ``on_ready`` is called once every worker has
+    subscribed. ``options`` go to ``EdgeWorker``.
     """
     stop = stop or threading.Event()
-    paths = [str(Path(p)) for p in bundle_paths]
-    bundles = [load_bundle(p) for p in paths]  # fail fast, in this process, on a bad bundle
+    # Fail fast, in this process, on a bad bundle; the bytes read here are what every worker runs.
+    loaded = [b if isinstance(b, Bundle) else load_bundle(Path(b)) for b in bundles]
+    loaded = [b if b.segment_data is not None else dataclasses.replace(
+        b, segment_data=tuple(b.read_segment(i) for i in range(b.manifest.num_segments))) for b in loaded]
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     if workers == 1:
-        with EdgeWorker(broker_url, bundles, **options):
+        with EdgeWorker(broker_url, loaded, **options):
             if on_ready is not None:
                 on_ready()
             while not stop.wait(0.5):  # a timed wait lets signal handlers run promptly
@@ -276,7 +282,7 @@ def serve(
     context = multiprocessing.get_context("spawn")
     ready = context.Semaphore(0)
     children = [
-        context.Process(target=_worker_main, args=(broker_url, paths, options, ready), daemon=True)
+        context.Process(target=_worker_main, args=(broker_url, loaded, options, ready), daemon=True)
         for _ in range(workers)
     ]
     for child in children:
