@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundle", required=True, help="bundle directory (the edge must serve the same bundle)")
     parser.add_argument("--id", default="device", metavar="ID",
                         help="device id, one MQTT topic level: no '/', '+', '#' (default: device)")
-    parser.add_argument("--input", required=True, metavar="X.npy", help="float32 samples, (N, ...) or one sample")
+    parser.add_argument("--input", required=True, metavar="X.npy",
+                        help="float32 samples, (N, ...) or one sample: .npy, or .npz with array x")
     parser.add_argument("--exit", metavar="NAME", help="target exit (default: the bundle's last exit)")
     parser.add_argument("--partition", type=int, metavar="K",
                         help="segments [0, K) run here, the rest on the edge; 0 sends the raw input "
@@ -94,12 +95,10 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..arrays import load_array
     from ..device import DeviceRuntime, ExitRule, Plan
 
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
+    x = load_array(args.input, what="--input")
     rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
     _check_policy_options(args)
     with DeviceRuntime(
