@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import add_backend_options, add_bundle_key_option, open_bundle
+from .common import add_backend_options, add_bundle_key_option, add_state_file_option, open_bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="start one request every MS milliseconds (default: back to back)")
     add_backend_options(parser)
     add_bundle_key_option(parser)
+    add_state_file_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -102,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
     _check_policy_options(args)
     with DeviceRuntime(
-        open_bundle(args.bundle, args.bundle_key), broker_url=args.broker, device_id=args.id, backend=args.backend,
-        num_threads=args.threads,
+        open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,
+        backend=args.backend, num_threads=args.threads,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
         require_broker=not args.start_without_broker,
@@ -150,7 +151,7 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
             prefix=args.prefix, policy_topic=args.policy_topic, public_key_paths=args.public_key,
             backend=args.backend, telemetry_period_s=args.telemetry_period_s,
             connect_timeout_s=args.connect_timeout_s, require_broker=not args.start_without_broker,
-            power_budget_mw=args.power_budget_mw,
+            power_budget_mw=args.power_budget_mw, state_file=args.state_file,
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
 
