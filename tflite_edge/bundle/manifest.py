@@ -22,6 +22,8 @@ Example document (abridged)::
       "exits": [{"name": "exit_0", "segment": 0, "num_classes": 10,
                  "accuracy": 0.91, "float_accuracy": 0.915}, …],
       "cuts": [{"layer": "block_1_out", "segment": 0, "activation_bytes": 1024}],
+      "fused": [{"start": 0, "stop": 2, "file": "fused_0_2.tflite", "sha256": "…", "size_bytes": 9216,
+                 "outputs": ["exit_0", "block_1_out", "exit_1", "block_2_out"]}, …],
       "converter_version": "0.1.0",
       "tensorflow_version": "2.21.0"
     }
@@ -49,6 +51,7 @@ __all__ = [
     "SegmentSpec",
     "ExitSpec",
     "CutSpec",
+    "FusedSpec",
     "Verification",
     "Manifest",
     "compute_bundle_id",
@@ -109,6 +112,29 @@ def _optional_float(value: Any, where: str) -> float | None:
     if not math.isfinite(number):
         raise ManifestError(f"{where}: must be a finite number")
     return number
+
+
+def _plain_file_name(doc: Mapping[str, Any], where: str) -> str:
+    file = _typed(doc["file"], str, f"{where}.file")
+    if (not file or "/" in file or "\\" in file or file.startswith(".") or len(file) > 255
+            or any(ord(c) < 32 or ord(c) == 127 for c in file)):
+        raise ManifestError(f"{where}.file: {file!r} must be a plain file name inside the bundle "
+                            "(no path separators, control characters or leading dot)")
+    return file
+
+
+def _size_bytes(doc: Mapping[str, Any], where: str) -> int:
+    size_bytes = _typed(doc["size_bytes"], int, f"{where}.size_bytes")
+    if not 0 <= size_bytes <= MAX_SEGMENT_BYTES:
+        raise ManifestError(f"{where}.size_bytes: {size_bytes} is outside 0..{MAX_SEGMENT_BYTES:,}")
+    return size_bytes
+
+
+def _sha256(doc: Mapping[str, Any], where: str) -> str:
+    sha = _typed(doc["sha256"], str, f"{where}.sha256")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ManifestError(f"{where}.sha256: not a lowercase hex sha256 digest")
+    return sha
 
 
 @dataclass(frozen=True)
@@ -199,17 +225,9 @@ class SegmentSpec:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> SegmentSpec:
         _require(doc, where, {"index", "file", "sha256", "size_bytes", "inputs", "outputs"})
-        file = _typed(doc["file"], str, f"{where}.file")
-        if (not file or "/" in file or "\\" in file or file.startswith(".") or len(file) > 255
-                or any(ord(c) < 32 or ord(c) == 127 for c in file)):
-            raise ManifestError(f"{where}.file: {file!r} must be a plain file name inside the bundle "
-                                "(no path separators, control characters or leading dot)")
-        sha = _typed(doc["sha256"], str, f"{where}.sha256")
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise ManifestError(f"{where}.sha256: not a lowercase hex sha256 digest")
-        size_bytes = _typed(doc["size_bytes"], int, f"{where}.size_bytes")
-        if not 0 <= size_bytes <= MAX_SEGMENT_BYTES:
-            raise ManifestError(f"{where}.size_bytes: {size_bytes} is outside 0..{MAX_SEGMENT_BYTES:,}")
+        file = _plain_file_name(doc, where)
+        sha = _sha256(doc, where)
+        size_bytes = _size_bytes(doc, where)
         return cls(
             index=_typed(doc["index"], int, f"{where}.index"),
             file=file,
@@ -284,6 +302,40 @@ class CutSpec:
 
 
 @dataclass(frozen=True)
+class FusedSpec:
+    """Consecutive segments [start, stop) as one TFLite file, an optional speed-up.
+
+    Carved from the same converted model as the segments and verified against their chain,
+    it reads segment ``start``'s inputs and writes ``outputs``: every output of the
+    segments it covers, so running it leaves exactly the tensors the chain would. A
+    device runs it when it would run those segments back to back with no early-exit check
+    in between, and pays one interpreter's thread-pool hand-over instead of one per segment.
+    """
+
+    start: int
+    stop: int
+    file: str
+    sha256: str
+    size_bytes: int
+    outputs: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "outputs": list(self.outputs)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> FusedSpec:
+        _require(doc, where, {"start", "stop", "file", "sha256", "size_bytes", "outputs"})
+        return cls(
+            start=_typed(doc["start"], int, f"{where}.start"),
+            stop=_typed(doc["stop"], int, f"{where}.stop"),
+            file=_plain_file_name(doc, where),
+            sha256=_sha256(doc, where),
+            size_bytes=_size_bytes(doc, where),
+            outputs=tuple(_typed(n, str, f"{where}.outputs") for n in _typed(doc["outputs"], list, f"{where}.outputs")),
+        )
+
+
+@dataclass(frozen=True)
 class Verification:
     """Outcome of comparing the segment chain with the whole quantized model."""
 
@@ -325,6 +377,7 @@ class Manifest:
     verification: Verification | None = None
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = field(default="")
+    fused: tuple[FusedSpec, ...] = ()
     # The release number a signer gives the bundle (`tflite-edge sign --bundle-version N`);
     # devices with a state file never accept a signed bundle below the highest they used.
     # Not part of bundle_id: it names a release, not the content. 0: not versioned.
@@ -349,6 +402,10 @@ class Manifest:
                 return spec
         raise KeyError(f"unknown exit {name!r}; this bundle has {', '.join(self.exit_names)}")
 
+    def fused_span(self, start: int, stop: int) -> FusedSpec | None:
+        """The fused file covering exactly segments [start, stop), if the bundle has one."""
+        return next((f for f in self.fused if f.start == start and f.stop == stop), None)
+
     def tensor(self, name: str) -> TensorSpec:
         """The spec of a named tensor produced by a segment (or the segment-0 input)."""
         for segment in self.segments:
@@ -359,6 +416,7 @@ class Manifest:
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        optional = {"fused": [f.to_dict() for f in self.fused]} if self.fused else {}
         return {
             "schema_version": self.schema_version,
             "bundle_id": self.bundle_id,
@@ -371,6 +429,7 @@ class Manifest:
             "verification": None if self.verification is None else self.verification.to_dict(),
             "converter_version": self.converter_version,
             "tensorflow_version": self.tensorflow_version,
+            **optional,
             # Written only when set, so unversioned bundles stay readable by older releases.
             **({"bundle_version": self.bundle_version} if self.bundle_version else {}),
         }
@@ -400,7 +459,7 @@ class Manifest:
             "bundle.json",
             {"schema_version", "model_name", "quantization", "input", "segments", "exits", "cuts",
              "converter_version", "tensorflow_version"},
-            {"bundle_id", "verification", "bundle_version"},
+            {"bundle_id", "verification", "fused", "bundle_version"},
         )
         version = _typed(doc["schema_version"], int, "schema_version")
         if version < 1:
@@ -428,6 +487,9 @@ class Manifest:
             verification=None if verification is None else Verification.from_dict(verification, "verification"),
             converter_version=_typed(doc["converter_version"], str, "converter_version"),
             tensorflow_version=_typed(doc["tensorflow_version"], str, "tensorflow_version"),
+            fused=tuple(
+                FusedSpec.from_dict(f, f"fused[{i}]") for i, f in enumerate(_typed(doc.get("fused", []), list, "fused"))
+            ),
             bundle_version=bundle_version,
         )
         _check_structure(manifest)
@@ -470,6 +532,20 @@ def _check_structure(manifest: Manifest) -> None:
     for i, cut in enumerate(manifest.cuts):
         if cut.segment != i:
             raise ManifestError(f"cuts[{i}].segment: expected {i}, got {cut.segment}")
+    files = {s.file for s in manifest.segments}
+    spans = set()
+    for i, fused in enumerate(manifest.fused):
+        where = f"fused[{i}]"
+        if not 0 <= fused.start < fused.stop <= manifest.num_segments or fused.stop - fused.start < 2:
+            raise ManifestError(f"{where}: [{fused.start}, {fused.stop}) is not a range of 2 or more segments")
+        if fused.file in files or (fused.start, fused.stop) in spans:
+            raise ManifestError(f"{where}: file {fused.file!r} or range [{fused.start}, {fused.stop}) is listed twice")
+        files.add(fused.file)
+        spans.add((fused.start, fused.stop))
+        expected = [t.name for s in manifest.segments[fused.start:fused.stop] for t in s.outputs]
+        if sorted(fused.outputs) != sorted(expected):
+            raise ManifestError(f"{where}.outputs: {list(fused.outputs)} are not the outputs of segments "
+                                f"{fused.start}..{fused.stop - 1} ({expected})")
 
 
 def compute_bundle_id(manifest: Manifest) -> str:

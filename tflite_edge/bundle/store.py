@@ -1,13 +1,14 @@
 """Reading and writing bundle directories.
 
-A bundle is a directory holding ``bundle.json`` and one ``.tflite`` file per segment.
-Loading reads every file once, through bounded reads (regular files only; bundle.json at
-most ``MAX_MANIFEST_BYTES``; each segment exactly the ``size_bytes`` its manifest entry
-states, checked before reading), verifies the schema, every segment's sha256 and that
-segments chain, and keeps the verified bytes: what was checked is what runs, even if the
-directory changes afterwards. Writing is atomic (a temporary directory beside the target,
-renamed into place), so a failed conversion never leaves a half-written bundle behind, and
-replaces only a directory that is a bundle.
+A bundle is a directory holding ``bundle.json`` and one ``.tflite`` file per segment
+(plus optional fused files of consecutive segments). Loading reads every file once,
+through bounded reads (regular files only; bundle.json at most ``MAX_MANIFEST_BYTES``; each
+file exactly the ``size_bytes`` its manifest entry states, checked before reading),
+verifies the schema, every file's sha256 and that segments chain, and keeps the verified
+bytes: what was checked is what runs, even if the directory changes afterwards. Writing is
+atomic (a temporary directory beside the target, renamed into place), so a failed
+conversion never leaves a half-written bundle behind, and replaces only a directory that
+is a bundle.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ..errors import BundleError, ChainError, ChecksumError, ManifestError
 from ..files import read_regular
-from .manifest import MAX_SEGMENT_BYTES, Manifest, SegmentSpec, TensorSpec
+from .manifest import MAX_SEGMENT_BYTES, FusedSpec, Manifest, SegmentSpec, TensorSpec
 
 __all__ = [
     "MANIFEST_NAME",
@@ -32,7 +33,9 @@ __all__ = [
     "check_chain",
     "check_replaceable",
     "load_bundle",
+    "read_fused_file",
     "read_manifest_bytes",
+    "read_segment_file",
     "sha256_hex",
     "write_bundle",
 ]
@@ -50,7 +53,8 @@ def sha256_hex(data: bytes) -> str:
 class Bundle:
     """A loaded, verified bundle: its directory, its manifest and (normally) its segments' bytes.
 
-    ``segment_data`` holds each segment's flatbuffer as it was read and checked at load time;
+    ``segment_data`` holds each segment's flatbuffer as it was read and checked at load time
+    (``fused_data`` each fused file's, in the manifest's order);
     ``read_segment`` returns those bytes and never goes back to the directory. A bundle made
     without them (``load_bundle(..., verify_checksums=False)``) reads and checks each segment
     on first use instead. A ``Bundle`` can be pickled into worker processes with its bytes.
@@ -59,6 +63,7 @@ class Bundle:
     path: Path
     manifest: Manifest
     segment_data: tuple[bytes, ...] | None = field(default=None, repr=False, compare=False)
+    fused_data: tuple[bytes, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def bundle_id(self) -> str:
@@ -81,12 +86,35 @@ class Bundle:
         return data
 
 
+    def read_fused(self, start: int, stop: int) -> bytes:
+        """The fused file of segments [start, stop), checked against its recorded size and sha256."""
+        spec = self.manifest.fused_span(start, stop)
+        if spec is None:
+            raise BundleError(f"this bundle has no fused file for segments [{start}, {stop})")
+        if self.fused_data is not None:
+            return self.fused_data[self.manifest.fused.index(spec)]
+        return read_fused_file(self.path, spec)
+
+
 def read_segment_file(root: Path, spec: SegmentSpec) -> bytes:
     """A segment file's bytes: a regular file of exactly ``spec.size_bytes`` bytes, read once."""
     return read_regular(
         root / spec.file, what=f"segment {spec.index} ({spec.file})", max_bytes=MAX_SEGMENT_BYTES,
         expected_bytes=spec.size_bytes, error=BundleError,
     )
+
+
+def read_fused_file(root: Path, spec: FusedSpec) -> bytes:
+    """A fused file's bytes, read once (bounded like a segment) and checked against its sha256."""
+    what = f"fused segments [{spec.start}, {spec.stop}) ({spec.file})"
+    data = read_regular(root / spec.file, what=what, max_bytes=MAX_SEGMENT_BYTES, expected_bytes=spec.size_bytes,
+                        error=BundleError)
+    if sha256_hex(data) != spec.sha256:
+        raise ChecksumError(
+            f"{what} do not match their sha256 in {MANIFEST_NAME}: the file is corrupt or was modified; "
+            "convert the model again"
+        )
+    return data
 
 
 def read_manifest_bytes(root: Path) -> bytes:
@@ -128,7 +156,8 @@ def bundle_from_manifest_bytes(root: Path, manifest_bytes: bytes, *, verify_chec
                 "the file is corrupt or was modified; convert the model again"
             )
         data.append(segment)
-    return Bundle(root, manifest, tuple(data))
+    fused = tuple(read_fused_file(root, spec) for spec in manifest.fused)
+    return Bundle(root, manifest, tuple(data), fused)
 
 
 def check_chain(manifest: Manifest) -> None:
@@ -178,13 +207,13 @@ def write_bundle(
 ) -> Bundle:
     """Write a bundle atomically and return it loaded.
 
-    ``segment_files`` maps each segment's file name to its flatbuffer. The bundle appears at
+    ``segment_files`` maps each segment's (and fused file's) name to its flatbuffer. The bundle appears at
     ``directory`` only once every file is written; an existing directory is replaced only
     with ``overwrite=True``.
     """
     target = Path(directory)
     check_replaceable(target, overwrite=overwrite)
-    expected = {s.file for s in manifest.segments}
+    expected = {s.file for s in manifest.segments} | {f.file for f in manifest.fused}
     if set(segment_files) != expected:
         raise ManifestError(f"segment files {sorted(segment_files)} do not match the manifest's {sorted(expected)}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +259,7 @@ def check_replaceable(target: Path, *, overwrite: bool) -> None:
         manifest = Manifest.from_json(read_manifest_bytes(target))
     except BundleError as e:
         raise BundleError(f"{refuse} ({e})") from e
-    known = {MANIFEST_NAME, SIGNATURE_NAME, *(s.file for s in manifest.segments)}
+    known = {MANIFEST_NAME, SIGNATURE_NAME, *(s.file for s in manifest.segments), *(f.file for f in manifest.fused)}
     others = sorted(p.name for p in target.iterdir() if p.name not in known)
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")

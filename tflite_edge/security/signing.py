@@ -41,6 +41,7 @@ from ..bundle.store import (
     Bundle,
     bundle_from_manifest_bytes,
     load_bundle,
+    read_fused_file,
     read_manifest_bytes,
     read_segment_file,
     sha256_hex,
@@ -374,7 +375,13 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], public_keys: PublicKeys) -
                 "it was changed after signing"
             )
         segments.append(data)
-    return dataclasses.replace(bundle, segment_data=tuple(segments))
+    fused = []
+    for fused_spec in bundle.manifest.fused:
+        try:
+            fused.append(read_fused_file(root, fused_spec))
+        except BundleError as e:  # a checksum error too: the sha256 is pinned by the signed manifest
+            raise SignatureError(f"the signed bundle {root} cannot be used: {e}; it was changed after signing") from e
+    return dataclasses.replace(bundle, segment_data=tuple(segments), fused_data=tuple(fused))
 
 
 # -- policies ------------------------------------------------------------------------------
