@@ -14,7 +14,9 @@ from tflite_edge.errors import BundleError
 
 @pytest.fixture
 def files(digits_bundle):
-    return {s.file: digits_bundle.read_segment(s.index) for s in digits_bundle.manifest.segments}
+    files = {s.file: digits_bundle.read_segment(s.index) for s in digits_bundle.manifest.segments}
+    files.update({f.file: digits_bundle.read_fused(f.start, f.stop) for f in digits_bundle.manifest.fused})
+    return files
 
 
 def test_force_refuses_a_directory_that_is_not_a_bundle(digits_bundle, files, tmp_path):
