@@ -103,7 +103,9 @@ def _read_header(handle: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, 
             shape, fortran, dtype = fmt.read_array_header_2_0(handle, max_header_size=_MAX_HEADER_BYTES)  # type: ignore[no-untyped-call]
         else:
             raise InputError(f"{where}: .npy format version {version} is not supported (1.0 and 2.0 are)")
-    except (ValueError, TypeError, SyntaxError, EOFError) as e:
+    except InputError:
+        raise
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError...
         raise InputError(f"{where} has a malformed .npy header: {e}") from e
     if any(not isinstance(d, int) or d < 0 for d in shape):
         raise InputError(f"{where} has a malformed .npy header: shape {shape}")

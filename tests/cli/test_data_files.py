@@ -182,3 +182,12 @@ def test_plot_of_an_array_file_is_one_line(capsys, tmp_path, x_val):
     np.save(tmp_path / "x.npy", x_val)
     code, _, err = run_cli(capsys, "plot", tmp_path / "x.npy", "-o", tmp_path / "plots")
     one_error_line(code, err, "not a telemetry recording")
+
+
+def test_a_header_that_breaks_numpys_tokenizer_is_an_input_error(tmp_path):
+    """Found by bench/bench_fuzz.py: numpy raised tokenize.TokenError for this header."""
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1.5,(, }"
+    header += b" " * ((64 - (10 + len(header) + 1) % 64) % 64) + b"\n"
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header)
+    with pytest.raises(InputError, match="malformed .npy header"):
+        load_array(tmp_path / "x.npy")
