@@ -46,6 +46,8 @@ Hierarchy::
         ├── SigningKeyError         a key file is missing, unreadable, encrypted without a password or not Ed25519
         ├── SignatureError          a signature does not verify: tampered content or an untrusted key
         │   └── MissingSignatureError  the bundle or policy carries no signature at all
+        ├── RollbackError           a signed bundle or policy is older than one this device already used
+        ├── StateFileError          the device's state file (version floors) cannot be read or written
         ├── TlsSettingsError        a CA, certificate or key file for TLS is missing or unusable
         └── BrokerConfigError       a broker configuration (users, ACLs, password file) cannot be made
 
@@ -98,6 +100,8 @@ __all__ = [
     "SigningKeyError",
     "SignatureError",
     "MissingSignatureError",
+    "RollbackError",
+    "StateFileError",
     "TlsSettingsError",
     "BrokerConfigError",
 ]
@@ -297,6 +301,14 @@ class SignatureError(SecurityError):
 
 class MissingSignatureError(SignatureError):
     """The bundle, policy or message carries no signature; sign it with `tflite-edge sign`."""
+
+
+class RollbackError(SecurityError):
+    """A signed bundle or policy is older than the version floor this device keeps: refused."""
+
+
+class StateFileError(SecurityError):
+    """The state file that keeps the version floors cannot be read, parsed or written."""
 
 
 class TlsSettingsError(SecurityError):

@@ -130,15 +130,15 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """(simulator, traces, objective) described by the shared options."""
     from dataclasses import replace
 
-    import numpy as np
-
     from ..agents import Objective, Scenario, load_traces, markov_trace
     from ..agents.from_bundle import collect_exit_samples, profile_for_bundle
     from ..agents.profiles import Platform, get_platform, load_profile
     from ..agents.simulator import Simulator
+    from ..arrays import load_labeled
     from ..bundle import load_bundle
-    from ..errors import InputError
 
+    # Data files are checked before any long work (profiling, simulation) starts.
+    labelled = load_labeled(args.data, what="--data") if args.data else None
     bundle = load_bundle(args.bundle)
     if args.profile:
         profile = load_profile(args.profile, bundle.manifest)
@@ -159,12 +159,8 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.deadline_ms:
         scenario = replace(scenario, deadline_ms=tuple(args.deadline_ms))
     samples = None
-    if args.data:
-        try:
-            with np.load(args.data, allow_pickle=False) as data:
-                x, y = data["x"], data["y"]
-        except (OSError, KeyError, ValueError) as e:
-            raise InputError(f"cannot read x and y from {args.data}: {e}") from e
+    if labelled is not None:
+        x, y = labelled
         progress(f"running the bundle on {min(len(x), 500)} samples for per-sample exit results")
         samples = collect_exit_samples(bundle, x, y, backend=args.backend)
     if args.traces:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from ..bundle.manifest import Manifest
+    from ..security.floors import VersionFloors
     from ..telemetry.publisher import TelemetryPublisher
     from .runtime import DeviceRuntime
 
@@ -50,11 +51,16 @@ class PolicySlot:
     """The device's current policy and a newer one waiting to be swapped in between requests.
 
     The receiver's network thread calls ``offer``; the request loop calls ``current``, which
-    performs the swap, so a request always runs start to end with one policy.
+    performs the swap, so a request always runs start to end with one policy. With
+    ``floors`` (a ``VersionFloors`` state file) and ``floor_key`` (the bundle id), the
+    highest accepted version survives restarts: an older one is refused even by a freshly
+    started device.
     """
 
-    def __init__(self, policy: TFLitePolicy | None, version: int = 0) -> None:
+    def __init__(self, policy: TFLitePolicy | None, version: int = 0, *, floors: VersionFloors | None = None,
+                 floor_key: str = "") -> None:
         self._lock = threading.Lock()
+        self._floors, self._floor_key = floors, floor_key
         self._policy, self._version = policy, version
         self._pending: tuple[TFLitePolicy, int] | None = None
         self.swaps = 0
@@ -78,6 +84,9 @@ class PolicySlot:
             if version <= newest:
                 raise PolicyError(f"policy version {version} is not newer than version {newest}: ignored "
                                   "(a replayed or out-of-order update)")
+            if self._floors is not None:
+                self._floors.check("policy", self._floor_key, version, f"policy version {version}")
+                self._floors.raise_to("policy", self._floor_key, version)  # persisted before it can go live
             self._pending = (policy, version)
 
     def reject(self, reason: str) -> None:
@@ -442,6 +451,7 @@ def policy_session(
     telemetry_period_s: float = 5.0,
     connect_timeout_s: float = 10.0,
     require_broker: bool = True,
+    state_file: str | None = None,
     **runner_options: Any,
 ) -> Iterator[PolicyRunner]:
     """Everything a device needs to decide with a policy: telemetry (the context and the
@@ -450,7 +460,8 @@ def policy_session(
 
     ``policy_topic=""`` means the default topic ``{prefix}/policy/{bundle_id}``. With
     ``require_broker=False`` (and a local policy) the device starts while the broker is down
-    and decides from the priors until measurements arrive.
+    and decides from the priors until measurements arrive. ``state_file`` keeps the highest
+    accepted policy version across restarts (``security.floors``).
     """
     from ..agents.policy_message import policy_topic as default_topic
 
@@ -459,7 +470,13 @@ def policy_session(
     if policy_topic is not None and not public_key_paths:
         raise PolicyError("a policy topic needs the signer's public key (--public-key PUB.pem): "
                           "devices take only signed policies")
-    slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None)
+    floors = None
+    if state_file is not None:
+        from ..security.floors import VersionFloors
+
+        floors = VersionFloors(state_file)
+    slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None,
+                      floors=floors, floor_key=runtime.manifest.bundle_id)
     with contextlib.ExitStack() as stack:
         telemetry = stack.enter_context(attached_telemetry(
             runtime, broker_url, prefix=prefix, period_s=telemetry_period_s, connect_timeout_s=connect_timeout_s,

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from ..arrays import check_values
 from ..bundle import Bundle, TensorSpec
 from ..errors import InputError
 from .backends import SegmentInterpreter
@@ -129,6 +130,8 @@ class BundleRunner:
         """One float sample (with or without the batch axis) to segment 0's input tensor."""
         spec = self.manifest.segments[0].inputs[0]
         x = np.asarray(x)
+        # Nothing is computed from NaN, infinity or complex numbers (quantizing would hide them).
+        check_values(x, "input")
         if x.shape == spec.shape[1:]:
             x = x[np.newaxis]
         if x.shape != spec.shape:
