@@ -46,8 +46,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..converters import convert, graph_from_keras, load_array, load_keras_model, load_labeled
+    from pathlib import Path
 
+    from ..converters import convert, graph_from_keras, load_array, load_keras_model, load_labeled
+    from ..converters.convert import check_options
+    from ..errors import InputError, ModelLoadError
+
+    # Everything that can be checked without the model, before the seconds it takes to load.
+    if not Path(args.model).is_file():
+        raise ModelLoadError(f"{args.model} does not exist or is not a file")
+    if args.list_cuts:
+        extra = [o for o, given in (("--cut", args.cut), ("--auto-cuts", args.auto_cuts is not None)) if given]
+        if extra:
+            raise InputError(f"--list-cuts only lists the valid cuts; drop {' and '.join(extra)}")
+    else:
+        check_options(args.output, cuts=args.cut, auto_cuts=args.auto_cuts, quantize=args.quantize,
+                      has_calibration=args.calibration is not None, overwrite=args.force)
     progress(f"loading {args.model}")
     model = load_keras_model(args.model)
     if args.list_cuts:
