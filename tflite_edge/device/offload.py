@@ -2,7 +2,10 @@
 
 One paho client per device runtime. Replies arrive on the device's own reply topic and
 are matched to waiting requests by ``CorrelationData``; replies nobody waits for any
-more (the device already fell back) are dropped. The network loop runs in paho's thread
+more (the device already fell back) are dropped. An ``unknown_bundle`` reply (from an edge
+that does not serve the bundle, e.g. one subscribed to every request) does not end the wait:
+another edge may still answer; it is returned only if nothing else arrives in time.
+The network loop runs in paho's thread
 and reconnects on its own; a request sent while disconnected fails at once, so the
 device can fall back without waiting for its deadline.
 
@@ -14,10 +17,8 @@ bundle are online, so the runtime does not offload while there is none.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,11 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ..errors import BrokerConnectionError, ProtocolError, TransportError
-from ..transport.mqtt import connect_and_start, make_client
+from ..transport.mqtt import connect_and_start, device_connection, make_client
 from ..transport.presence import EdgePresence, presence_filter
 from ..transport.protocol import (
     DEFAULT_PREFIX,
+    ErrorCode,
     ReplyHeader,
     RequestHeader,
     Topics,
@@ -97,8 +99,7 @@ class OffloadClient:
         self._presence = EdgePresence(self.topics.prefix)
         self._presence_filter = presence_filter(self.topics.prefix)
         self._reply_mid: int | None = None
-        client_id = f"tfe-dev-{self.device_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._client = make_client(broker_url, client_id)
+        self._client = make_client(*device_connection(broker_url, self.device_id))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -165,6 +166,10 @@ class OffloadClient:
             header = ReplyHeader.from_message(user_properties(message.properties), correlation)
         except TransportError as e:
             header = ReplyHeader.failure("", "bad_reply", f"the edge sent a malformed reply: {e}")
+        if not header.ok and header.code == ErrorCode.UNKNOWN_BUNDLE:
+            if slot.reply is None:
+                slot.reply = Reply(header, message.payload, received_at)  # kept in case no edge answers
+            return
         slot.reply = Reply(header, message.payload, received_at)
         slot.event.set()
 

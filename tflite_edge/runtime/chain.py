@@ -4,6 +4,11 @@
 tensors from segment to segment exactly as the manifest wires them. Quantized tensors
 stay quantized between segments, so a chain reproduces the whole quantized model; only the
 user-facing ends (model input, exit outputs) are converted from and to float32.
+
+When the bundle has a fused file for exactly the range asked for (``run(start=0,
+stop=K)``), that one interpreter runs instead of K: the converter verified it against the
+chain, and each interpreter hand-over costs a thread-pool wake-up (with XNNPACK's
+multi-threading, the idle pool's spinning threads also compete with the next one's).
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class BundleRunner:
         num_threads: int | None = None,
         delegate: str | None = None,
         allow_fallback: bool = False,
+        use_fused: bool = True,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -90,7 +96,9 @@ class BundleRunner:
             "delegate": delegate,
             "allow_fallback": allow_fallback,
         }
+        self.use_fused = use_fused
         self._interpreters: dict[int, SegmentInterpreter] = {}
+        self._fused: dict[tuple[int, int], SegmentInterpreter] = {}
         self._range_checks_left = INPUT_RANGE_CHECKS
 
     def interpreter(self, index: int) -> SegmentInterpreter:
@@ -99,6 +107,19 @@ class BundleRunner:
                 self.bundle.read_segment(index), label=f"segment {index}", **self._options  # type: ignore[arg-type]
             )
         return self._interpreters[index]
+
+    def has_fused(self, start: int, stop: int) -> bool:
+        """Whether ``run(start=start, stop=stop)`` runs one fused interpreter."""
+        return self.use_fused and self.manifest.fused_span(start, stop) is not None
+
+    def fused_interpreter(self, start: int, stop: int) -> SegmentInterpreter:
+        key = (start, stop)
+        if key not in self._fused:
+            self._fused[key] = SegmentInterpreter(
+                self.bundle.read_fused(start, stop), label=f"fused segments [{start}, {stop})",
+                **self._options,  # type: ignore[arg-type]
+            )
+        return self._fused[key]
 
     @property
     def backend_name(self) -> str:
@@ -133,12 +154,13 @@ class BundleRunner:
 
     def run_segment(self, index: int, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run segment ``index`` on the named tensors it reads; returns its named outputs."""
-        spec = self.manifest.segments[index]
+        return self.interpreter(index).run(self._feeds(index, tensors))
+
+    def _feeds(self, index: int, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            feeds = {t.name: tensors[t.name] for t in spec.inputs}
+            return {t.name: tensors[t.name] for t in self.manifest.segments[index].inputs}
         except KeyError as e:
             raise InputError(f"segment {index} needs tensor {e.args[0]!r}, which was not provided") from e
-        return self.interpreter(index).run(feeds)
 
     def run(
         self, tensors: Mapping[str, np.ndarray], *, start: int = 0, stop: int | None = None
@@ -148,6 +170,9 @@ class BundleRunner:
         if not 0 <= start <= stop <= self.manifest.num_segments:
             raise InputError(f"segment range [{start}, {stop}) is outside 0..{self.manifest.num_segments}")
         seen = dict(tensors)
+        if self.has_fused(start, stop):
+            seen.update(self.fused_interpreter(start, stop).run(self._feeds(start, seen)))
+            return seen
         for index in range(start, stop):
             seen.update(self.run_segment(index, seen))
         return seen
