@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -35,14 +35,26 @@ from .plan import ExitRule, Plan
 from .result import InferenceResult
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as paho
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
     from ..bundle.manifest import Manifest
     from ..security.floors import VersionFloors
     from ..telemetry.publisher import TelemetryPublisher
+    from ..transport.mqtt import MqttClient
     from .runtime import DeviceRuntime
 
-__all__ = ["LiveContext", "PolicyReceiver", "PolicyRunner", "PolicySlot", "attached_telemetry", "policy_session"]
+__all__ = [
+    "LiveContext",
+    "PolicyReceiver",
+    "PolicyRunner",
+    "PolicySlot",
+    "RunnerOptions",
+    "attached_telemetry",
+    "policy_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +168,7 @@ class PolicyReceiver:
         self._client_id = client_id
         self._device_id = device_id
         self._connect_timeout_s = connect_timeout_s
-        self._client: Any = None
+        self._client: MqttClient | None = None
         self.received = 0
 
     def start(self, *, require_broker: bool = True) -> PolicyReceiver:
@@ -194,11 +206,12 @@ class PolicyReceiver:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if not reason_code.is_failure:
             client.subscribe(self.topic, qos=1)
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self.received += 1
         self.handle(bytes(message.payload))
 
@@ -241,6 +254,18 @@ class LiveContext:
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+class RunnerOptions(TypedDict, total=False):
+    """``PolicyRunner``'s optional keywords (what ``policy_session`` passes on)."""
+
+    power_budget_mw: float
+    device_speed: float
+    edge_load: float
+    prior_uplink_mbps: float
+    prior_rtt_ms: float
+    probe_every: int
+    std_window: int
 
 
 class PolicyRunner:
@@ -452,7 +477,7 @@ def policy_session(
     connect_timeout_s: float = 10.0,
     require_broker: bool = True,
     state_file: str | None = None,
-    **runner_options: Any,
+    **runner_options: Unpack[RunnerOptions],
 ) -> Iterator[PolicyRunner]:
     """Everything a device needs to decide with a policy: telemetry (the context and the
     experience), the policy (from ``policy_dir``, or the first signed update), and, with

@@ -17,7 +17,7 @@ import logging
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from ..errors import BackendError, DelegateError, InputError
 __all__ = [
     "BACKEND_ORDER",
     "Backend",
+    "Interpreter",
+    "InterpreterFactory",
+    "InterpreterOptions",
     "SegmentInterpreter",
     "available_backends",
     "resolve_backend",
@@ -133,6 +136,39 @@ def _load_edgetpu(backend: Backend, spec: str) -> Any:
         ) from e
 
 
+class Interpreter(Protocol):
+    """What a segment runner needs from an interpreter: run once on named tensors."""
+
+    @property
+    def backend_name(self) -> str:
+        ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ...
+
+
+# Makes the interpreter of one segment from its flatbuffer: (model bytes, label) -> interpreter.
+InterpreterFactory = Callable[[bytes, str], Interpreter]
+
+
+@dataclass(frozen=True)
+class InterpreterOptions:
+    """Which interpreter runs segments: backend name, threads, delegate and whether a missing
+    delegate falls back to the CPU (see the module docstring)."""
+
+    backend: str | None = None
+    num_threads: int | None = None
+    delegate: str | None = None
+    allow_fallback: bool = False
+
+    def make(self, model_content: bytes, label: str = "model") -> SegmentInterpreter:
+        """A ``SegmentInterpreter`` with these options (an ``InterpreterFactory``)."""
+        return SegmentInterpreter(
+            model_content, backend=self.backend, num_threads=self.num_threads, delegate=self.delegate,
+            allow_fallback=self.allow_fallback, label=label,
+        )
+
+
 class SegmentInterpreter:
     """One TFLite model with named inputs and outputs (its ``serving_default`` signature)."""
 
@@ -178,6 +214,10 @@ class SegmentInterpreter:
             for name, d in self.input_details.items()
         }
         self._outputs = {name: d["index"] for name, d in self.output_details.items()}
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     @property
     def input_names(self) -> list[str]:

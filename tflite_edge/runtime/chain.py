@@ -21,7 +21,7 @@ import numpy as np
 from ..arrays import check_values
 from ..bundle import Bundle, TensorSpec
 from ..errors import InputError
-from .backends import SegmentInterpreter
+from .backends import Interpreter, InterpreterFactory, InterpreterOptions
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,12 @@ def softmax_confidence(probabilities: np.ndarray) -> tuple[int, float]:
 
 
 class BundleRunner:
-    """Runs any contiguous range of a bundle's segments locally."""
+    """Runs any contiguous range of a bundle's segments locally.
+
+    Interpreters come from ``interpreters`` (an ``InterpreterFactory``: a flatbuffer and a
+    label in, an interpreter out), by default TFLite interpreters made with the backend,
+    thread, delegate and fallback keywords. Tests pass a factory of fakes.
+    """
 
     def __init__(
         self,
@@ -88,43 +93,36 @@ class BundleRunner:
         delegate: str | None = None,
         allow_fallback: bool = False,
         use_fused: bool = True,
+        interpreters: InterpreterFactory | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self._options = {
-            "backend": backend,
-            "num_threads": num_threads,
-            "delegate": delegate,
-            "allow_fallback": allow_fallback,
-        }
+        self._factory: InterpreterFactory = interpreters or InterpreterOptions(
+            backend, num_threads, delegate, allow_fallback
+        ).make
         self.use_fused = use_fused
-        self._interpreters: dict[int, SegmentInterpreter] = {}
-        self._fused: dict[tuple[int, int], SegmentInterpreter] = {}
+        self._interpreters: dict[int, Interpreter] = {}
+        self._fused: dict[tuple[int, int], Interpreter] = {}
         self._range_checks_left = INPUT_RANGE_CHECKS
 
-    def interpreter(self, index: int) -> SegmentInterpreter:
+    def interpreter(self, index: int) -> Interpreter:
         if index not in self._interpreters:
-            self._interpreters[index] = SegmentInterpreter(
-                self.bundle.read_segment(index), label=f"segment {index}", **self._options  # type: ignore[arg-type]
-            )
+            self._interpreters[index] = self._factory(self.bundle.read_segment(index), f"segment {index}")
         return self._interpreters[index]
 
     def has_fused(self, start: int, stop: int) -> bool:
         """Whether ``run(start=start, stop=stop)`` runs one fused interpreter."""
         return self.use_fused and self.manifest.fused_span(start, stop) is not None
 
-    def fused_interpreter(self, start: int, stop: int) -> SegmentInterpreter:
+    def fused_interpreter(self, start: int, stop: int) -> Interpreter:
         key = (start, stop)
         if key not in self._fused:
-            self._fused[key] = SegmentInterpreter(
-                self.bundle.read_fused(start, stop), label=f"fused segments [{start}, {stop})",
-                **self._options,  # type: ignore[arg-type]
-            )
+            self._fused[key] = self._factory(self.bundle.read_fused(start, stop), f"fused segments [{start}, {stop})")
         return self._fused[key]
 
     @property
     def backend_name(self) -> str:
-        return self.interpreter(0).backend.name
+        return self.interpreter(0).backend_name
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """One float sample (with or without the batch axis) to segment 0's input tensor."""
