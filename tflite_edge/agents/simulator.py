@@ -34,10 +34,11 @@ import numpy as np
 
 from ..bundle.manifest import Manifest
 from ..errors import PolicyError, ProfileError
+from .cost import action_cost
 from .objectives import Objective
 from .planning import PlanningModel
 from .profiles import LatencyProfile, Platform, get_platform
-from .radio import RadioPowerModel, get_radio, transmit_energy_mj
+from .radio import RadioPowerModel, get_radio
 from .traces import Trace
 
 __all__ = [
@@ -247,11 +248,7 @@ class Simulator:
         seg = np.asarray(profile.segment_ms, dtype=np.float64)
         self.device_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.device.slowdown)))
         self.edge_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.edge.slowdown)))
-        # Bytes sent for partition K: segment 0's (quantized) inputs for K = 0, the activation
-        # at cut K-1 after that, nothing when everything runs locally.
-        input_bytes = sum(t.bytes for t in manifest.segments[0].inputs) or manifest.input.bytes
-        sizes = [input_bytes, *(c.activation_bytes for c in manifest.cuts), 0]
-        self.partition_megabits = np.array(sizes, dtype=np.float64) * 8e-6
+        self.partition_megabits = np.array(manifest.partition_bytes(), dtype=np.float64) * 8e-6
         self.actions = self._enumerate_actions(tuple(thresholds))
         self._action_exit = np.array([a.exit for a in self.actions])
         self._action_partition = np.array([a.partition for a in self.actions])
@@ -365,7 +362,7 @@ class Simulator:
 
     def _evaluate(self, episode: Episode, actions: np.ndarray) -> Outcomes:
         n = self.manifest.num_segments
-        speed, load, rtt = episode.device_speed, np.minimum(episode.edge_load, 0.95), episode.rtt_ms
+        speed = episode.device_speed
         # Transfer time depends only on the partition: compute it once per K.
         tx_ms: dict[int, np.ndarray] = {}
         for k in np.unique(self._action_partition):
@@ -380,15 +377,14 @@ class Simulator:
             seg_taken = self._exit_segment[taken]
             local = seg_taken < act.partition
             k = min(act.partition, n)
-            device_ms = np.where(local, self.device_cum_ms[seg_taken + 1], self.device_cum_ms[k]) / speed
-            if k < n:
-                edge_ms = np.where(local, 0.0, (self.edge_cum_ms[seg_taken + 1] - self.edge_cum_ms[k]) / (1 - load))
-                link_ms = np.where(local, 0.0, tx_ms[k] + rtt)
-                radio_mj = np.where(local, 0.0, transmit_energy_mj(self.radio, self.partition_megabits[k], tx_ms[k]))
-            else:
-                edge_ms = link_ms = radio_mj = np.zeros(len(episode))
-            latency = device_ms + link_ms + edge_ms
-            energy = self.device.compute_power_mw * device_ms / 1000.0 + radio_mj
+            latency, energy = action_cost(
+                device_ms=np.where(local, self.device_cum_ms[seg_taken + 1], self.device_cum_ms[k]),
+                edge_ms=self.edge_cum_ms[np.minimum(seg_taken + 1, n)] - self.edge_cum_ms[k],
+                megabits=self.partition_megabits[k], offloaded=~local,
+                transmit_ms=tx_ms[k] if k < n else 0.0, rtt_ms=episode.rtt_ms, device_speed=speed,
+                edge_load=episode.edge_load, device_power_mw=self.device.compute_power_mw,
+                radio_alpha_mw_per_mbps=self.radio.alpha_mw_per_mbps, radio_beta_mw=self.radio.beta_mw,
+            )
             accuracy = self._exit_accuracy[taken]
             if self.samples is not None:
                 correct = self.samples.correct[episode.sample_index, taken].astype(np.float64)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..agents.cost import energy_mj as energy_model_mj
 from ..agents.tflite_policy import TFLitePolicy
 from ..errors import PolicyError, TfliteEdgeError
 from .plan import ExitRule, Plan
@@ -340,10 +341,11 @@ class PolicyRunner:
         accuracy = float(accuracy) if accuracy is not None else 0.0
         correct = float(result.top1_class == label) if label is not None else accuracy
         plan = policy.planning_model
-        energy_mj = (plan.device_power_mw / 1000.0) * result.device_ms
-        if result.request_bytes:
-            energy_mj += (plan.radio_alpha_mw_per_mbps * result.request_bytes * 8 / 1e6
-                          + plan.radio_beta_mw / 1000.0 * result.transfer_ms)
+        energy_mj = float(energy_model_mj(
+            device_ms=result.device_ms, megabits=result.request_bytes * 8e-6,
+            transmit_ms=result.transfer_ms if result.request_bytes else 0.0, device_power_mw=plan.device_power_mw,
+            radio_alpha_mw_per_mbps=plan.radio_alpha_mw_per_mbps, radio_beta_mw=plan.radio_beta_mw,
+        ))
         value = policy.objective.reward(
             latency_ms=np.array(result.total_ms), energy_mj=np.array(energy_mj), correct=np.array(correct),
             exit_accuracy=np.array(accuracy), deadline_ms=self.deadline_ms,
