@@ -113,6 +113,9 @@ def add_simulation_options(parser: argparse.ArgumentParser) -> None:
                         help="deadlines drawn per request (default: 0.5, 1, 2 × device-only latency)")
     parser.add_argument("--interval-s", type=float, default=0.5, metavar="S",
                         help="time between requests (default 0.5)")
+    parser.add_argument("--scenario", metavar="FILE.json",
+                        help="schedules of device_speed, edge_load, power_budget_mw and rtt_ms over trace time "
+                             "(format in docs/policy.md); default: random throttling, load bursts and budget drops")
     parser.add_argument("--data", metavar="D.npz",
                         help="labelled data (x, y) for per-sample correctness and early-exit thresholds")
     parser.add_argument("--thresholds", type=float, nargs="+", metavar="T",
@@ -132,10 +135,13 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from ..agents import Objective, Scenario, load_traces, markov_trace
     from ..agents.from_bundle import collect_exit_samples, profile_for_bundle
     from ..agents.profiles import Platform, get_platform, load_profile
+    from ..agents.scenario import load_scenario_file
     from ..agents.simulator import Simulator
     from ..bundle import load_bundle
     from ..errors import InputError
 
+    # The small files first, so a bad scenario is reported before the bundle is profiled.
+    schedules = load_scenario_file(args.scenario) if args.scenario else {}
     bundle = load_bundle(args.bundle)
     if args.profile:
         profile = load_profile(args.profile, bundle.manifest)
@@ -151,6 +157,8 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         )
     edge = Platform("edge", args.edge_slowdown, 0.0)
     scenario = Scenario(request_interval_s=args.interval_s)
+    if schedules:
+        scenario = replace(scenario, schedules=schedules)
     if args.rtt_ms:
         scenario = replace(scenario, rtt_ms=tuple(args.rtt_ms))
     if args.deadline_ms:
@@ -205,7 +213,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def _simulation_record(args: argparse.Namespace) -> dict[str, object]:
     keys = ("objective", "accuracy_floor", "miss_penalty", "device", "device_slowdown", "device_power_mw",
-            "edge_slowdown", "radio", "rtt_ms", "deadline_ms", "interval_s", "thresholds", "requests", "seed")
+            "edge_slowdown", "radio", "rtt_ms", "deadline_ms", "interval_s", "scenario", "thresholds", "requests",
+            "seed")
     return {k: getattr(args, k) for k in keys}
 
 
