@@ -6,6 +6,8 @@ Topics (``prefix`` defaults to ``tflite-edge/v1`` and is configurable)::
     $share/{group}/{prefix}/req/+            what edge workers subscribe to (load shared)
     {prefix}/dev/{device_id}/res             edge -> device: replies (the request's ResponseTopic)
     {prefix}/dev/{device_id}/telemetry|status|experience   used by the telemetry subsystem
+    {prefix}/dev/{device_id}/budget          operator -> device: the power budget (retained)
+    {prefix}/edge/{worker_id}/load           edge -> devices: a worker's load (edge/load.py)
 
 A request is a PUBLISH whose payload is one activation frame (``wire.py``) and whose MQTT 5
 properties carry ``ResponseTopic``, ``CorrelationData`` (the request id, UTF-8),
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "tflite-edge/v1"
-DEVICE_CHANNELS = ("res", "telemetry", "status", "experience")
+DEVICE_CHANNELS = ("res", "telemetry", "status", "experience", "budget")
 MAX_LEVEL_BYTES = 128
 MAX_PROPERTY_BYTES = 1024  # user property values we accept; the rest of the reply is the frame
 MAX_EXIT_NAMES = 64
