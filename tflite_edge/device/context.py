@@ -223,7 +223,9 @@ class ContextSubscriber:
             self.topics[budget_topic(prefix, device_id)] = budget.handle
         self._budget_topic = budget_topic(prefix, device_id)
         self._broker_url = broker_url
-        self._client_id = f"{device_id}-context"
+        from ..transport.protocol import device_login
+
+        self._client_id = device_login(device_id, "context")
         self._connect_timeout_s = connect_timeout_s
         self._subscribed = threading.Event()
         self._client: Any = None
