@@ -156,7 +156,9 @@ def test_a_published_edge_load_is_used_and_ignored_once_stale(setting) -> None: 
     # Two workers: the mean of the fresh ones; malformed reports are counted and ignored.
     assert tracker.handle(b'{"worker_id": "w1", "load": 0.2}') and tracker.handle(b'{"worker_id": "w2", "load": 0.6}')
     assert tracker.load()[0] == pytest.approx(0.4)
-    for bad in (b"nonsense", b'{"worker_id": "w3", "load": 1.5}', b'{"load": 0.1}', b'{"worker_id": "w", "load": true}'):
+    bad_reports = (b"nonsense", b'{"worker_id": "w3", "load": 1.5}', b'{"load": 0.1}',
+                   b'{"worker_id": "w", "load": true}')
+    for bad in bad_reports:
         assert not tracker.handle(bad)
     assert tracker.rejected == 4
 
