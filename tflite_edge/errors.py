@@ -41,6 +41,7 @@ Hierarchy::
     │   └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
     ├── PolicyError                 the exit/offload policy, its simulator or its training cannot run
     │   ├── TraceError              a bandwidth trace is missing, empty or malformed
+    │   ├── ScenarioError           a scenario file (schedules of the changing world) is malformed
     │   └── ProfileError            a latency profile or device profile does not fit the bundle
     └── SecurityError               signing, verification, TLS or broker access set-up failed
         ├── SigningKeyError         a key file is missing, unreadable, encrypted without a password or not Ed25519
@@ -95,6 +96,7 @@ __all__ = [
     "MicroModelError",
     "PolicyError",
     "TraceError",
+    "ScenarioError",
     "ProfileError",
     "SecurityError",
     "SigningKeyError",
@@ -281,6 +283,10 @@ class PolicyError(TfliteEdgeError):
 
 class TraceError(PolicyError):
     """A bandwidth trace is missing, empty or malformed (expected lines of `time_s <tab> Mbit/s`)."""
+
+
+class ScenarioError(PolicyError):
+    """A scenario file (piecewise-constant schedules of device speed, edge load, budget, RTT) is malformed."""
 
 
 class ProfileError(PolicyError):
