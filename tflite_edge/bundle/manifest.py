@@ -25,6 +25,13 @@ Example document (abridged)::
       "converter_version": "0.1.0",
       "tensorflow_version": "2.21.0"
     }
+
+Optional parts: ``accuracy_measured_on`` names the interpreter that measured the exits'
+accuracy (``{"backend": "litert", "backend_version": "2.3.0", "kernels": "default",
+"machine": "x86_64"}``), and a segment may list compiled ``variants`` beside its CPU file
+(``[{"target": "edgetpu", "file": "segment_0_edgetpu.tflite", "sha256": "…", "size_bytes":
+6144, "compiler_version": "16.0.384591198", "mapped_ops": 5, "cpu_ops": ["SOFTMAX"]}]``).
+Neither enters the bundle id: a compiled variant computes the same segment.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ __all__ = [
     "SegmentSpec",
     "ExitSpec",
     "CutSpec",
+    "MeasuredOn",
+    "SegmentVariant",
+    "VARIANT_TARGETS",
     "Verification",
     "Manifest",
     "compute_bundle_id",
@@ -53,6 +63,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 QUANTIZATION_MODES = ("int8", "float16", "dynamic", "none")
+VARIANT_TARGETS = ("edgetpu",)
 DTYPE_BYTES = {
     "int8": 1,
     "uint8": 1,
@@ -152,6 +163,58 @@ class TensorSpec:
         return spec
 
 
+def _file_name(value: Any, where: str) -> str:
+    file = _typed(value, str, where)
+    if not file or "/" in file or "\\" in file or file.startswith("."):
+        raise ManifestError(f"{where}: {file!r} must be a plain file name inside the bundle")
+    return file
+
+
+def _sha256(value: Any, where: str) -> str:
+    sha = _typed(value, str, where)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ManifestError(f"{where}: not a lowercase hex sha256 digest")
+    return sha
+
+
+@dataclass(frozen=True)
+class SegmentVariant:
+    """A segment compiled for an accelerator, stored beside its CPU file.
+
+    ``mapped_ops`` counts the operators the compiler placed on the accelerator;
+    ``cpu_ops`` names those left to the CPU (empty when the whole segment is mapped).
+    """
+
+    target: str
+    file: str
+    sha256: str
+    size_bytes: int
+    compiler_version: str
+    mapped_ops: int
+    cpu_ops: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "cpu_ops": list(self.cpu_ops)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> SegmentVariant:
+        _require(doc, where, {"target", "file", "sha256", "size_bytes", "compiler_version", "mapped_ops"},
+                 {"cpu_ops"})
+        target = _typed(doc["target"], str, f"{where}.target")
+        if target not in VARIANT_TARGETS:
+            raise ManifestError(f"{where}.target: {target!r} is not one of {', '.join(VARIANT_TARGETS)}")
+        return cls(
+            target=target,
+            file=_file_name(doc["file"], f"{where}.file"),
+            sha256=_sha256(doc["sha256"], f"{where}.sha256"),
+            size_bytes=_typed(doc["size_bytes"], int, f"{where}.size_bytes"),
+            compiler_version=_typed(doc["compiler_version"], str, f"{where}.compiler_version"),
+            mapped_ops=_typed(doc["mapped_ops"], int, f"{where}.mapped_ops"),
+            cpu_ops=tuple(_typed(op, str, f"{where}.cpu_ops") for op in _typed(doc.get("cpu_ops", []), list,
+                                                                              f"{where}.cpu_ops")),
+        )
+
+
 @dataclass(frozen=True)
 class SegmentSpec:
     """One TFLite file of the bundle and the named tensors it reads and writes."""
@@ -162,6 +225,7 @@ class SegmentSpec:
     size_bytes: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    variants: tuple[SegmentVariant, ...] = ()
 
     def output(self, name: str) -> TensorSpec:
         for spec in self.outputs:
@@ -169,8 +233,12 @@ class SegmentSpec:
                 return spec
         raise KeyError(name)
 
+    def variant(self, target: str) -> SegmentVariant | None:
+        """The compiled variant for ``target``, if the bundle has one."""
+        return next((v for v in self.variants if v.target == target), None)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "index": self.index,
             "file": self.file,
             "sha256": self.sha256,
@@ -178,16 +246,24 @@ class SegmentSpec:
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
         }
+        if self.variants:
+            doc["variants"] = [v.to_dict() for v in self.variants]
+        return doc
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> SegmentSpec:
-        _require(doc, where, {"index", "file", "sha256", "size_bytes", "inputs", "outputs"})
-        file = _typed(doc["file"], str, f"{where}.file")
-        if "/" in file or "\\" in file or file.startswith("."):
-            raise ManifestError(f"{where}.file: {file!r} must be a plain file name inside the bundle")
-        sha = _typed(doc["sha256"], str, f"{where}.sha256")
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise ManifestError(f"{where}.sha256: not a lowercase hex sha256 digest")
+        _require(doc, where, {"index", "file", "sha256", "size_bytes", "inputs", "outputs"}, {"variants"})
+        file = _file_name(doc["file"], f"{where}.file")
+        sha = _sha256(doc["sha256"], f"{where}.sha256")
+        variants = tuple(
+            SegmentVariant.from_dict(v, f"{where}.variants[{i}]")
+            for i, v in enumerate(_typed(doc.get("variants", []), list, f"{where}.variants"))
+        )
+        targets = [v.target for v in variants]
+        if len(set(targets)) != len(targets):
+            raise ManifestError(f"{where}.variants: more than one variant for the same target in {targets}")
+        if any(v.file == file for v in variants):
+            raise ManifestError(f"{where}.variants: a variant cannot use the segment's own file {file!r}")
         return cls(
             index=_typed(doc["index"], int, f"{where}.index"),
             file=file,
@@ -201,6 +277,7 @@ class SegmentSpec:
                 TensorSpec.from_dict(t, f"{where}.outputs[{i}]")
                 for i, t in enumerate(_typed(doc["outputs"], list, f"{where}.outputs"))
             ),
+            variants=variants,
         )
 
 
@@ -251,6 +328,29 @@ class CutSpec:
 
 
 @dataclass(frozen=True)
+class MeasuredOn:
+    """The interpreter that measured the exits' accuracy: int8 results depend on the kernels
+    (LiteRT's default XNNPACK delegate rounds differently from the builtin kernels)."""
+
+    backend: str
+    backend_version: str
+    kernels: str
+    machine: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.backend_version}, {self.kernels} kernels, {self.machine}"
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> MeasuredOn:
+        _require(doc, where, {"backend", "backend_version", "kernels", "machine"})
+        return cls(**{key: _typed(doc[key], str, f"{where}.{key}") for key in
+                      ("backend", "backend_version", "kernels", "machine")})
+
+
+@dataclass(frozen=True)
 class Verification:
     """Outcome of comparing the segment chain with the whole quantized model."""
 
@@ -285,6 +385,7 @@ class Manifest:
     converter_version: str
     tensorflow_version: str
     verification: Verification | None = None
+    accuracy_measured_on: MeasuredOn | None = None
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = field(default="")
 
@@ -317,7 +418,7 @@ class Manifest:
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "schema_version": self.schema_version,
             "bundle_id": self.bundle_id,
             "model_name": self.model_name,
@@ -330,6 +431,9 @@ class Manifest:
             "converter_version": self.converter_version,
             "tensorflow_version": self.tensorflow_version,
         }
+        if self.accuracy_measured_on is not None:
+            doc["accuracy_measured_on"] = self.accuracy_measured_on.to_dict()
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -356,7 +460,7 @@ class Manifest:
             "bundle.json",
             {"schema_version", "model_name", "quantization", "input", "segments", "exits", "cuts",
              "converter_version", "tensorflow_version"},
-            {"bundle_id", "verification"},
+            {"bundle_id", "verification", "accuracy_measured_on"},
         )
         version = _typed(doc["schema_version"], int, "schema_version")
         if version < 1:
@@ -365,6 +469,7 @@ class Manifest:
         if quantization not in QUANTIZATION_MODES:
             raise ManifestError(f"quantization: {quantization!r} is not one of {', '.join(QUANTIZATION_MODES)}")
         verification = doc.get("verification")
+        measured_on = doc.get("accuracy_measured_on")
         manifest = cls(
             schema_version=version,
             model_name=_typed(doc["model_name"], str, "model_name"),
@@ -379,6 +484,8 @@ class Manifest:
             ),
             cuts=tuple(CutSpec.from_dict(c, f"cuts[{i}]") for i, c in enumerate(_typed(doc["cuts"], list, "cuts"))),
             verification=None if verification is None else Verification.from_dict(verification, "verification"),
+            accuracy_measured_on=None if measured_on is None else MeasuredOn.from_dict(
+                measured_on, "accuracy_measured_on"),
             converter_version=_typed(doc["converter_version"], str, "converter_version"),
             tensorflow_version=_typed(doc["tensorflow_version"], str, "tensorflow_version"),
         )
@@ -396,9 +503,14 @@ def _check_structure(manifest: Manifest) -> None:
     """Consistency that the field types alone cannot express."""
     if not manifest.segments:
         raise ManifestError("segments: a bundle needs at least one segment")
+    files: set[str] = set()
     for i, segment in enumerate(manifest.segments):
         if segment.index != i:
             raise ManifestError(f"segments[{i}].index: expected {i}, got {segment.index}")
+        for file in (segment.file, *(v.file for v in segment.variants)):
+            if file in files:
+                raise ManifestError(f"segments[{i}]: file {file!r} is used twice in this bundle")
+            files.add(file)
     if not manifest.exits:
         raise ManifestError("exits: a bundle needs at least one exit")
     names = [e.name for e in manifest.exits]

@@ -42,6 +42,23 @@ class Bundle:
     def segment_path(self, index: int) -> Path:
         return self.path / self.manifest.segments[index].file
 
+    def read_variant(self, index: int, target: str) -> bytes:
+        """Segment ``index`` compiled for ``target`` (e.g. ``"edgetpu"``), checked against its
+        recorded sha256. Raises ``BundleError`` when the bundle has no such variant."""
+        spec = self.manifest.segments[index]
+        variant = spec.variant(target)
+        if variant is None:
+            raise BundleError(
+                f"segment {index} has no {target} variant; compile one with `tflite-edge {target} compile`"
+            )
+        data = _read(self.path / variant.file, f"segment {index} ({target})")
+        if sha256_hex(data) != variant.sha256:
+            raise ChecksumError(
+                f"segment {index}'s {target} variant ({variant.file}) does not match its sha256 in "
+                f"{MANIFEST_NAME}: the file is corrupt or was modified; compile the bundle again"
+            )
+        return data
+
     def read_segment(self, index: int) -> bytes:
         """The segment's flatbuffer, checked against its recorded sha256."""
         spec = self.manifest.segments[index]
@@ -136,7 +153,7 @@ def write_bundle(
     target = Path(directory)
     if target.exists() and not overwrite:
         raise BundleError(f"{target} already exists; choose another output or pass overwrite (--force)")
-    expected = {s.file for s in manifest.segments}
+    expected = {s.file for s in manifest.segments} | {v.file for s in manifest.segments for v in s.variants}
     if set(segment_files) != expected:
         raise ManifestError(f"segment files {sorted(segment_files)} do not match the manifest's {sorted(expected)}")
     target.parent.mkdir(parents=True, exist_ok=True)

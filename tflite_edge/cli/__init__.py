@@ -33,6 +33,7 @@ COMMANDS = (
     "policy",
     "agent",
     "firmware",
+    "edgetpu",
     "telemetry",
     "plot",
     "keys",

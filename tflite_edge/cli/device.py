@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="the power budget the policy sees (default: 2000)")
     parser.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
                         help="start one request every MS milliseconds (default: back to back)")
-    add_backend_options(parser)
+    add_backend_options(parser, kernels=True)
     add_bundle_key_option(parser)
     parser.set_defaults(func=run)
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     _check_policy_options(args)
     with DeviceRuntime(
         open_bundle(args.bundle, args.bundle_key), broker_url=args.broker, device_id=args.id, backend=args.backend,
-        num_threads=args.threads,
+        num_threads=args.threads, kernels=args.kernels,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
         require_broker=not args.start_without_broker,

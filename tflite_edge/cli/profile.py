@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=50, metavar="N", help="timed runs per segment (default 50)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("-o", "--output", metavar="FILE", help="also write the JSON profile to FILE")
-    add_backend_options(parser)
+    add_backend_options(parser, kernels=True)
     parser.set_defaults(func=run)
 
 
@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     bundle = load_bundle(args.bundle)
-    profile = profile_bundle(bundle, threads=args.threads, repeats=args.repeats, backend=args.backend)
+    profile = profile_bundle(bundle, threads=args.threads, repeats=args.repeats, backend=args.backend,
+                             kernels=args.kernels)
     document = profile.to_dict()
     if args.output:
         with open(args.output, "w") as f:
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(document)
         return 0
     threads = profile.threads or "default"
-    print(f"bundle {profile.bundle_id} on {profile.machine}, backend {profile.backend}, threads {threads}")
+    print(f"bundle {profile.bundle_id} on {profile.machine}, backend {profile.backend} ({profile.kernels} kernels), "
+          f"threads {threads}")
     for s in profile.segments:
         print(f"  segment {s.index}: median {s.median_ms:.3f} ms, p90 {s.p90_ms:.3f} ms, outputs {s.output_bytes:,} B")
     total = document["sum_of_segments_ms"]

@@ -71,6 +71,7 @@ class DeviceRuntime:
         num_threads: int | None = None,
         delegate: str | None = None,
         allow_fallback: bool = False,
+        kernels: str = "default",
         prefix: str = DEFAULT_PREFIX,
         codec: str = "none",
         qos: int = 0,
@@ -93,7 +94,8 @@ class DeviceRuntime:
         self.on_result = on_result
         self.raise_remote_errors = raise_remote_errors
         self.runner = BundleRunner(
-            self.bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback
+            self.bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback,
+            kernels=kernels,
         )
         self.emulation = emulation
         self.segment_ms = [0.0] * self.manifest.num_segments

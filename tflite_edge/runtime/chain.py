@@ -4,17 +4,25 @@
 tensors from segment to segment exactly as the manifest wires them. Quantized tensors
 stay quantized between segments, so a chain reproduces the whole quantized model; only the
 user-facing ends (model input, exit outputs) are converted from and to float32.
+
+With an Edge TPU delegate, a segment that the bundle holds compiled for the Edge TPU runs
+from its compiled variant (checksum-verified); other segments run their CPU file through the
+delegate, which leaves them on the CPU.
 """
 
 from __future__ import annotations
 
+import logging
+import platform
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from ..bundle import Bundle, TensorSpec
-from ..errors import InputError
+from ..bundle import Bundle, MeasuredOn, TensorSpec
+from ..errors import DelegateError, InputError
 from .backends import SegmentInterpreter
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BundleRunner", "quantize", "dequantize", "softmax_confidence"]
 
@@ -56,27 +64,52 @@ class BundleRunner:
         num_threads: int | None = None,
         delegate: str | None = None,
         allow_fallback: bool = False,
+        kernels: str = "default",
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
+        self.kernels = kernels
         self._options = {
             "backend": backend,
             "num_threads": num_threads,
             "delegate": delegate,
             "allow_fallback": allow_fallback,
+            "kernels": kernels,
         }
         self._interpreters: dict[int, SegmentInterpreter] = {}
 
     def interpreter(self, index: int) -> SegmentInterpreter:
         if index not in self._interpreters:
-            self._interpreters[index] = SegmentInterpreter(
-                self.bundle.read_segment(index), label=f"segment {index}", **self._options  # type: ignore[arg-type]
-            )
+            self._interpreters[index] = self._open(index)
         return self._interpreters[index]
+
+    def _open(self, index: int) -> SegmentInterpreter:
+        label = f"segment {index}"
+        delegate = self._options["delegate"]
+        if isinstance(delegate, str) and delegate.split(":", 1)[0] == "edgetpu" and (
+            self.manifest.segments[index].variant("edgetpu") is not None
+        ):
+            compiled = self.bundle.read_variant(index, "edgetpu")
+            try:
+                return SegmentInterpreter(compiled, label=f"{label} (Edge TPU)",
+                                          **{**self._options, "allow_fallback": False})  # type: ignore[arg-type]
+            except DelegateError as e:
+                if not self._options["allow_fallback"]:
+                    raise
+                # The compiled file cannot run without the delegate: fall back to the CPU file.
+                log.warning("%s; running %s on the CPU", str(e), label)
+                return SegmentInterpreter(self.bundle.read_segment(index), label=label,
+                                          **{**self._options, "delegate": None})  # type: ignore[arg-type]
+        return SegmentInterpreter(self.bundle.read_segment(index), label=label, **self._options)  # type: ignore[arg-type]
 
     @property
     def backend_name(self) -> str:
         return self.interpreter(0).backend.name
+
+    def measured_on(self) -> MeasuredOn:
+        """What runs this chain (backend, its version, kernels, CPU), as the manifest records it."""
+        backend = self.interpreter(0).backend
+        return MeasuredOn(backend.name, backend.version, self.kernels, platform.machine())
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """One float sample (with or without the batch axis) to segment 0's input tensor."""
