@@ -51,14 +51,20 @@ RECIPE: dict[str, dict[str, object]] = {
         "suite": "bookworm",
         "debian_arch": "arm64",
         "qemu": "qemu-aarch64",
-        "packages": ["python3", "python3-venv", "python3-pip", "ca-certificates"],
+        "packages": ["python3", "python3-venv"],
     },
+    # 32-bit Raspberry Pi OS stand-in. PyPI has armv7l wheels of tflite-runtime 2.14,
+    # cryptography, paho-mqtt and pyserial, but none of numpy 1.26, cffi 2.1 or cobs: numpy
+    # comes from Debian (1.24) and the venv sees it; the firmware bridge (cobs) and
+    # signing (cffi) stay out of this userland.
     "armhf": {
         "revision": 1,
         "suite": "bookworm",
         "debian_arch": "armhf",
         "qemu": "qemu-arm",
-        "packages": ["python3", "python3-venv", "python3-pip", "ca-certificates"],
+        "packages": ["python3", "python3-venv", "python3-numpy"],
+        "system_site_packages": True,
+        "requirements": ["tflite-runtime==2.14.0", "paho-mqtt==2.2.0", "pyserial==3.5"],
     },
 }
 
@@ -78,7 +84,9 @@ class Userland:
 
 def recipe_hash(arch: str) -> str:
     """A short hash of the recipe and the device requirements."""
-    identity = {"recipe": RECIPE[arch], "requirements": DEVICE_REQUIREMENTS.read_text()}
+    recipe = RECIPE[arch]
+    requirements = recipe["requirements"] if "requirements" in recipe else DEVICE_REQUIREMENTS.read_text()
+    identity = {"recipe": recipe, "requirements": requirements}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -192,12 +200,19 @@ def build(arch: str = "arm64", *, log: bool = True) -> Userland:
             # pip inside verifies TLS with the host's CA bundle, which holds any extra CAs the
             # host trusts (a proxy's); handing it to pip avoids rehashing the store under QEMU.
             shutil.copy2(HOST_CA_BUNDLE, staging / "tmp" / "host-ca.crt")
-            shutil.copy2(DEVICE_REQUIREMENTS, staging / "tmp" / "device.txt")
+            if "requirements" in recipe:  # pinned here, installed without their dependencies
+                (staging / "tmp" / "device.txt").write_text("\n".join(recipe["requirements"]) + "\n")  # type: ignore[arg-type]
+                pip_flags = "--no-deps"
+            else:
+                shutil.copy2(DEVICE_REQUIREMENTS, staging / "tmp" / "device.txt")
+                # cobs has no aarch64 wheel; its sdist falls back to pure Python without a compiler.
+                pip_flags = "--only-binary=:all: --no-binary=cobs"
+            venv_flags = "--system-site-packages " if recipe.get("system_site_packages") else ""
             # env -i keeps the host's PIP_* settings (find-links, cert paths) out of the userland.
             script = (
-                f"set -e; python3 -m venv {VENV}; "
+                f"set -e; python3 -m venv {venv_flags}{VENV}; "
                 f"env -i PATH=/usr/bin:/bin HOME=/root {VENV}/bin/pip install -q --disable-pip-version-check "
-                "--cert /tmp/host-ca.crt --only-binary=:all: -r /tmp/device.txt; rm /tmp/device.txt /tmp/host-ca.crt"
+                f"--cert /tmp/host-ca.crt {pip_flags} -r /tmp/device.txt; rm /tmp/device.txt /tmp/host-ca.crt"
             )
             _run(_chroot_shell(staging, script), **quiet)
             shutil.rmtree(staging / "var/cache/apt/archives", ignore_errors=True)
