@@ -13,6 +13,10 @@ Figures printed (one private Mosquitto, edge workers as separate processes, as d
 3. Edge throughput: requests/s of one worker vs two workers in a shared group, with a
    compute-heavy tail (four 3x3 convolutions with 256 filters at 28x28, about 6 ms on one
    thread here) and 8 requests in flight.
+4. Useful throughput under overload: requests with a deadline sent open-loop at twice the
+   one worker's measured capacity; answers that arrive within their deadline per second,
+   as a share of that capacity, with and without the absolute deadline (``dl_us``) that
+   lets the edge drop requests nobody waits for any more.
 
     .venv/bin/python bench/bench_coinference.py [--requests 300] [--skip-throughput]
 """
@@ -232,7 +236,9 @@ def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
               f"p99 {percentile(values, 99) / percentile(ack, 99):.2f}x")
 
 
-def throughput(broker: MosquittoBroker, heavy: Bundle, paths: list[Path], window: int, seconds: float) -> None:
+def throughput(
+    broker: MosquittoBroker, heavy: Bundle, paths: list[Path], window: int, seconds: float
+) -> dict[int, float]:
     print(f"\n3. edge throughput, compute-heavy tail, {window} requests in flight, {seconds:g} s per run")
     spec = heavy.manifest.segments[1].inputs[0]
     frame = encode_tensor(np.zeros(spec.shape, np.int8), spec, bundle_id=heavy.bundle_id, segment=1)
@@ -280,6 +286,66 @@ def throughput(broker: MosquittoBroker, heavy: Bundle, paths: list[Path], window
             stop(edge)
         print(f"   {workers} worker(s): {rates[workers]:.1f} requests/s")
     print(f"   speed-up 2 vs 1: {rates[2] / rates[1]:.2f}x")
+    return rates
+
+
+def overload(
+    broker: MosquittoBroker, heavy: Bundle, paths: list[Path], capacity_rps: float, seconds: float,
+    deadline_ms: float, factor: float = 2.0,
+) -> None:
+    print(f"\n4. overload: open-loop requests at {factor:g}x one worker's capacity ({capacity_rps:.0f}/s), "
+          f"deadline {deadline_ms:.0f} ms, {seconds:g} s per run")
+    for dated in (False, True):
+        edge = start_edge(broker.url, paths, workers=1)
+        try:
+            sent, on_time, late = _flood(broker, heavy, 1.0 / (capacity_rps * factor), seconds, deadline_ms, dated)
+        finally:
+            stop(edge)
+        useful = on_time / seconds
+        label = "with dl_us (edge sheds)" if dated else "without dl_us (broker expiry only)"
+        print(f"   {label:<36} sent {sent}, on time {on_time}, late {late}: useful {useful:.1f}/s = "
+              f"{useful / capacity_rps:.0%} of capacity")
+
+
+def _flood(
+    broker: MosquittoBroker, bundle: Bundle, interval_s: float, seconds: float, deadline_ms: float, dated: bool
+) -> tuple[int, int, int]:
+    """Send requests every ``interval_s`` for ``seconds``; count answers within / after the deadline."""
+    spec = bundle.manifest.segments[1].inputs[0]
+    frame = encode_tensor(np.zeros(spec.shape, np.int8), spec, bundle_id=bundle.bundle_id, segment=1)
+    topics = Topics()
+    reply_topic = topics.reply("bench-overload")
+    sent_at: dict[bytes, float] = {}
+    counts = {"on_time": 0, "late": 0}
+
+    def on_message(c: Any, u: Any, m: Any) -> None:
+        sent = sent_at.get(bytes(m.properties.CorrelationData))
+        if sent is not None:
+            counts["on_time" if (time.perf_counter() - sent) * 1e3 <= deadline_ms else "late"] += 1
+
+    subscribed = threading.Event()
+    client = make_client(broker.url, "bench-overload")
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_connect = lambda c, *a: c.subscribe(reply_topic)
+    connect_and_start(client)
+    assert subscribed.wait(5)
+    start = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - start < seconds:
+        rid = f"o{n}"
+        # Same machine: the edge's clock is this one (a device would add its offset estimate).
+        deadline_us = int((time.time() + deadline_ms / 1e3) * 1e6) if dated else None
+        sent_at[rid.encode()] = now
+        props = request_properties(RequestHeader(rid, "final", deadline_us=deadline_us), response_topic=reply_topic,
+                                   expiry_s=1)
+        client.publish(topics.request(bundle.bundle_id), frame, properties=props)
+        n += 1
+        time.sleep(max(start + n * interval_s - time.perf_counter(), 0.0))
+    time.sleep(deadline_ms / 1e3)  # answers to the last requests may still arrive in time
+    client.disconnect()
+    client.loop_stop()
+    return n, counts["on_time"], counts["late"]
 
 
 def main() -> None:
@@ -287,7 +353,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per measurement (default 300)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput run (default 5)")
     parser.add_argument("--window", type=int, default=8, help="requests in flight for throughput (default 8)")
-    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true", help="skip sections 3 and 4")
+    parser.add_argument("--overload-deadline-ms", type=float,
+                        help="deadline of the overload run's requests (default: 4 mean service times)")
     parser.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_only:
@@ -303,7 +371,9 @@ def main() -> None:
             finally:
                 stop(edge)
             if not args.skip_throughput:
-                throughput(broker, heavy, [heavy.path], args.window, args.seconds)
+                rates = throughput(broker, heavy, [heavy.path], args.window, args.seconds)
+                deadline_ms = args.overload_deadline_ms or 4e3 / rates[1]
+                overload(broker, heavy, [heavy.path], rates[1], args.seconds, deadline_ms)
 
 
 if __name__ == "__main__":

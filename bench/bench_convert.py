@@ -6,7 +6,10 @@
    the sum of the segments' median latencies over the whole model's median latency, same
    interpreter and thread count, measured in one run (blocks of each measure in turn).
    Target <= 1.02. Also the chain run back to back (segment interpreters handing over to
-   each other), which adds the cost of switching between interpreters.
+   each other), which adds the cost of switching between interpreters, and what a device
+   runs instead: the fused file of all three segments through ``BundleRunner.run``, and
+   ``DeviceRuntime.infer`` with every segment local against the whole model with the same
+   quantize/dequantize (target <= 1.03 at 1, 2 and 4 threads).
 2. Conversion time of that model with 3 segments and 32 calibration images. Target <= 45 s.
 3. Fidelity on scikit-learn digits: per-exit top-1 of the int8 bundle vs the float Keras
    model (target within 1 point) and chain vs whole quantized model (target bit-exact).
@@ -28,7 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from tflite_edge.converters import compare_chain_to_model, convert_model  # noqa: E402
-from tflite_edge.runtime import BundleRunner, SegmentInterpreter  # noqa: E402
+from tflite_edge.device import DeviceRuntime  # noqa: E402
+from tflite_edge.runtime import BundleRunner, SegmentInterpreter, dequantize  # noqa: E402
+
+THREADS = (1, 2, 4)
 
 
 def split_overhead(work: Path, repeats: int) -> dict:
@@ -43,8 +49,13 @@ def split_overhead(work: Path, repeats: int) -> dict:
     bundle = result.bundle
     figures: dict = {"conversion_s": conversion_s, "bit_exact": bundle.manifest.verification.bit_exact,
                      "cut_bytes": {c.layer: c.activation_bytes for c in bundle.manifest.cuts}}
-    for threads in (1, 2):
-        runner = BundleRunner(bundle, num_threads=threads)
+    last = bundle.manifest.num_segments
+    final = bundle.manifest.exits[-1]
+    final_spec = bundle.manifest.segments[final.segment].output(final.name)
+    for threads in THREADS:
+        runner = BundleRunner(bundle, num_threads=threads, use_fused=False)
+        fused = BundleRunner(bundle, num_threads=threads)
+        device = DeviceRuntime(bundle, num_threads=threads)
         whole = SegmentInterpreter(result.whole_model, num_threads=threads, label="whole model")
         name = bundle.manifest.input.name
         tensors = runner.run({name: runner.quantize_input(calibration[0])})
@@ -52,8 +63,18 @@ def split_overhead(work: Path, repeats: int) -> dict:
         whole_feed = {whole.input_names[0]: tensors[name]}
         interpreters = [runner.interpreter(i) for i in range(len(segment_feeds))]
         pairs = list(zip(interpreters, segment_feeds, strict=True))
+        head = {name: tensors[name]}
+
+        def whole_end_to_end(w: SegmentInterpreter = whole, r: BundleRunner = runner) -> None:
+            # What the device runtime does around the model: quantize in, dequantize the exit out.
+            out = w.run({w.input_names[0]: r.quantize_input(calibration[0])})
+            dequantize(out[final.name], final_spec)
+
         calls = {"whole": lambda w=whole, f=whole_feed: w.run(f),
-                 "chain": lambda p=pairs: [it.run(f) for it, f in p]}
+                 "chain": lambda p=pairs: [it.run(f) for it, f in p],
+                 "fused": lambda r=fused, f=head: r.run(f, stop=last),
+                 "whole_end_to_end": whole_end_to_end,
+                 "device": lambda d=device: d.infer(calibration[0], exit=final.name, partition=last)}
         for i, (it, f) in enumerate(pairs):
             calls[f"segment_{i}"] = lambda it=it, f=f: it.run(f)
         timings: dict[str, list[float]] = {k: [] for k in calls}
@@ -76,7 +97,12 @@ def split_overhead(work: Path, repeats: int) -> dict:
             "ratio": sum(segments.values()) / medians["whole"],
             "chain_ms": medians["chain"],
             "chain_ratio": medians["chain"] / medians["whole"],
+            "fused_ms": medians["fused"],
+            "fused_ratio": medians["fused"] / medians["whole"],
+            "device_ms": medians["device"],
+            "device_ratio": medians["device"] / medians["whole_end_to_end"],
         }
+        device.close()
     return figures
 
 
@@ -110,12 +136,14 @@ def main() -> int:
     print("## Converter")
     print(f"MobileNetV2-224 int8, cuts block_5_add + block_12_add ({mobilenet['cut_bytes']})")
     print(f"  conversion with 32 calibration images, 3 segments: {mobilenet['conversion_s']:.1f} s (target <= 45 s)")
-    for threads in (1, 2):
+    for threads in THREADS:
         f = mobilenet[f"threads_{threads}"]
         parts = " + ".join(f"{v:.3f}" for v in f["segments_ms"].values())
         print(f"  {threads} thread(s): whole {f['whole_ms']:.3f} ms, "
               f"segments {parts} = {f['sum_of_segments_ms']:.3f} ms, ratio {f['ratio']:.3f} (target <= 1.02); "
-              f"chain back to back {f['chain_ms']:.3f} ms, ratio {f['chain_ratio']:.3f}")
+              f"chain back to back {f['chain_ms']:.3f} ms, ratio {f['chain_ratio']:.3f}; "
+              f"fused {f['fused_ms']:.3f} ms, ratio {f['fused_ratio']:.3f}; "
+              f"DeviceRuntime all local / whole end to end {f['device_ratio']:.3f} (target <= 1.03)")
     print(f"  chain vs whole quantized model: {'bit-exact' if mobilenet['bit_exact'] else 'NOT bit-exact'}")
     print(f"Digits (scikit-learn, {digits['validation_samples']} validation images), int8 vs float Keras top-1:")
     for name, e in digits["exits"].items():

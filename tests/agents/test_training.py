@@ -38,6 +38,7 @@ def trained(digits_bundle, tmp_path_factory) -> tuple[Path, Path]:  # type: igno
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step 300/300" in done.stderr and "policy.tflite" in done.stdout
+    (root / "train.stdout").write_text(done.stdout)
     return root / "policy", profile
 
 
@@ -162,4 +163,38 @@ def test_training_resumes_from_checkpoints(trained: tuple[Path, Path], digits_bu
     assert done.returncode == 0, done.stderr[-3000:]
     # Only steps 301..350 ran: no progress line for step 250, the final one for 350.
     assert "step 350/350" in done.stderr and "step 250/350" not in done.stderr
+    assert "resuming from step 300" in done.stderr and "50 steps in" in done.stdout
     assert json.loads((resumed / "policy.json").read_text())["trained_steps"] == 350
+
+
+def test_training_ends_with_a_runnable_evaluate_command(trained: tuple[Path, Path], capsys) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+
+    policy_dir, _ = trained
+    last = (policy_dir.parent / "train.stdout").read_text().strip().splitlines()[-1]
+    assert last.startswith("evaluate it: tflite-edge policy evaluate ")
+    words = shlex.split(last.removeprefix("evaluate it: "))
+    assert words[words.index("--device-slowdown") + 1] == "20000.0" and "--steps" not in words
+    assert main(words[1:] + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["policy"] == "learned"
+
+
+def test_checkpoints_of_other_options_are_not_resumed(trained: tuple[Path, Path], digits_bundle,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    policy_dir, profile = trained
+    other = tmp_path / "other"
+    shutil.copytree(policy_dir, other)
+    command = [sys.executable, "-m", "tflite_edge", "policy", "train", "--bundle", str(digits_bundle.path),
+               "--profile", str(profile), "--synthetic", "8", "--device-slowdown", SLOWDOWN, "--objective", "energy",
+               "--steps", "40", "--batch-size", "128", "-o", str(other)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and len(errors) == 1 and "Traceback" not in done.stderr
+    assert "another objective" in errors[0] and "--restart" in errors[0]
+    assert json.loads((other / "policy.json").read_text())["objective"]["name"] == "accuracy"  # untouched
+
+    done = subprocess.run(command + ["--restart"], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" not in done.stderr and "step 40/40" in done.stderr
+    metadata = json.loads((other / "policy.json").read_text())
+    assert metadata["trained_steps"] == 40 and metadata["objective"]["name"] == "energy"

@@ -54,6 +54,7 @@ def test_newer_schema_on_disk(digits_bundle, tmp_path):
 
 def test_write_is_atomic_and_refuses_to_overwrite(digits_bundle, tmp_path):
     files = {s.file: digits_bundle.read_segment(s.index) for s in digits_bundle.manifest.segments}
+    files.update({f.file: digits_bundle.read_fused(f.start, f.stop) for f in digits_bundle.manifest.fused})
     target = tmp_path / "out"
     write_bundle(target, digits_bundle.manifest, files)
     with pytest.raises(BundleError, match="already exists"):

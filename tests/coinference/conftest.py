@@ -125,3 +125,30 @@ def edge_processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     yield start
     for process in started:
         stop_process(process)
+
+
+def announce_silent_edge(broker_url: str, bundle_ids: Sequence[str], worker_id: str = "silent-edge") -> None:
+    """Publish a retained edge presence for ``bundle_ids`` with no worker behind it: devices
+    then offload and wait for replies that never come (a hung or overloaded edge)."""
+    import paho.mqtt.client as paho
+
+    from tflite_edge.transport.mqtt import connect_and_start, make_client
+    from tflite_edge.transport.presence import presence_payload, presence_topic
+    from tflite_edge.transport.protocol import DEFAULT_PREFIX
+
+    client = make_client(broker_url, f"announce-{worker_id}")
+    connect_and_start(client, 10.0)
+    try:
+        info = client.publish(presence_topic(DEFAULT_PREFIX, worker_id), presence_payload(list(bundle_ids), "g"),
+                              qos=1, retain=True)
+        info.wait_for_publish(10.0)
+        assert info.rc == paho.MQTT_ERR_SUCCESS
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.fixture
+def silent_edge() -> Callable[..., None]:
+    """``announce_silent_edge`` as a fixture: ``silent_edge(broker_url, [bundle_id])``."""
+    return announce_silent_edge

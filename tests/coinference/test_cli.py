@@ -34,8 +34,52 @@ def test_device_without_broker_falls_back_and_says_why(
     digits_bundle: Bundle, inputs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), "--partition", "1"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("fell back: no broker configured") == 4
+    captured = capsys.readouterr()
+    assert captured.out.count("on device (fell back)") == 4
+    assert captured.err.count("without --broker every request runs on this device") == 1
+
+
+def test_broker_without_partition_says_once_that_everything_runs_locally(
+    broker: MosquittoBroker, digits_bundle: Bundle, inputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["device", "--broker", broker.url, "--bundle", str(digits_bundle.path), "--input", str(inputs)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("without --partition every request runs on this device") == 1
+    assert "--partition K (0..2)" in captured.err and captured.out.count("on device") == 4
+
+
+def test_when_nothing_is_offloaded_it_is_said_once_and_the_exit_status_says_so(
+    broker: MosquittoBroker, digits_bundle: Bundle, other_bundle: Bundle, inputs: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tflite_edge.edge import EdgeWorker
+
+    with EdgeWorker(broker.url, [other_bundle]):  # an edge, but for another bundle
+        code = main(["device", "--broker", broker.url, "--bundle", str(digits_bundle.path), "--input", str(inputs),
+                     "--partition", "1", "--deadline-ms", "3000"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.count("on device (fell back)") == 4 and "no edge worker" not in captured.out
+    summary = [line for line in captured.err.splitlines() if "requests were answered on the device" in line]
+    assert len(summary) == 1 and summary[0].startswith("4 of 4 requests")
+    assert f"no edge worker serving bundle {digits_bundle.bundle_id} is online (4)" in summary[0]
+    assert captured.err.count("error: no request was offloaded") == 1
+    assert "Traceback" not in captured.err
+
+
+def test_inputs_far_outside_the_calibrated_range_are_reported_once(
+    digits_bundle: Bundle, digits_split, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pixels = tmp_path / "pixels.npy"
+    np.save(pixels, (digits_split[2][:5] * 255).astype(np.uint8))  # 0..255, calibrated on 0..1
+    assert main(["device", "--bundle", str(digits_bundle.path), "--input", str(pixels)]) == 0
+    warned = [r.getMessage() for r in caplog.records if "calibrated on about" in r.getMessage()]
+    assert len(warned) == 1 and "inputs range over 0..255" in warned[0] and "0..1:" in warned[0]
+    caplog.clear()
+    scaled = tmp_path / "scaled.npy"
+    np.save(scaled, digits_split[2][:5].astype(np.float32))  # as calibrated: no warning
+    assert main(["device", "--bundle", str(digits_bundle.path), "--input", str(scaled)]) == 0
+    assert not [r for r in caplog.records if "calibrated on about" in r.getMessage()]
 
 
 @pytest.mark.parametrize(
@@ -46,6 +90,7 @@ def test_device_without_broker_falls_back_and_says_why(
         (["--partition", "9"], "partition 9 is outside 0..3"),
         (["--exit", "nope"], "unknown exit 'nope'"),
         (["--threshold", "exit_1"], "expected EXIT=VALUE"),
+        (["--threshold", "exit_1=1.5"], "top-1 probability is at most 1, so it would never stop a request"),
         (["--delegate", "edgetpu"], "libedgetpu"),
     ],
 )

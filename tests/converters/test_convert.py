@@ -5,6 +5,7 @@ import pytest
 
 from tflite_edge.bundle import load_bundle
 from tflite_edge.converters import compare_chain_to_model, convert, convert_model, graph_from_keras
+from tflite_edge.converters.graph import auto_cuts
 from tflite_edge.errors import CalibrationError, ConversionError, CutError, InputError, ModelLoadError
 from tflite_edge.runtime import BundleRunner
 
@@ -79,6 +80,22 @@ def test_single_output_model_is_partitionable(tmp_path, digits_split):
     assert two.manifest.num_segments == 2 and two.manifest.exits[0].segment == 1
     runner = BundleRunner(two)
     assert runner.predict(x_train[:3])["probs"].shape == (3, 10)
+
+
+@pytest.mark.parametrize("model", ["digits_model", "digits_residual_model"])
+def test_every_listed_cut_converts(model, request, digits_split, tmp_path):
+    # What --list-cuts offers (and --auto-cuts picks from) must convert: all of them at once.
+    keras_model = request.getfixturevalue(model)
+    graph = graph_from_keras(keras_model)
+    listed = graph.valid_cuts()
+    assert "block_3_flat" not in listed and "block_3_conv" in listed  # a Flatten is folded by the converter
+    assert "folds" in graph.cut_problem("block_3_flat")
+    x_train = digits_split[0]
+    bundle = convert(keras_model, tmp_path / "b", cuts=listed, calibration=x_train[:50])
+    assert [c.layer for c in bundle.manifest.cuts] == listed
+    assert bundle.manifest.verification is not None and bundle.manifest.verification.bit_exact
+    for count in range(1, len(listed) + 1):
+        assert set(auto_cuts(graph, count)) <= set(listed)
 
 
 def test_bad_inputs_are_clear_errors(digits_model, digits_model_file, tmp_path):

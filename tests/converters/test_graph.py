@@ -91,3 +91,16 @@ def test_auto_cuts_prefer_where_an_exit_branches_off():
     assert graph.exit_points() == {"wide"}
     assert auto_cuts(graph, 1) == ["wide"]
     assert graph.exit_segments(["wide"]) == {"exit_1": 0, "final": 1}
+
+
+def test_a_reshape_is_not_a_cut_its_input_is():
+    # input -> conv -> flatten -> dense -> final: TFLite folds the flatten into the dense layer.
+    graph = LayerGraph(
+        [L("input"), L("conv", ["input"], (1, 1, 8)), LayerInfo("flat", ("conv",), (8,), 0, reshape_only=True),
+         L("dense", ["flat"], (8,)), L("final", ["dense"], (10,))],
+        "input", ["final"],
+    )
+    assert graph.valid_cuts() == ["conv", "dense"]
+    with pytest.raises(CutError, match=r"cannot cut at 'flat': it only reshapes.*input 'conv' instead"):
+        graph.check_cuts(["flat"])
+    assert auto_cuts(graph, 2) == ["conv", "dense"]

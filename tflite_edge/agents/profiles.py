@@ -41,6 +41,7 @@ __all__ = [
     "LatencyProfile",
     "Platform",
     "edgent_conv_ms",
+    "edgent_fc_ms",
     "edgent_rpi3_slowdown",
     "get_platform",
     "load_profile",
@@ -52,6 +53,13 @@ def edgent_conv_ms(x1: float, x2: float, *, device: bool) -> float:
     if device:
         return 6.13e-3 * x1 + 2.67e-2 * x2 - 9.909
     return 6.03e-5 * x1 + 1.24e-4 * x2 + 0.189
+
+
+def edgent_fc_ms(x1: float, x2: float, *, device: bool) -> float:
+    """Edgent's fully-connected-layer latency regression (ms): ``x1`` inputs, ``x2`` outputs."""
+    if device:
+        return 9.18e-4 * x1 + 3.99e-3 * x2 + 1.169
+    return 1.07e-4 * x1 - 1.83e-4 * x2 + 0.164
 
 
 def edgent_rpi3_slowdown(x1: float = 224 * 224 * 3, x2: float = (3 / 2) ** 2 * 32) -> float:

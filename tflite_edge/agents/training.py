@@ -17,7 +17,10 @@ int32[1], where features = the context features + one predicted reward per actio
     policy.tflite      the policy for devices (run by tflite_edge.agents.tflite_policy)
     policy.json        actions, features, reference latency, objective, training record
     saved_policy/      the PolicySaver SavedModel
-    checkpoints/       TF-Agents checkpoints (training resumes from the latest)
+    checkpoints/       TF-Agents checkpoints (training resumes from the latest) and
+                       fingerprint.json: what they were trained on (bundle, objective,
+                       agent, a digest of the simulated training data); a run with other
+                       options refuses to resume from them unless told to restart
 
 TF-Agents needs ``TF_USE_LEGACY_KERAS=1`` before TensorFlow resolves ``tf.keras``; it is
 set here, on the TF-Agents import path only, never for user code.
@@ -25,8 +28,10 @@ set here, on the TF-Agents import path only, never for user code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -50,6 +55,7 @@ __all__ = [
     "TrainResult",
     "export_tflite",
     "import_tf_agents",
+    "training_fingerprint",
     "policy_metadata",
     "train_policy",
 ]
@@ -107,6 +113,65 @@ class TrainResult:
     seconds: float
     tflite_bytes: int
     metadata: dict[str, Any] = field(repr=False)
+    resumed_from: int = 0  # steps already in the checkpoints when this run started
+
+
+# TrainConfig fields that may change between runs over the same checkpoints.
+_RESUMABLE_CONFIG = ("steps", "checkpoint_every")
+
+
+def training_fingerprint(simulator: Simulator, objective: Objective, config: TrainConfig,
+                         observations: np.ndarray, rewards: np.ndarray) -> dict[str, Any]:
+    """What checkpoints were trained on: resuming is only right when all of it is unchanged.
+
+    The scenario, traces, platforms and seed enter through a digest of the simulated
+    training data itself, so any option that changes what the agent sees changes it.
+    """
+    digest = hashlib.sha256()
+    for array in (observations, rewards):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return {
+        "bundle_id": simulator.manifest.bundle_id,
+        "objective": asdict(objective),
+        "agent": {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CONFIG},
+        "actions": [a.label(simulator.manifest) for a in simulator.actions],
+        "training_data_sha256": digest.hexdigest(),
+    }
+
+
+def _fingerprint_json(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(fingerprint))  # tuples become lists, as they are on disk
+
+
+def _prepare_checkpoints(directory: Path, fingerprint: dict[str, Any], restart: bool) -> None:
+    """Keep ``directory``'s checkpoints only when they match ``fingerprint``; record it."""
+    marker = directory / "fingerprint.json"
+    has_checkpoints = directory.is_dir() and any(p.name != marker.name for p in directory.iterdir())
+    if has_checkpoints and restart:
+        shutil.rmtree(directory)
+    elif has_checkpoints:
+        try:
+            recorded = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != _fingerprint_json(fingerprint):
+            raise PolicyError(
+                f"{directory} holds checkpoints {_difference(recorded, fingerprint)}; resuming would mix them "
+                "with this run: pass --restart to train from scratch, or choose another output directory"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(fingerprint, indent=2) + "\n")
+
+
+def _difference(recorded: dict[str, Any] | None, fingerprint: dict[str, Any]) -> str:
+    if not isinstance(recorded, dict):
+        return "without a record of what they were trained on"
+    current = _fingerprint_json(fingerprint)
+    names = {"bundle_id": "bundle", "objective": "objective", "agent": "agent settings",
+             "actions": "actions", "training_data_sha256": "scenario (traces, platforms, deadlines or seed)"}
+    changed = [label for key, label in names.items() if recorded.get(key) != current.get(key)]
+    return "trained with another " + ", ".join(changed or ["configuration"])
 
 
 def policy_metadata(simulator: Simulator, objective: Objective, config: TrainConfig, **extra: Any) -> dict[str, Any]:
@@ -169,9 +234,15 @@ def train_policy(
     progress: Callable[[int, float], None] | None = None,
     progress_every: int = 250,
     record: dict[str, Any] | None = None,
+    restart: bool = False,
+    on_resume: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train on ``traces``, checkpoint into ``output_dir`` and export ``policy.tflite`` + ``policy.json``.
 
+    Training resumes from ``output_dir/checkpoints`` only when they were made with the same
+    bundle, objective, agent settings and training data (see `training_fingerprint`);
+    otherwise ``PolicyError``, or, with ``restart``, the old checkpoints are discarded.
+    ``on_resume(step)`` is called when training continues from a checkpoint.
     ``progress(step, loss)`` is called every ``progress_every`` steps; ``record`` is stored
     in policy.json as is (the CLI keeps its simulation options there).
     """
@@ -190,6 +261,8 @@ def train_policy(
     rng = np.random.default_rng(config.seed)
     observations, rewards = _training_data(simulator, traces, objective, config)
     features, actions = observations.shape[1], rewards.shape[1]
+    _prepare_checkpoints(out / "checkpoints", training_fingerprint(simulator, objective, config, observations, rewards),
+                         restart)
 
     agent = _make_agent(tf, config, features, actions)
     agent.initialize()
@@ -219,6 +292,8 @@ def train_policy(
     started = time.perf_counter()
     loss = float("nan")
     first = int(step_counter.numpy())
+    if first and on_resume is not None:
+        on_resume(first)
     for step in range(first, config.steps):
         rows = rng.integers(len(observations), size=batch)
         obs = tf.constant(observations[rows])
@@ -248,7 +323,7 @@ def train_policy(
         training_seconds=round(seconds, 3), record=record or {},
     )
     (out / "policy.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return TrainResult(out, int(step_counter.numpy()), loss, seconds, len(tflite), metadata)
+    return TrainResult(out, int(step_counter.numpy()), loss, seconds, len(tflite), metadata, resumed_from=first)
 
 
 def export_tflite(tf: Any, policy: Any, features: int, out: Path) -> bytes:

@@ -22,15 +22,17 @@ Example document (abridged)::
       "exits": [{"name": "exit_0", "segment": 0, "num_classes": 10,
                  "accuracy": 0.91, "float_accuracy": 0.915}, …],
       "cuts": [{"layer": "block_1_out", "segment": 0, "activation_bytes": 1024}],
+      "fused": [{"start": 0, "stop": 2, "file": "fused_0_2.tflite", "sha256": "…", "size_bytes": 9216,
+                 "outputs": ["exit_0", "block_1_out", "exit_1", "block_2_out"]}, …],
       "converter_version": "0.1.0",
       "tensorflow_version": "2.21.0"
     }
 
-Optional parts: ``accuracy_measured_on`` names the interpreter that measured the exits'
+Also optional: ``accuracy_measured_on`` names the interpreter that measured the exits'
 accuracy (``{"backend": "litert", "backend_version": "2.3.0", "kernels": "default",
 "machine": "x86_64"}``), and a segment may list compiled ``variants`` beside its CPU file
 (``[{"target": "edgetpu", "file": "segment_0_edgetpu.tflite", "sha256": "…", "size_bytes":
-6144, "compiler_version": "16.0.384591198", "mapped_ops": 5, "cpu_ops": ["SOFTMAX"]}]``).
+6144, "compiler_version": "16.0.384591198", "mapped_ops": 5, "cpu_ops": ["SOFTMAX x1: …"]}]``).
 Neither enters the bundle id: a compiled variant computes the same segment.
 """
 
@@ -47,15 +49,19 @@ from typing import Any
 from ..errors import ManifestError, SchemaVersionError
 
 __all__ = [
+    "MAX_RANK",
+    "MAX_SEGMENT_BYTES",
+    "MAX_TENSOR_BYTES",
     "SCHEMA_VERSION",
     "QUANTIZATION_MODES",
     "TensorSpec",
-    "SegmentSpec",
-    "ExitSpec",
-    "CutSpec",
     "MeasuredOn",
     "SegmentVariant",
     "VARIANT_TARGETS",
+    "SegmentSpec",
+    "ExitSpec",
+    "CutSpec",
+    "FusedSpec",
     "Verification",
     "Manifest",
     "compute_bundle_id",
@@ -74,6 +80,11 @@ DTYPE_BYTES = {
     "int64": 8,
     "bool": 1,
 }
+# Bounds on what a manifest may claim, so that no size derived from it is absurd.
+MAX_RANK = 8
+MAX_TENSOR_BYTES = 1 << 31  # one tensor of at most 2 GiB
+MAX_SEGMENT_BYTES = (1 << 31) - 1  # a flatbuffer cannot be larger
+_MAX_VERSION = (1 << 63) - 1
 
 
 def _require(doc: Mapping[str, Any], where: str, required: set[str], optional: set[str] = frozenset()) -> None:  # type: ignore[assignment]
@@ -114,6 +125,29 @@ def _optional_float(value: Any, where: str) -> float | None:
     return number
 
 
+def _plain_file_name(doc: Mapping[str, Any], where: str) -> str:
+    file = _typed(doc["file"], str, f"{where}.file")
+    if (not file or "/" in file or "\\" in file or file.startswith(".") or len(file) > 255
+            or any(ord(c) < 32 or ord(c) == 127 for c in file)):
+        raise ManifestError(f"{where}.file: {file!r} must be a plain file name inside the bundle "
+                            "(no path separators, control characters or leading dot)")
+    return file
+
+
+def _size_bytes(doc: Mapping[str, Any], where: str) -> int:
+    size_bytes = _typed(doc["size_bytes"], int, f"{where}.size_bytes")
+    if not 0 <= size_bytes <= MAX_SEGMENT_BYTES:
+        raise ManifestError(f"{where}.size_bytes: {size_bytes} is outside 0..{MAX_SEGMENT_BYTES:,}")
+    return size_bytes
+
+
+def _sha256(doc: Mapping[str, Any], where: str) -> str:
+    sha = _typed(doc["sha256"], str, f"{where}.sha256")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ManifestError(f"{where}.sha256: not a lowercase hex sha256 digest")
+    return sha
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A named tensor at a segment boundary; scale/zero_point are set for quantized dtypes."""
@@ -148,33 +182,28 @@ class TensorSpec:
         _require(doc, where, {"name", "shape", "dtype"}, {"scale", "zero_point", "bytes"})
         name = _typed(doc["name"], str, f"{where}.name")
         shape = _typed(doc["shape"], list, f"{where}.shape")
+        if len(shape) > MAX_RANK:
+            raise ManifestError(f"{where}.shape: rank {len(shape)} exceeds {MAX_RANK}")
         dims = tuple(_typed(d, int, f"{where}.shape") for d in shape)
         if any(d <= 0 for d in dims):
             raise ManifestError(f"{where}.shape: dimensions must be positive, got {list(dims)}")
         dtype = _typed(doc["dtype"], str, f"{where}.dtype")
         if dtype not in DTYPE_BYTES:
             raise ManifestError(f"{where}.dtype: unsupported dtype {dtype!r}")
+        if math.prod(dims) * DTYPE_BYTES[dtype] > MAX_TENSOR_BYTES:
+            raise ManifestError(f"{where}.shape: {list(dims)} of {dtype} exceeds {MAX_TENSOR_BYTES:,} bytes")
         zero_point = doc.get("zero_point")
         if zero_point is not None:
             _typed(zero_point, int, f"{where}.zero_point")
-        spec = cls(name, dims, dtype, _optional_float(doc.get("scale"), f"{where}.scale"), zero_point)
+            if not -(1 << 31) <= zero_point < 1 << 31:
+                raise ManifestError(f"{where}.zero_point: {zero_point} is out of range")
+        scale = _optional_float(doc.get("scale"), f"{where}.scale")
+        if scale is not None and not scale > 0:
+            raise ManifestError(f"{where}.scale: a quantization scale must be positive, got {scale}")
+        spec = cls(name, dims, dtype, scale, zero_point)
         if "bytes" in doc and doc["bytes"] != spec.bytes:
             raise ManifestError(f"{where}.bytes: {doc['bytes']} does not match shape and dtype ({spec.bytes})")
         return spec
-
-
-def _file_name(value: Any, where: str) -> str:
-    file = _typed(value, str, where)
-    if not file or "/" in file or "\\" in file or file.startswith("."):
-        raise ManifestError(f"{where}: {file!r} must be a plain file name inside the bundle")
-    return file
-
-
-def _sha256(value: Any, where: str) -> str:
-    sha = _typed(value, str, where)
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ManifestError(f"{where}: not a lowercase hex sha256 digest")
-    return sha
 
 
 @dataclass(frozen=True)
@@ -203,15 +232,15 @@ class SegmentVariant:
         target = _typed(doc["target"], str, f"{where}.target")
         if target not in VARIANT_TARGETS:
             raise ManifestError(f"{where}.target: {target!r} is not one of {', '.join(VARIANT_TARGETS)}")
+        cpu_ops = _typed(doc.get("cpu_ops", []), list, f"{where}.cpu_ops")
         return cls(
             target=target,
-            file=_file_name(doc["file"], f"{where}.file"),
-            sha256=_sha256(doc["sha256"], f"{where}.sha256"),
-            size_bytes=_typed(doc["size_bytes"], int, f"{where}.size_bytes"),
+            file=_plain_file_name(doc, where),
+            sha256=_sha256(doc, where),
+            size_bytes=_size_bytes(doc, where),
             compiler_version=_typed(doc["compiler_version"], str, f"{where}.compiler_version"),
             mapped_ops=_typed(doc["mapped_ops"], int, f"{where}.mapped_ops"),
-            cpu_ops=tuple(_typed(op, str, f"{where}.cpu_ops") for op in _typed(doc.get("cpu_ops", []), list,
-                                                                              f"{where}.cpu_ops")),
+            cpu_ops=tuple(_typed(op, str, f"{where}.cpu_ops") for op in cpu_ops),
         )
 
 
@@ -238,23 +267,22 @@ class SegmentSpec:
         return next((v for v in self.variants if v.target == target), None)
 
     def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
+        return {
             "index": self.index,
             "file": self.file,
             "sha256": self.sha256,
             "size_bytes": self.size_bytes,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
+            **({"variants": [v.to_dict() for v in self.variants]} if self.variants else {}),
         }
-        if self.variants:
-            doc["variants"] = [v.to_dict() for v in self.variants]
-        return doc
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> SegmentSpec:
         _require(doc, where, {"index", "file", "sha256", "size_bytes", "inputs", "outputs"}, {"variants"})
-        file = _file_name(doc["file"], f"{where}.file")
-        sha = _sha256(doc["sha256"], f"{where}.sha256")
+        file = _plain_file_name(doc, where)
+        sha = _sha256(doc, where)
+        size_bytes = _size_bytes(doc, where)
         variants = tuple(
             SegmentVariant.from_dict(v, f"{where}.variants[{i}]")
             for i, v in enumerate(_typed(doc.get("variants", []), list, f"{where}.variants"))
@@ -268,7 +296,7 @@ class SegmentSpec:
             index=_typed(doc["index"], int, f"{where}.index"),
             file=file,
             sha256=sha,
-            size_bytes=_typed(doc["size_bytes"], int, f"{where}.size_bytes"),
+            size_bytes=size_bytes,
             inputs=tuple(
                 TensorSpec.from_dict(t, f"{where}.inputs[{i}]")
                 for i, t in enumerate(_typed(doc["inputs"], list, f"{where}.inputs"))
@@ -297,12 +325,20 @@ class ExitSpec:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> ExitSpec:
         _require(doc, where, {"name", "segment", "num_classes"}, {"accuracy", "float_accuracy"})
+        num_classes = _typed(doc["num_classes"], int, f"{where}.num_classes")
+        if not 1 <= num_classes <= MAX_TENSOR_BYTES:
+            raise ManifestError(f"{where}.num_classes: must be at least 1, got {num_classes}")
+        accuracy = _optional_float(doc.get("accuracy"), f"{where}.accuracy")
+        float_accuracy = _optional_float(doc.get("float_accuracy"), f"{where}.float_accuracy")
+        for key, value in (("accuracy", accuracy), ("float_accuracy", float_accuracy)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ManifestError(f"{where}.{key}: an accuracy lies in [0, 1], got {value}")
         return cls(
             name=_typed(doc["name"], str, f"{where}.name"),
             segment=_typed(doc["segment"], int, f"{where}.segment"),
-            num_classes=_typed(doc["num_classes"], int, f"{where}.num_classes"),
-            accuracy=_optional_float(doc.get("accuracy"), f"{where}.accuracy"),
-            float_accuracy=_optional_float(doc.get("float_accuracy"), f"{where}.float_accuracy"),
+            num_classes=num_classes,
+            accuracy=accuracy,
+            float_accuracy=float_accuracy,
         )
 
 
@@ -320,10 +356,47 @@ class CutSpec:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> CutSpec:
         _require(doc, where, {"layer", "segment", "activation_bytes"})
+        activation_bytes = _typed(doc["activation_bytes"], int, f"{where}.activation_bytes")
+        if not 0 <= activation_bytes <= MAX_TENSOR_BYTES:
+            raise ManifestError(f"{where}.activation_bytes: {activation_bytes} is outside 0..{MAX_TENSOR_BYTES:,}")
         return cls(
             layer=_typed(doc["layer"], str, f"{where}.layer"),
             segment=_typed(doc["segment"], int, f"{where}.segment"),
-            activation_bytes=_typed(doc["activation_bytes"], int, f"{where}.activation_bytes"),
+            activation_bytes=activation_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class FusedSpec:
+    """Consecutive segments [start, stop) as one TFLite file, an optional speed-up.
+
+    Carved from the same converted model as the segments and verified against their chain,
+    it reads segment ``start``'s inputs and writes ``outputs``: every output of the
+    segments it covers, so running it leaves exactly the tensors the chain would. A
+    device runs it when it would run those segments back to back with no early-exit check
+    in between, and pays one interpreter's thread-pool hand-over instead of one per segment.
+    """
+
+    start: int
+    stop: int
+    file: str
+    sha256: str
+    size_bytes: int
+    outputs: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "outputs": list(self.outputs)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> FusedSpec:
+        _require(doc, where, {"start", "stop", "file", "sha256", "size_bytes", "outputs"})
+        return cls(
+            start=_typed(doc["start"], int, f"{where}.start"),
+            stop=_typed(doc["stop"], int, f"{where}.stop"),
+            file=_plain_file_name(doc, where),
+            sha256=_sha256(doc, where),
+            size_bytes=_size_bytes(doc, where),
+            outputs=tuple(_typed(n, str, f"{where}.outputs") for n in _typed(doc["outputs"], list, f"{where}.outputs")),
         )
 
 
@@ -365,8 +438,13 @@ class Verification:
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> Verification:
         _require(doc, where, {"samples", "max_abs_diff", "bit_exact"})
         diff = _optional_float(doc["max_abs_diff"], f"{where}.max_abs_diff")
+        if diff is not None and diff < 0:
+            raise ManifestError(f"{where}.max_abs_diff: must not be negative, got {diff}")
+        samples = _typed(doc["samples"], int, f"{where}.samples")
+        if samples < 0:
+            raise ManifestError(f"{where}.samples: must not be negative, got {samples}")
         return cls(
-            samples=_typed(doc["samples"], int, f"{where}.samples"),
+            samples=samples,
             max_abs_diff=0.0 if diff is None else diff,
             bit_exact=_typed(doc["bit_exact"], bool, f"{where}.bit_exact"),
         )
@@ -388,6 +466,11 @@ class Manifest:
     accuracy_measured_on: MeasuredOn | None = None
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = field(default="")
+    fused: tuple[FusedSpec, ...] = ()
+    # The release number a signer gives the bundle (`tflite-edge sign --bundle-version N`);
+    # devices with a state file never accept a signed bundle below the highest they used.
+    # Not part of bundle_id: it names a release, not the content. 0: not versioned.
+    bundle_version: int = 0
 
     def __post_init__(self) -> None:
         if not self.bundle_id:
@@ -408,6 +491,10 @@ class Manifest:
                 return spec
         raise KeyError(f"unknown exit {name!r}; this bundle has {', '.join(self.exit_names)}")
 
+    def fused_span(self, start: int, stop: int) -> FusedSpec | None:
+        """The fused file covering exactly segments [start, stop), if the bundle has one."""
+        return next((f for f in self.fused if f.start == start and f.stop == stop), None)
+
     def tensor(self, name: str) -> TensorSpec:
         """The spec of a named tensor produced by a segment (or the segment-0 input)."""
         for segment in self.segments:
@@ -418,7 +505,8 @@ class Manifest:
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
+        optional = {"fused": [f.to_dict() for f in self.fused]} if self.fused else {}
+        return {
             "schema_version": self.schema_version,
             "bundle_id": self.bundle_id,
             "model_name": self.model_name,
@@ -430,10 +518,11 @@ class Manifest:
             "verification": None if self.verification is None else self.verification.to_dict(),
             "converter_version": self.converter_version,
             "tensorflow_version": self.tensorflow_version,
+            **optional,
+            # Written only when set, so unversioned bundles stay readable by older releases.
+            **({"bundle_version": self.bundle_version} if self.bundle_version else {}),
+            **({"accuracy_measured_on": self.accuracy_measured_on.to_dict()} if self.accuracy_measured_on else {}),
         }
-        if self.accuracy_measured_on is not None:
-            doc["accuracy_measured_on"] = self.accuracy_measured_on.to_dict()
-        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -460,7 +549,7 @@ class Manifest:
             "bundle.json",
             {"schema_version", "model_name", "quantization", "input", "segments", "exits", "cuts",
              "converter_version", "tensorflow_version"},
-            {"bundle_id", "verification", "accuracy_measured_on"},
+            {"bundle_id", "verification", "fused", "bundle_version", "accuracy_measured_on"},
         )
         version = _typed(doc["schema_version"], int, "schema_version")
         if version < 1:
@@ -470,6 +559,9 @@ class Manifest:
             raise ManifestError(f"quantization: {quantization!r} is not one of {', '.join(QUANTIZATION_MODES)}")
         verification = doc.get("verification")
         measured_on = doc.get("accuracy_measured_on")
+        bundle_version = _typed(doc.get("bundle_version", 0), int, "bundle_version")
+        if not 0 <= bundle_version <= _MAX_VERSION:
+            raise ManifestError(f"bundle_version: {bundle_version} is outside 0..{_MAX_VERSION}")
         manifest = cls(
             schema_version=version,
             model_name=_typed(doc["model_name"], str, "model_name"),
@@ -488,6 +580,10 @@ class Manifest:
                 measured_on, "accuracy_measured_on"),
             converter_version=_typed(doc["converter_version"], str, "converter_version"),
             tensorflow_version=_typed(doc["tensorflow_version"], str, "tensorflow_version"),
+            fused=tuple(
+                FusedSpec.from_dict(f, f"fused[{i}]") for i, f in enumerate(_typed(doc.get("fused", []), list, "fused"))
+            ),
+            bundle_version=bundle_version,
         )
         _check_structure(manifest)
         recorded = doc.get("bundle_id")
@@ -507,10 +603,14 @@ def _check_structure(manifest: Manifest) -> None:
     for i, segment in enumerate(manifest.segments):
         if segment.index != i:
             raise ManifestError(f"segments[{i}].index: expected {i}, got {segment.index}")
-        for file in (segment.file, *(v.file for v in segment.variants)):
-            if file in files:
-                raise ManifestError(f"segments[{i}]: file {file!r} is used twice in this bundle")
-            files.add(file)
+        if segment.file in files or segment.file in ("bundle.json", "bundle.sig"):
+            raise ManifestError(f"segments[{i}].file: {segment.file!r} is used twice or names a bundle file")
+        files.add(segment.file)
+        for variant in segment.variants:
+            if variant.file in files or variant.file in ("bundle.json", "bundle.sig"):
+                raise ManifestError(f"segments[{i}].variants: file {variant.file!r} is used twice or names a "
+                                    "bundle file")
+            files.add(variant.file)
     if not manifest.exits:
         raise ManifestError("exits: a bundle needs at least one exit")
     names = [e.name for e in manifest.exits]
@@ -530,6 +630,19 @@ def _check_structure(manifest: Manifest) -> None:
     for i, cut in enumerate(manifest.cuts):
         if cut.segment != i:
             raise ManifestError(f"cuts[{i}].segment: expected {i}, got {cut.segment}")
+    spans = set()
+    for i, fused in enumerate(manifest.fused):
+        where = f"fused[{i}]"
+        if not 0 <= fused.start < fused.stop <= manifest.num_segments or fused.stop - fused.start < 2:
+            raise ManifestError(f"{where}: [{fused.start}, {fused.stop}) is not a range of 2 or more segments")
+        if fused.file in files or (fused.start, fused.stop) in spans:
+            raise ManifestError(f"{where}: file {fused.file!r} or range [{fused.start}, {fused.stop}) is listed twice")
+        files.add(fused.file)
+        spans.add((fused.start, fused.stop))
+        expected = [t.name for s in manifest.segments[fused.start:fused.stop] for t in s.outputs]
+        if sorted(fused.outputs) != sorted(expected):
+            raise ManifestError(f"{where}.outputs: {list(fused.outputs)} are not the outputs of segments "
+                                f"{fused.start}..{fused.stop - 1} ({expected})")
 
 
 def compute_bundle_id(manifest: Manifest) -> str:

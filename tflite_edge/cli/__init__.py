@@ -12,8 +12,11 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 from .. import __version__
 from ..errors import TfliteEdgeError
@@ -70,7 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what systemd and `kill` send), raised like Ctrl-C so every command shuts
+    down the same clean way: contexts close, telemetry publishes its last window and the
+    retained status says ``offline`` (shutdown) rather than ``connection lost``."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        previous = None  # signal handlers can only be set from the main thread
+    if previous is signal.SIG_DFL:  # not when embedded in a program that handles SIGTERM itself
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
@@ -83,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TfliteEdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("terminated (SIGTERM): shut down cleanly", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

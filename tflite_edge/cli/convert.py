@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-calibration", type=int, default=500, metavar="N",
                         help="use at most N calibration samples (default 500)")
     parser.add_argument("--force", action="store_true", help="replace BUNDLE_DIR if it exists")
+    parser.add_argument("--no-fused", dest="fuse", action="store_false",
+                        help="leave out the fused files of segments [0, K) (a smaller bundle; a device then "
+                             "hands over between segment interpreters)")
     parser.set_defaults(func=run)
 
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     validation = load_labeled(args.validation) if args.validation else None
     bundle = convert(
         model, args.output, cuts=args.cut, auto_cuts=args.auto_cuts, quantize=args.quantize,
-        calibration=calibration, validation=validation, overwrite=args.force, progress=progress,
+        calibration=calibration, validation=validation, overwrite=args.force, progress=progress, fuse=args.fuse,
     )
     print_summary(bundle)
     return 0

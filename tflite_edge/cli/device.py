@@ -7,6 +7,7 @@ import sys
 
 from ..errors import InputError
 from .common import add_backend_options, add_bundle_key_option, open_bundle
+from .summary import FallbackSummary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run every sample of X.npy through the bundle: segments [0, K) on this device, the rest on an "
             "edge worker (see `tflite-edge edge`). If the edge does not answer by the deadline, the device "
             "finishes locally at the deepest exit it can afford and reports that it fell back. Prints one "
-            "result per sample; with --json one JSON object per line."
+            "result per sample (with --json one JSON object per line) and then, on stderr, why requests fell "
+            "back. Exit status 1 when --broker was given, requests were planned to offload and none was."
         ),
         epilog=(
             "example:\n"
@@ -36,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="segments [0, K) run here, the rest on the edge; 0 sends the raw input "
                              "(default: the number of segments, everything local)")
     parser.add_argument("--deadline-ms", type=float, metavar="D",
-                        help="answer within D ms, falling back locally if the edge is late (default: 10 s)")
+                        help="answer within D ms, falling back locally if the edge is late (default: no deadline; "
+                             "an offload waits at most 10 s for the edge)")
     parser.add_argument("--threshold", action="append", default=[], metavar="EXIT=VALUE",
                         help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
     parser.add_argument("--entropy", action="store_true",
@@ -111,11 +114,14 @@ def run(args: argparse.Namespace) -> int:
     ) as runtime:
         sample_shape = runtime.manifest.input.shape[1:]
         samples = x[np.newaxis] if x.shape == sample_shape else x
+        _say_where_it_runs(args, runtime)
+        summary = FallbackSummary()
         for result in _results(args, runtime, samples, Plan(args.exit, args.partition, args.deadline_ms, rule)):
+            summary.add(result)
             if args.json:
                 print(result.to_json(), flush=True)
             else:
-                where = result.ran_on + (" (fell back: " + (result.error or "") + ")" if result.fell_back else "")
+                where = result.ran_on + (" (fell back)" if result.fell_back else "")
                 print(
                     f"{result.request_id}  exit {result.exit}  class {result.top1_class} ({result.top1_score:.3f})  "
                     f"total {result.total_ms:.2f} ms = device {result.device_ms:.2f} + transfer "
@@ -123,7 +129,33 @@ def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     sys.stdout.flush()
+    return finish(summary, args.broker is not None, runtime.manifest.bundle_id)
+
+
+def finish(summary: FallbackSummary, offloading: bool, bundle_id: str) -> int:
+    """Say once why requests fell back; exit status 1 when offloading was asked for but none was."""
+    if not offloading:
+        return 0  # without a broker nothing is offloaded, as the note before the results said
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    if summary.nothing_offloaded:
+        print(f"error: no request was offloaded; check that `tflite-edge edge` serves bundle {bundle_id} "
+              "on this broker and prefix", file=sys.stderr)
+        return 1
     return 0
+
+
+def _say_where_it_runs(args: argparse.Namespace, runtime) -> None:  # type: ignore[no-untyped-def]
+    """Once, before the results: when the options mean that nothing will be offloaded."""
+    if _check_policy_options(args):
+        return
+    segments = runtime.manifest.num_segments
+    if args.broker is not None and args.partition is None:
+        print(f"note: without --partition every request runs on this device; --partition K (0..{segments - 1}) "
+              "offloads segments K and after to the edge", file=sys.stderr)
+    elif args.broker is None and args.partition is not None and args.partition < segments:
+        print("note: without --broker every request runs on this device (--partition applies with --broker)",
+              file=sys.stderr)
 
 
 def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[no-untyped-def]

@@ -54,15 +54,17 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    # Verified here, before any worker starts: checksums always, signatures with --bundle-key.
-    ids = ", ".join(open_bundle(path, args.bundle_key).bundle_id for path in args.bundle)
+    # Verified here, once, before any worker starts: checksums always, signatures with
+    # --bundle-key. Workers get these verified bytes, never the paths to read again.
+    bundles = [open_bundle(path, args.bundle_key) for path in args.bundle]
+    ids = ", ".join(b.bundle_id for b in bundles)
 
     def ready() -> None:
         print(f"edge: ready, serving bundle(s) {ids} in group {args.group!r} with {args.workers} worker(s); "
               "Ctrl-C stops", file=sys.stderr, flush=True)
 
     serve(
-        args.broker, args.bundle, workers=args.workers, stop=stop, on_ready=ready, group=args.group,
+        args.broker, bundles, workers=args.workers, stop=stop, on_ready=ready, group=args.group,
         prefix=args.prefix,
         qos=args.qos, codec=args.codec, backend=args.backend, num_threads=args.threads, delegate=args.delegate,
     )

@@ -93,7 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bridge.add_argument("--partition", type=int, default=None, metavar="K",
                         help="segments [0, K) run on the MCU and here, the rest on the edge; K >= 1 "
                              "(default: 1 with --broker, else every segment)")
-    bridge.add_argument("--deadline-ms", type=float, metavar="D", help="answer within D ms (default: 10 s)")
+    bridge.add_argument("--deadline-ms", type=float, metavar="D",
+                        help="answer within D ms, falling back locally if the edge is late (default: no deadline; "
+                             "an offload waits at most 10 s for the edge)")
+    bridge.add_argument("--threshold", action="append", default=[], metavar="EXIT=VALUE",
+                        help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
+    bridge.add_argument("--entropy", action="store_true",
+                        help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
     bridge.add_argument("--timeout-s", type=float, default=2.0, help="serial reply timeout (default: 2)")
     bridge.add_argument("--retries", type=int, default=3, help="serial retries per request (default: 3)")
     bridge.add_argument("--telemetry-period-s", type=float, default=5.0, help="telemetry period (default: 5)")
@@ -205,9 +211,13 @@ class _PyserialLink:
 def run_bridge(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..device import ExitRule
     from ..firmware_bridge.gateway import Gateway
+    from .device import finish, parse_thresholds
+    from .summary import FallbackSummary
 
     partition = args.partition
+    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
     with Gateway(
         args.bundle, args.port, device_id=args.id, broker_url=args.broker, baud=args.baud, timeout_s=args.timeout_s,
         retries=args.retries, telemetry_period_s=args.telemetry_period_s, prefix=args.prefix,
@@ -232,7 +242,10 @@ def run_bridge(args: argparse.Namespace) -> int:
             raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
         sample_shape = gateway.bundle.manifest.input.shape[1:]
         samples = x[np.newaxis] if x.shape == sample_shape else x
-        for result in gateway.run_many(samples, exit=args.exit, partition=partition, deadline_ms=args.deadline_ms):
+        summary = FallbackSummary()
+        for result in gateway.run_many(samples, exit=args.exit, partition=partition, deadline_ms=args.deadline_ms,
+                                       rule=rule):
+            summary.add(result)
             mcu_us = gateway.runner.last_mcu_latency_us
             if args.json:
                 doc = result.to_dict()
@@ -244,5 +257,5 @@ def run_bridge(args: argparse.Namespace) -> int:
             else:
                 print(f"{result.request_id}  exit {result.exit}  class {result.top1_class} ({result.top1_score:.3f})  "
                       f"total {result.total_ms:.2f} ms (MCU {mcu_us} µs on chip)  on {result.ran_on}"
-                      + (f" (fell back: {result.error})" if result.fell_back else ""), flush=True)
-    return 0
+                      + (" (fell back)" if result.fell_back else ""), flush=True)
+    return finish(summary, args.broker is not None, gateway.bundle.bundle_id)

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a contextual-bandit policy (TF-Agents) on simulated requests over the training "
                     "traces and export POLICY_DIR/policy.tflite and policy.json. A share of the traces "
                     "(--held-out) is never used in training; `policy evaluate` reports on it. Training "
-                    "resumes from POLICY_DIR/checkpoints when present.",
+                    "resumes from POLICY_DIR/checkpoints when they were made with the same bundle, objective, "
+                    "agent and scenario (raise --steps to train longer); otherwise it stops, unless --restart.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_simulation_options(train)
@@ -65,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=256, help="requests per training step (default 256)")
     train.add_argument("--held-out", type=float, default=0.25, metavar="F",
                        help="share of the traces kept out of training for evaluation (default 0.25; 0 uses all)")
+    train.add_argument("--restart", action="store_true",
+                       help="discard checkpoints in POLICY_DIR and train from scratch")
     train.set_defaults(func=run_train)
 
     evaluate = commands.add_parser(
@@ -223,11 +226,36 @@ def run_train(args: argparse.Namespace) -> int:
         simulator, traces, objective, args.output, config,
         progress=lambda step, loss: progress(f"step {step}/{config.steps}  loss {loss:.5f}"),
         record={"simulation": _simulation_record(args), "held_out_traces": [t.name for t in held_out]},
+        restart=args.restart,
+        on_resume=lambda step: progress(f"resuming from step {step} (checkpoints in {args.output}/checkpoints)"),
     )
-    print(f"wrote {result.policy_dir / 'policy.tflite'} ({result.tflite_bytes:,} B) and policy.json: "
-          f"{result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.5f}")
-    print(f"evaluate it: tflite-edge policy evaluate --policy {result.policy_dir} (with the same options)")
+    if result.resumed_from >= config.steps:
+        print(f"wrote {result.policy_dir / 'policy.tflite'} ({result.tflite_bytes:,} B) and policy.json: the "
+              f"checkpoints already hold {result.steps} steps, nothing more to train (raise --steps to continue)")
+    else:
+        print(f"wrote {result.policy_dir / 'policy.tflite'} ({result.tflite_bytes:,} B) and policy.json: "
+              f"{result.steps - result.resumed_from} steps in {result.seconds:.1f} s "
+              f"({result.steps} in all), final loss {result.final_loss:.5f}")
+    print("evaluate it: " + evaluate_command(args, result.policy_dir))
     return 0
+
+
+def evaluate_command(args: argparse.Namespace, policy_dir: object) -> str:
+    """The `policy evaluate` command line that matches the options of this training run."""
+    import shlex
+
+    shared = argparse.ArgumentParser(add_help=False)
+    add_simulation_options(shared)
+    words = ["tflite-edge", "policy", "evaluate"]
+    for action in shared._actions:  # every simulation option the user changed, spelt as given
+        value = getattr(args, action.dest, None)
+        if value is None or value is False or value == action.default:
+            continue
+        words.append(max(action.option_strings, key=len))
+        if action.nargs != 0:
+            words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    words += ["--policy", str(policy_dir)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

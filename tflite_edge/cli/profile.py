@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..bundle import load_bundle
+from ..errors import InputError
 from ..runtime.profile import profile_bundle
 from .common import add_backend_options, print_json
 
@@ -18,7 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("bundle", help="bundle directory")
     parser.add_argument("--repeats", type=int, default=50, metavar="N", help="timed runs per segment (default 50)")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("-o", "--output", metavar="FILE", help="also write the JSON profile to FILE")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="also write the JSON profile to FILE (run on a device: its device profile, which "
+                             "the demo and the live benchmark emulate with --device-profile)")
+    parser.add_argument("--power-mw", type=float, metavar="MW",
+                        help="record this device's power while computing (mW, measured) in the JSON profile")
     add_backend_options(parser, kernels=True)
     parser.set_defaults(func=run)
 
@@ -30,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     profile = profile_bundle(bundle, threads=args.threads, repeats=args.repeats, backend=args.backend,
                              kernels=args.kernels)
     document = profile.to_dict()
+    if args.power_mw is not None:
+        if not args.power_mw >= 0:
+            raise InputError(f"--power-mw must be a non-negative number of milliwatts, got {args.power_mw}")
+        document["compute_power_mw"] = args.power_mw
     if args.output:
         with open(args.output, "w") as f:
             json.dump(document, f, indent=2)

@@ -2,12 +2,15 @@
 
 Steps: load the model, find the cuts, convert the whole model once (one calibration pass)
 with every exit and cut as a named output, carve one segment per stretch between cuts out
-of that flatbuffer, verify that the chain reproduces the whole model, measure per-exit
+of that flatbuffer (and, unless asked not to, one fused file per prefix of two or more
+segments, which a device runs instead of handing over between interpreters), verify that
+the chain reproduces the whole model and each fused file the chain, measure per-exit
 accuracy when validation data is given, and write the bundle atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -19,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..bundle import QUANTIZATION_MODES, Bundle, CutSpec, ExitSpec, Manifest, SegmentSpec, write_bundle
+from ..bundle import QUANTIZATION_MODES, Bundle, CutSpec, ExitSpec, FusedSpec, Manifest, SegmentSpec, write_bundle
 from ..bundle.store import sha256_hex
-from ..errors import CalibrationError, ConversionError, InputError, ModelLoadError
+from ..errors import CalibrationError, ConversionError, CutError, InputError, ModelLoadError
 from ..runtime import BundleRunner
 from .flatbuffer import WholeModel, extract_segment, read_whole_model
 from .graph import LayerGraph, auto_cuts, graph_from_keras
-from .verify import assert_bundle_matches, exit_accuracies, keras_exit_accuracies
+from .verify import assert_bundle_matches, exit_accuracies, fused_matching_chain, keras_exit_accuracies
 from .whole import convert_whole_model, import_tensorflow_quietly
 
 __all__ = ["ConversionResult", "convert", "convert_model", "load_keras_model", "load_array", "load_labeled"]
@@ -114,6 +117,7 @@ def convert(
     verify_samples: int = 64,
     model_name: str | None = None,
     progress: Progress | None = None,
+    fuse: bool = True,
 ) -> Bundle:
     """Convert a Keras multi-exit model (an object or a ``.keras`` path) to a segment bundle.
 
@@ -121,11 +125,13 @@ def convert(
     compute balance and activation size instead. ``quantize`` is one of int8 (needs
     ``calibration``: float inputs shaped like the model input), float16, dynamic or none.
     ``validation`` (x, y) adds per-exit accuracy of the bundle and of the float model.
+    ``fuse=False`` leaves out the fused prefix files (a smaller bundle whose segments always
+    run one interpreter after another).
     """
     return convert_model(
         model, output_dir, cuts=cuts, auto_cuts=auto_cuts, quantize=quantize, calibration=calibration,
         validation=validation, overwrite=overwrite, verify_samples=verify_samples, model_name=model_name,
-        progress=progress,
+        progress=progress, fuse=fuse,
     ).bundle
 
 
@@ -142,6 +148,7 @@ def convert_model(
     verify_samples: int = 64,
     model_name: str | None = None,
     progress: Progress | None = None,
+    fuse: bool = True,
 ) -> ConversionResult:
     """`convert`, also returning the whole converted model and the float model's accuracy."""
     say = progress or (lambda message: log.info("%s", message))
@@ -184,12 +191,19 @@ def convert_model(
 
     say(f"cutting {len(chosen) + 1} segment(s)")
     manifest, files = _segment(whole, graph, chosen, exit_segment, quantize, model_name or model.name)
+    if fuse and manifest.num_segments > 1:
+        manifest = _add_fused_prefixes(whole, manifest, files)
 
     say("verifying the segment chain against the whole model")
     samples = _verification_inputs(validation, calibration, input_shape, verify_samples)
     with tempfile.TemporaryDirectory(prefix="tflite-edge-convert-") as scratch:
         draft = write_bundle(Path(scratch) / "bundle", manifest, files)
         verification = assert_bundle_matches(draft, whole_bytes, samples)
+        fused = fused_matching_chain(draft, samples)
+        for dropped in set(manifest.fused) - set(fused):
+            log.warning("fused segments [%d, %d) differ from their chain; left out of the bundle",
+                        dropped.start, dropped.stop)
+            del files[dropped.file]
         accuracy = float_accuracy = measured_on = None
         if validation is not None:
             say(f"measuring per-exit accuracy on {len(validation[0])} validation samples")
@@ -207,7 +221,7 @@ def convert_model(
     final = Manifest(
         model_name=manifest.model_name, quantization=quantize, input=manifest.input, segments=manifest.segments,
         exits=exits, cuts=manifest.cuts, converter_version=__version__,
-        tensorflow_version=manifest.tensorflow_version, verification=verification,
+        tensorflow_version=manifest.tensorflow_version, verification=verification, fused=tuple(fused),
         accuracy_measured_on=measured_on,
     )
     bundle = write_bundle(output_dir, final, files, overwrite=overwrite)
@@ -234,7 +248,15 @@ def _segment(
             outputs.append(cuts[index])
         if not outputs:
             raise ConversionError(f"segment {index} would have no outputs")
-        data = extract_segment(whole, inputs, outputs)
+        try:
+            data = extract_segment(whole, inputs, outputs)
+        except ConversionError as e:
+            # The Keras graph separates here but the converted one does not (an operator fused
+            # across the cut): name the cut and the way out instead of the tensor.
+            if index == 0:
+                raise
+            raise CutError(f"cannot cut at {cuts[index - 1]!r}: in the converted model a layer after it reads a "
+                           f"tensor from before it ({e}); choose another cut from --list-cuts") from e
         file = f"segment_{index}.tflite"
         files[file] = data
         segments.append(
@@ -255,6 +277,19 @@ def _segment(
         cuts=cut_specs, converter_version=__version__, tensorflow_version=tf.__version__,
     )
     return manifest, files
+
+
+def _add_fused_prefixes(whole: WholeModel, manifest: Manifest, files: dict[str, bytes]) -> Manifest:
+    """Carve segments [0, K) as one file for every K >= 2 (the runs a device makes before it
+    offloads or answers); each writes every output of the segments it covers."""
+    fused = []
+    for stop in range(2, manifest.num_segments + 1):
+        outputs = tuple(t.name for s in manifest.segments[:stop] for t in s.outputs)
+        data = extract_segment(whole, [manifest.input.name], list(outputs))
+        file = f"fused_0_{stop}.tflite"
+        files[file] = data
+        fused.append(FusedSpec(0, stop, file, sha256_hex(data), len(data), outputs))
+    return dataclasses.replace(manifest, fused=tuple(fused))
 
 
 def _spec(whole: WholeModel, name: str) -> Any:

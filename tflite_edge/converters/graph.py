@@ -4,7 +4,10 @@ A layer's output tensor T is a valid cut when it separates the graph: every laye
 depends on T (its *tail*) reads only T or other tail layers, and the tail holds at least
 one exit. Layers that do not depend on T (everything before it, and early-exit heads that
 branch off before it) stay in the head. Inside a residual block the skip connection reads
-a tensor from before the cut, so such layers are rejected.
+a tensor from before the cut, so such layers are rejected. So are layers that only reshape
+(Flatten, Reshape): the TFLite converter folds a reshape into the fully connected layer
+that reads it, which then reads the tensor before the cut; cutting at the reshape's input
+moves the same bytes.
 
 The analysis works on a plain description of the graph (`LayerGraph`), built from the Keras
 model once, so the rules are testable without TensorFlow.
@@ -30,6 +33,11 @@ class LayerInfo:
     parents: tuple[str, ...]
     output_shape: tuple[int, ...] | None  # without the batch axis; None for multi-output layers
     macs: int
+    reshape_only: bool = False  # Flatten/Reshape: the converter may fold it into the layer that reads it
+
+
+# Keras layers that only change the shape of their input.
+RESHAPE_LAYERS = frozenset({"Flatten", "Reshape"})
 
 
 @dataclass
@@ -84,6 +92,10 @@ class LayerGraph:
             return "it is the model input"
         if layer.output_shape is None:
             return "it has several outputs"
+        if layer.reshape_only:
+            source = f" {layer.parents[0]!r}" if len(layer.parents) == 1 else ""
+            return (f"it only reshapes its input, which the TFLite converter folds into the next layer "
+                    f"(cut at its input{source} instead: the same activation)")
         tail = self.descendants(name)
         if self.exits[-1] not in tail:
             return f"the final exit {self.exits[-1]!r} does not depend on it"
@@ -239,7 +251,8 @@ def graph_from_keras(model: Any) -> LayerGraph:
                 f"layer {op.name!r} has an undefined output shape {outputs[0].shape}; give the input a fixed size"
             )
         parents = tuple(dict.fromkeys(p.operation.name for p in node.parent_nodes))
-        layers.append(LayerInfo(op.name, parents, shape, _layer_macs(op, shape)))
+        layers.append(LayerInfo(op.name, parents, shape, _layer_macs(op, shape),
+                                reshape_only=type(op).__name__ in RESHAPE_LAYERS))
     exits = [t._keras_history.operation.name for t in model.outputs]
     input_name = model.inputs[0]._keras_history.operation.name
     return LayerGraph(layers, input_name, exits)

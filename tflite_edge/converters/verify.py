@@ -7,11 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle, Verification
+from ..bundle import Bundle, FusedSpec, Verification
 from ..errors import VerificationError
 from ..runtime import BundleRunner, SegmentInterpreter, dequantize
 
-__all__ = ["compare_chain_to_model", "assert_bundle_matches", "exit_accuracies", "keras_exit_accuracies"]
+__all__ = [
+    "compare_chain_to_model",
+    "assert_bundle_matches",
+    "fused_matching_chain",
+    "exit_accuracies",
+    "keras_exit_accuracies",
+]
 
 # Float segments run the same kernels as the whole model; a different operator grouping
 # inside XNNPACK may still reorder a few float additions.
@@ -23,7 +29,7 @@ def compare_chain_to_model(
 ) -> Verification:
     """Run the segment chain and the whole converted model on ``inputs``; compare every named
     output (exits and cut activations) after dequantization."""
-    runner = BundleRunner(bundle, backend=backend)
+    runner = BundleRunner(bundle, backend=backend, use_fused=False)
     whole = SegmentInterpreter(whole_model, backend=backend, label="whole model")
     manifest = bundle.manifest
     specs = {spec.name: spec for segment in manifest.segments for spec in segment.outputs}
@@ -57,6 +63,30 @@ def assert_bundle_matches(
             f"{result.max_abs_diff:.3g} (tolerance {tolerance:g}) over {result.samples} samples"
         )
     return result
+
+
+def fused_matching_chain(bundle: Bundle, inputs: np.ndarray, *, backend: str | None = None) -> list[FusedSpec]:
+    """The bundle's fused files whose every output equals the segment chain's on ``inputs``
+    (bit for bit for int8 bundles, within 1e-4 for float ones)."""
+    runner = BundleRunner(bundle, backend=backend, use_fused=False)
+    tolerance = 0.0 if bundle.manifest.quantization == "int8" else FLOAT_TOLERANCE
+    matching = []
+    for fused in bundle.manifest.fused:
+        interpreter = SegmentInterpreter(bundle.read_fused(fused.start, fused.stop), backend=backend,
+                                         label=f"fused segments [{fused.start}, {fused.stop})")
+        first = bundle.manifest.segments[fused.start]
+        same = True
+        for sample in inputs:
+            feed = {first.inputs[0].name: runner.quantize_input(sample)}
+            chain = runner.run(feed, start=fused.start, stop=fused.stop)
+            got = interpreter.run(feed)
+            for name in fused.outputs:
+                spec = bundle.manifest.tensor(name)
+                diff = np.abs(dequantize(got[name], spec) - dequantize(chain[name], spec)).max(initial=0.0)
+                same = same and float(diff) <= tolerance
+        if same:
+            matching.append(fused)
+    return matching
 
 
 def _labels(y: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..bundle import Bundle
 
-__all__ = ["summarize", "write_report"]
+__all__ = ["live_lines", "summarize", "write_report"]
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -47,6 +47,46 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "p95_ms": _percentile(latencies, 95),
         "rows": table,
     }
+
+
+def live_lines(results: dict[str, Any], changes: Sequence[str]) -> list[str]:
+    """Markdown: every contender's live figures, and the learned policy's actions per world change."""
+    def reactions(r: dict[str, Any]) -> str:
+        return ", ".join("–" if x["requests_until_change"] is None else str(x["requests_until_change"])
+                         for x in r["reactions"])
+
+    lines = [
+        "| run | deadline met | accuracy within the deadline | mean reward | energy per inference (mJ) | offloaded "
+        "| requests until the action changed, per change |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {name} | {r['deadline_hit_rate']:.1%} | {r['accuracy_in_time']:.1%} | {r['mean_reward']:.3f} | "
+          f"{r['energy_per_inference_mj']:.1f} | {r['offloaded']:.0%} | {reactions(r)} |"
+          for name, r in results.items()),
+        "",
+    ]
+    learned = results.get("learned")
+    if learned is not None:
+        lines += ["The learned policy's most frequent actions in each stretch of the world:", "",
+                  "| stretch | world | requests | accuracy within the deadline | actions |", "|---|---|---|---|---|"]
+        for phase, figures in learned["phases"].items():
+            world = changes[int(phase)] if int(phase) < len(changes) else ""
+            actions = ", ".join(f"{k} {v}" for k, v in figures["actions"].items())
+            lines.append(f"| {phase} | {world} | {figures['requests']} | {figures['accuracy_in_time']:.1%} "
+                         f"| {actions} |")
+        lines.append("")
+    first = next(iter(results.values()), None)
+    if first is not None:
+        lines += ["Emulated device latency per segment, median over each run, relative to the profile "
+                  "(1.000 = exact; wall clock includes this host's late wake-ups, which are kept off the "
+                  "device's clock):", "",
+                  "| run | emulated / profile | wall clock / profile | host overruns |", "|---|---|---|---|"]
+        for name, r in results.items():
+            segments = r["emulation"]["segments"]
+            emulated = ", ".join(format(s["median_ratio_to_target"], ".3f") for s in segments)
+            wall = ", ".join(format(s["median_wall_ratio_to_target"], ".3f") for s in segments)
+            lines.append(f"| {name} | {emulated} | {wall} | {r['emulation']['overruns']} |")
+        lines.append("")
+    return lines
 
 
 def _plot_accuracy_vs_latency(plt: Any, summary: dict[str, Any], bundle: Bundle, out: Path) -> Path:
@@ -120,7 +160,7 @@ def _plot_decisions(plt: Any, records: Sequence[dict[str, Any]], deadline_ms: fl
 
 def write_report(
     out: Path, bundle: Bundle, records: Sequence[dict[str, Any]], *, setup: dict[str, Any],
-    simulated: str | None = None,
+    simulated: str | None = None, live: Sequence[str] = (),
 ) -> tuple[Path, dict[str, Any], list[Path]]:
     """Write report.md and the PNG plots into ``out``; return (report path, summary, plot paths)."""
     import matplotlib
@@ -159,7 +199,10 @@ def write_report(
         *(f"| {c.segment + 1} | segments 0..{c.segment} | {c.activation_bytes:,} ({c.layer}) |" for c in m.cuts),
         f"| {m.num_segments} | everything | 0 |",
         "",
-        "## Live session",
+        "## Live runs: the same requests, the same trace and the same world for every policy",
+        "",
+        *live,
+        "## Live session of the learned policy",
         "",
         f"{summary['requests']} requests, {summary['answered']} answered (lost: "
         f"{summary['requests'] - summary['answered']}); accuracy {summary['accuracy']:.2%}; deadline met "

@@ -2,18 +2,23 @@
 
 One paho client per device runtime. Replies arrive on the device's own reply topic and
 are matched to waiting requests by ``CorrelationData``; replies nobody waits for any
-more (the device already fell back) are dropped. The network loop runs in paho's thread
+more (the device already fell back) are dropped. An ``unknown_bundle`` reply (from an edge
+that does not serve the bundle, e.g. one subscribed to every request) does not end the wait:
+another edge may still answer; it is returned only if nothing else arrives in time.
+The network loop runs in paho's thread
 and reconnects on its own; a request sent while disconnected fails at once, so the
 device can fall back without waiting for its deadline.
+
+The client also follows the edge workers' retained presence messages
+(``transport.presence``): ``workers_online(bundle_id)`` says how many workers serving a
+bundle are online, so the runtime does not offload while there is none.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +26,12 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ..errors import BrokerConnectionError, TransportError
-from ..transport.mqtt import connect_and_start, make_client
+from ..errors import BrokerConnectionError, ProtocolError, TransportError
+from ..transport.mqtt import connect_and_start, device_connection, make_client
+from ..transport.presence import EdgePresence, presence_filter
 from ..transport.protocol import (
     DEFAULT_PREFIX,
+    ErrorCode,
     ReplyHeader,
     RequestHeader,
     Topics,
@@ -89,8 +96,10 @@ class OffloadClient:
         self._pending: dict[bytes, _Slot] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        client_id = f"tfe-dev-{self.device_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._client = make_client(broker_url, client_id)
+        self._presence = EdgePresence(self.topics.prefix)
+        self._presence_filter = presence_filter(self.topics.prefix)
+        self._reply_mid: int | None = None
+        self._client = make_client(*device_connection(broker_url, self.device_id))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -112,9 +121,19 @@ class OffloadClient:
             log.warning("broker refused the connection: %s", reason)
             return
         # Subscribed again on every (re)connect: sessions are not kept by the broker.
-        client.subscribe(self.reply_topic, qos=self.qos)
+        # Presence first: the broker sends its retained messages before it acknowledges the
+        # reply subscription, so the device knows which workers are online once connected.
+        with self._lock:
+            self._presence.workers.clear()
+        client.subscribe(self._presence_filter, qos=1)
+        self._reply_mid = client.subscribe(self.reply_topic, qos=self.qos)[1]
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
+        if mid != self._reply_mid:
+            if not codes or codes[0].is_failure:
+                log.warning("subscription to edge presence %s refused (%s): offloading cannot tell whether "
+                            "a worker is online", self._presence_filter, codes)
+            return
         if codes and not codes[0].is_failure:
             self._subscribed.set()
         else:
@@ -127,6 +146,13 @@ class OffloadClient:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         received_at = time.perf_counter()
+        if message.topic != self.reply_topic:
+            with self._lock:
+                try:
+                    self._presence.update(message.topic, message.payload)
+                except ProtocolError as e:
+                    log.debug("presence message on %s ignored: %s", message.topic, e)
+            return
         correlation = getattr(message.properties, "CorrelationData", None)
         if not correlation:
             log.debug("reply without correlation data on %s dropped", message.topic)
@@ -140,6 +166,10 @@ class OffloadClient:
             header = ReplyHeader.from_message(user_properties(message.properties), correlation)
         except TransportError as e:
             header = ReplyHeader.failure("", "bad_reply", f"the edge sent a malformed reply: {e}")
+        if not header.ok and header.code == ErrorCode.UNKNOWN_BUNDLE:
+            if slot.reply is None:
+                slot.reply = Reply(header, message.payload, received_at)  # kept in case no edge answers
+            return
         slot.reply = Reply(header, message.payload, received_at)
         slot.event.set()
 
@@ -147,6 +177,13 @@ class OffloadClient:
     @property
     def connected(self) -> bool:
         return self._client.is_connected() and self._subscribed.is_set()
+
+    def workers_online(self, bundle_id: str) -> int:
+        """Edge workers serving ``bundle_id`` whose presence is current (0 while disconnected)."""
+        if not self.connected:
+            return 0
+        with self._lock:
+            return self._presence.online(bundle_id)
 
     def request(
         self,

@@ -41,6 +41,11 @@ class ExitRule:
         for name, value in self.thresholds.items():
             if not math.isfinite(value) or value < 0:
                 raise InputError(f"threshold for exit {name!r} must be a finite number >= 0, got {value}")
+            if self.kind == "top1" and value > 1:
+                raise InputError(
+                    f"threshold for exit {name!r} is {value:g}, but a top-1 probability is at most 1, so it would "
+                    "never stop a request: use a value in 0..1, e.g. 0.9 (or maximum entropies with --entropy)"
+                )
         object.__setattr__(self, "thresholds", dict(self.thresholds))
 
     def confident(self, exit_name: str, probabilities: np.ndarray) -> bool:

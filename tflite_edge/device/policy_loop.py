@@ -125,7 +125,8 @@ class PolicyReceiver:
         slot: PolicySlot,
         manifest: Manifest,
         *,
-        client_id: str,
+        client_id: str | None = None,
+        device_id: str | None = None,
         backend: str | None = None,
         connect_timeout_s: float = 10.0,
         on_update: Callable[[int], None] | None = None,
@@ -141,7 +142,10 @@ class PolicyReceiver:
         self.on_update = on_update
         self.on_reject = on_reject
         self._broker_url = broker_url
+        if (client_id is None) == (device_id is None):
+            raise PolicyError("give the policy receiver a device_id (its connection is the device's) or a client_id")
         self._client_id = client_id
+        self._device_id = device_id
         self._connect_timeout_s = connect_timeout_s
         self._client: Any = None
         self.received = 0
@@ -149,9 +153,13 @@ class PolicyReceiver:
     def start(self, *, require_broker: bool = True) -> PolicyReceiver:
         """Connect and subscribe (again after every reconnect). Returns self."""
         from ..errors import BrokerConnectionError
-        from ..transport.mqtt import connect_and_start, make_client
+        from ..transport.mqtt import connect_and_start, device_connection, make_client
 
-        client = make_client(self._broker_url, self._client_id)
+        if self._device_id is not None:
+            client = make_client(*device_connection(self._broker_url, self._device_id, "policy"))
+        else:
+            assert self._client_id is not None
+            client = make_client(self._broker_url, self._client_id)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         self._client = client
@@ -403,9 +411,10 @@ def attached_telemetry(runtime: DeviceRuntime, broker_url: str, *, prefix: str, 
                                        connect_timeout_s=connect_timeout_s)
     else:
         from ..telemetry.publisher import status_will
-        from ..transport.mqtt import make_client
+        from ..transport.mqtt import device_connection, make_client
 
-        client = make_client(broker_url, f"{runtime.device_id}-telemetry", will=status_will(runtime.device_id, prefix))
+        client = make_client(*device_connection(broker_url, runtime.device_id, "telemetry"),
+                             will=status_will(runtime.device_id, prefix))
         client.loop_start()
         telemetry = TelemetryPublisher(runtime.device_id, client=client, prefix=prefix, period_s=period_s)
     telemetry.start()
@@ -460,7 +469,7 @@ def policy_session(
 
             topic = policy_topic or default_topic(prefix, runtime.manifest.bundle_id)
             receiver = PolicyReceiver(broker_url, topic, load_public_keys(public_key_paths), slot, runtime.manifest,
-                                      client_id=f"{runtime.device_id}-policy", backend=backend,
+                                      device_id=runtime.device_id, backend=backend,
                                       connect_timeout_s=connect_timeout_s)
             receiver.start(require_broker=require_broker)
             stack.callback(receiver.stop)

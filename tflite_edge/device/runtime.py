@@ -7,6 +7,10 @@ to answer on its own. On timeout, an edge error or a missing broker it finishes 
 at the deepest exit its measured segment latencies say it can still afford (or the last
 exit it already computed), and marks the result ``fell_back``.
 
+The device does not offload at all while no edge worker serving its bundle is online (the
+workers' retained presence) or while its circuit breaker is open after consecutive
+timeouts (``device.breaker``); both are logged once when they begin and end.
+
 Imports neither TensorFlow nor anything heavier than numpy, paho-mqtt and a TFLite
 interpreter, so it runs on tflite-runtime with numpy<2.
 """
@@ -28,8 +32,10 @@ import numpy as np
 from ..bundle import Bundle, load_bundle
 from ..errors import RemoteError, TransportError, WireFormatError
 from ..runtime.chain import BundleRunner, dequantize
+from ..transport.clock import ClockOffset
 from ..transport.protocol import DEFAULT_PREFIX, RequestHeader, remote_error, validate_device_id
 from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation, parse_header
+from .breaker import CircuitBreaker
 from .offload import OffloadClient, Reply
 from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
 from .result import InferenceResult
@@ -55,8 +61,8 @@ class DeviceRuntime:
     error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
     ``link_mbps`` emulates a link of that speed in both directions (a token bucket), for
     measuring partitions on loopback. ``emulation`` (``device.emulation.Emulation``) makes
-    this machine behave like a slower device: segment times are stretched by its compute
-    slowdown and offload requests wait for its uplink; results include the added time.
+    this machine behave like another device: each segment lasts the latency of its device
+    profile and offload requests wait for its uplink; results include the added time.
     ``require_broker=False`` starts even when the broker is down (requests fall back until
     the background connection succeeds); by default an unreachable broker is an error.
     """
@@ -98,14 +104,19 @@ class DeviceRuntime:
             kernels=kernels,
         )
         self.emulation = emulation
+        # Latencies and deadlines are measured on the emulated device's clock when emulating.
+        self._now: Callable[[], float] = emulation.clock if emulation is not None else time.perf_counter
         self.segment_ms = [0.0] * self.manifest.num_segments
         self._lock = threading.Lock()
+        self.clock = ClockOffset()  # edge clock minus this clock, from replies; dates requests for the edge
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:8]
         self._exits_by_segment: dict[int, list[str]] = {}
         for spec in self.manifest.exits:
             self._exits_by_segment.setdefault(spec.segment, []).append(spec.name)
         self.offload: OffloadClient | None = None
+        self.breaker = CircuitBreaker()
+        self._no_worker_logged = False
         if warmup:
             self.warmup()
         if broker_url is not None:
@@ -125,9 +136,9 @@ class DeviceRuntime:
             for index in range(self.manifest.num_segments):
                 start = time.perf_counter()
                 seen.update(self.runner.run_segment(index, seen))
+                host_ms = (time.perf_counter() - start) * 1e3
                 # Estimated at the emulated speed without sleeping through the warm-up.
-                slowdown = self.emulation.compute_slowdown if self.emulation is not None else 1.0
-                self.segment_ms[index] = (time.perf_counter() - start) * 1e3 * slowdown
+                self.segment_ms[index] = host_ms if self.emulation is None else self.emulation.target_ms(index, host_ms)
         return list(self.segment_ms)
 
     def close(self) -> None:
@@ -174,12 +185,16 @@ class DeviceRuntime:
         return result
 
     def _run(self, x: np.ndarray, plan: ResolvedPlan, rid: str) -> InferenceResult:
-        t0 = time.perf_counter()
+        t0 = self._now()
         seen = {self.manifest.input.name: self.runner.quantize_input(x)}
         device_ms = 0.0
         last_exit: str | None = None
+        fused = self._runs_fused(plan)
+        if fused:
+            device_ms = self._run_fused(plan.local_stop, seen)
         for index in range(plan.local_stop):
-            device_ms += self._run_segment(index, seen)
+            if not fused:
+                device_ms += self._run_segment(index, seen)
             for name in self._exits_by_segment.get(index, ()):
                 if name == plan.exit:
                     return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device")
@@ -193,12 +208,32 @@ class DeviceRuntime:
     def _exit_before_target(self, name: str, plan: ResolvedPlan) -> bool:
         return self.manifest.exit(name).segment <= plan.exit_segment and name != plan.exit
 
+    def _runs_fused(self, plan: ResolvedPlan) -> bool:
+        # One interpreter for the local head when nothing needs checking between its
+        # segments (no early-exit rule) and no emulation stretches segments one by one.
+        return not plan.rule and self.emulation is None and self.runner.has_fused(0, plan.local_stop)
+
+    def _run_fused(self, stop: int, seen: dict[str, np.ndarray]) -> float:
+        """Run segments [0, stop) as one fused interpreter; returns the time in ms."""
+        start = time.perf_counter()
+        seen.update(self.runner.run(seen, start=0, stop=stop))
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        # The fallback budget needs per-segment times: share the measurement out in
+        # proportion to the current estimates (equal shares before any).
+        estimates = self.segment_ms[:stop]
+        total = sum(estimates)
+        for index in range(stop):
+            share = estimates[index] / total if total > 0 else 1.0 / stop
+            self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms * share - self.segment_ms[index])
+        return elapsed_ms
+
     def _run_segment(self, index: int, seen: dict[str, np.ndarray]) -> float:
         start = time.perf_counter()
         seen.update(self.runner.run_segment(index, seen))
-        elapsed_s = time.perf_counter() - start
-        if self.emulation is not None:
-            elapsed_s = self.emulation.stretch_compute(elapsed_s, index)
+        if self.emulation is not None:  # waits until the emulated device would have finished
+            elapsed_s = self.emulation.finish_segment(index, start)
+        else:
+            elapsed_s = time.perf_counter() - start
         elapsed_ms = elapsed_s * 1e3
         # Moving average: the fallback budget follows the device's current speed.
         self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms - self.segment_ms[index])
@@ -216,38 +251,76 @@ class DeviceRuntime:
         request_bytes = 0
         if self.offload is None:
             error = "no broker configured: the device answered locally"
+        elif (paused := self._offload_paused()) is not None:
+            error = paused
         else:
-            t_send = time.perf_counter()
+            t_send = self._now()
+            wall_send = time.time()
             frame = encode_tensor(seen[spec.name], spec, bundle_id=self.manifest.bundle_id, segment=k, codec=self.codec)
             request_bytes = len(frame)
-            header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind)
             elapsed_ms = (t_send - t0) * 1e3
             timeout_s = max(budget_ms - elapsed_ms - reserve_ms, 0.0) / 1e3
+            header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind,
+                                   deadline_us=self._edge_deadline_us(wall_send + timeout_s))
             reply: Reply | None = None
             if timeout_s <= 0:
                 # Nothing could come back in time: do not load the edge with it.
                 error = f"the deadline leaves no time to offload ({budget_ms - elapsed_ms:.1f} ms left)"
                 request_bytes = 0
+                self.breaker.release_probe()
             else:
                 try:
                     reply = self.offload.request(self.manifest.bundle_id, frame, header, timeout_s=timeout_s,
                                                  deadline_ms=plan.deadline_ms)
                 except TransportError as e:
                     error = str(e)
+                    self.breaker.release_probe()
             if reply is None and error is None:
                 error = f"no reply from the edge within {timeout_s * 1e3:.1f} ms"
-            elif reply is not None and not reply.header.ok:
+                self._record_timeout()
+            elif reply is not None and self.breaker.record_success():
+                log.warning("the edge answers again: offloading resumes")
+            if reply is not None and not reply.header.ok:
                 remote = remote_error(reply.header.code, reply.header.message)
                 if self.raise_remote_errors:
                     raise remote
                 error = str(remote)
             elif reply is not None:
+                if reply.header.rx_us is not None:
+                    self.clock.add(wall_send, wall_send + (reply.received_at - t_send), reply.header.rx_us / 1e6,
+                                   reply.header.edge_us / 1e6)
                 try:
                     return self._edge_result(rid, plan, reply, t0, t_send, device_ms, request_bytes)
                 except (WireFormatError, RemoteError) as e:
                     error = f"the edge's reply is unusable: {e}"
         log.info("request %s falls back locally: %s", rid, error)
         return self._fallback(rid, plan, seen, t0, device_ms, last_exit, error, request_bytes)
+
+    def _offload_paused(self) -> str | None:
+        """Why this request is not offloaded at all (no worker online, breaker open), or None."""
+        assert self.offload is not None
+        if not self.offload.connected:
+            return None  # the request fails at once and says so
+        bundle_id = self.manifest.bundle_id
+        if self.offload.workers_online(bundle_id) == 0:
+            if not self._no_worker_logged:
+                log.warning("no edge worker serving bundle %s is online: answering locally until one is", bundle_id)
+                self._no_worker_logged = True
+            return f"no edge worker serving bundle {bundle_id} is online"
+        if self._no_worker_logged:
+            log.warning("an edge worker serving bundle %s is online: offloading resumes", bundle_id)
+            self._no_worker_logged = False
+            self.breaker.reset()
+        if not self.breaker.allow():
+            return (f"offloading paused after {self.breaker.failures} timeouts in a row "
+                    f"(next try in {self.breaker.retry_in_s():.1f} s)")
+        return None
+
+    def _record_timeout(self) -> None:
+        if self.breaker.record_timeout():
+            log.warning("%d offloads in a row got no reply in time: answering locally, trying the edge again "
+                        "after %.0f s (then backing off up to %.0f s)", self.breaker.failures,
+                        self.breaker.backoff_s, self.breaker.config.max_backoff_s)
 
     def _edge_result(
         self, rid: str, plan: ResolvedPlan, reply: Reply, t0: float, t_send: float, device_ms: float,
@@ -266,7 +339,7 @@ class DeviceRuntime:
         _, raw = decode_frame(reply.payload, expect=expect_activation(self.manifest, spec=tensor),
                               max_payload_bytes=tensor.bytes)
         probabilities = dequantize(raw, tensor)[0]
-        done = time.perf_counter()
+        done = self._now()
         edge_ms = reply.header.edge_us / 1e3
         round_trip_ms = (done - t_send) * 1e3
         return self._result(
@@ -283,7 +356,7 @@ class DeviceRuntime:
     ) -> InferenceResult:
         k = plan.partition
         budget_ms = plan.deadline_ms if plan.deadline_ms is not None else self.default_timeout_ms
-        remaining_ms = budget_ms - (time.perf_counter() - t0) * 1e3
+        remaining_ms = budget_ms - (self._now() - t0) * 1e3
         candidates = [e for e in self.manifest.exits if k <= e.segment <= plan.exit_segment]
         # Deepest exit whose remaining segments fit in the time left; else the last exit
         # already computed; else the first exit after the cut, late but answered.
@@ -300,6 +373,13 @@ class DeviceRuntime:
                                         fell_back=True, error=error, request_bytes=request_bytes)
         return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on="device", fell_back=True, error=error,
                             request_bytes=request_bytes)
+
+    def _edge_deadline_us(self, wait_until_wall_s: float) -> int | None:
+        """When the edge must have answered, in its clock: the end of the wait minus the
+        reply's way back. None until a round trip has given the clock offset, so an edge
+        whose clock is far off is never told that every request is late."""
+        edge_s = self.clock.edge_time_s(wait_until_wall_s - self.clock.one_way_s())
+        return None if edge_s is None else max(int(edge_s * 1e6), 0)
 
     def fallback_reserve_ms(self, partition: int) -> float:
         """Time an offload at ``partition`` keeps back to answer locally if the edge is late.
@@ -341,7 +421,7 @@ class DeviceRuntime:
         return InferenceResult(
             request_id=rid, exit=exit_name, partition=plan.partition, top1_class=top,
             top1_score=float(flat[top]), device_ms=device_ms, transfer_ms=transfer_ms, edge_ms=edge_ms,
-            total_ms=total_ms if total_ms is not None else (time.perf_counter() - t0) * 1e3,
+            total_ms=total_ms if total_ms is not None else (self._now() - t0) * 1e3,
             ran_on=ran_on, fell_back=fell_back, early_exit=early, error=error,
             request_bytes=request_bytes, reply_bytes=reply_bytes, codec=self.codec,
             deadline_ms=plan.deadline_ms, probabilities=probabilities,

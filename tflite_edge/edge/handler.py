@@ -2,14 +2,16 @@
 
 No MQTT here: ``EdgeHandler.handle`` takes the request's bundle id, payload and user
 properties and returns the reply payload and header, so it is tested without a broker.
-It keeps no state between requests besides the loaded interpreters.
+Besides the loaded interpreters it keeps only the fastest compute time seen per
+(bundle, first segment, exit), a lower bound used to shed requests that cannot be
+answered before their deadline.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +20,7 @@ from ..bundle import Bundle
 from ..device.plan import ExitRule
 from ..errors import ProtocolError, TfliteEdgeError, WireFormatError
 from ..runtime.chain import BundleRunner
-from ..transport.protocol import ErrorCode, ReplyHeader, RequestHeader
+from ..transport.protocol import ErrorCode, ReplyHeader, RequestHeader, now_us
 from ..transport.wire import decode_activation, encode_tensor
 
 __all__ = ["EdgeHandler", "EdgeReply"]
@@ -48,6 +50,7 @@ class EdgeHandler:
         delegate: str | None = None,
         allow_fallback: bool = False,
         codec: str = "none",
+        clock_us: Callable[[], int] = now_us,
     ) -> None:
         self.runners: dict[str, BundleRunner] = {}
         for bundle in bundles:
@@ -57,6 +60,9 @@ class EdgeHandler:
         if not self.runners:
             raise TfliteEdgeError("an edge needs at least one bundle to serve")
         self.codec = codec
+        self.clock_us = clock_us
+        self.shed = 0  # requests dropped because their deadline had passed (or would before the answer)
+        self._fastest_us: dict[tuple[str, int, str], int] = {}
 
     @property
     def bundle_ids(self) -> tuple[str, ...]:
@@ -70,9 +76,15 @@ class EdgeHandler:
 
     def handle(
         self, bundle_id: str, payload: bytes, properties: Mapping[str, str], correlation: bytes | None
-    ) -> EdgeReply:
+    ) -> EdgeReply | None:
         """Answer one request: its bundle id (from the topic), frame, user properties and
-        correlation data. Never raises for bad input: errors become error replies."""
+        correlation data. Never raises for bad input: errors become error replies.
+
+        Returns None, without computing anything, for a request whose deadline (``dl_us``)
+        has passed or would pass before the fastest answer seen for the same work: its
+        device has already answered locally, so a reply would only load the edge.
+        """
+        received_us = self.clock_us()
         try:
             header = RequestHeader.from_message(properties, correlation)
         except ProtocolError as e:
@@ -105,6 +117,11 @@ class EdgeHandler:
             rule = ExitRule(header.thresholds, header.threshold_kind) if header.thresholds else _NO_RULE
         except TfliteEdgeError as e:
             return self._error(rid, ErrorCode.BAD_REQUEST, str(e))
+        work = (bundle_id, frame.segment, header.exit)
+        if header.deadline_us is not None and received_us + self._fastest_us.get(work, 0) > header.deadline_us:
+            self.shed += 1
+            log.debug("request %s shed: its deadline passed %d µs ago", rid, received_us - header.deadline_us)
+            return None
         start = time.perf_counter()
         try:
             exit_name, seen = self._run(
@@ -117,7 +134,8 @@ class EdgeHandler:
             log.warning("request %s failed: %s", rid, e)
             return self._error(rid, ErrorCode.INTERNAL, str(e))
         edge_us = int((time.perf_counter() - start) * 1e6)
-        return EdgeReply(out, ReplyHeader.success(header.request_id, edge_us))
+        self._fastest_us[work] = min(edge_us, self._fastest_us.get(work, edge_us))
+        return EdgeReply(out, ReplyHeader.success(header.request_id, edge_us, rx_us=received_us))
 
     @staticmethod
     def _run(

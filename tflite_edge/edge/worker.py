@@ -1,14 +1,26 @@
 """Edge workers: MQTT 5 shared-subscription consumers that answer co-inference requests.
 
-Every worker subscribes to ``$share/{group}/{prefix}/req/+``, so the broker hands each
-request to exactly one worker of the group; workers of one group may run in one process,
-several processes or on several machines, and should serve the same bundles (a worker
-answers ``unknown_bundle`` for bundles it lacks). Workers keep no state between requests:
-killing one loses only the requests it held, which devices then finish locally.
+Every worker subscribes to ``$share/{group}/{prefix}/req/{bundle_id}`` for each bundle it
+serves, so the broker hands each request to exactly one worker of each group that serves
+its bundle, and to no other group. Workers of one group may run in one process, several
+processes or on several machines, and should serve the same bundles; different groups
+should serve different bundles (a bundle served by two groups is computed by both).
+Workers keep no state between requests: killing one loses only the requests it held, which
+devices then finish locally.
+
+A request published with the retain flag is not answered: the worker deletes the retained
+copy (an empty retained message on its topic), so a device cannot park large messages on
+the broker under a request topic.
+
+Every worker also announces itself: a retained presence message listing its bundles on
+``{prefix}/edge/{worker_id}``, cleared by its last will when it vanishes and by itself when
+it stops (see ``transport.presence``), so devices stop offloading at once when no worker
+for their bundle is online.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -22,10 +34,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..bundle import Bundle, load_bundle
 from ..errors import BrokerConnectionError, InputError, ProtocolError, TopicError
-from ..transport.mqtt import connect_and_start, make_client
+from ..transport.mqtt import Will, connect_and_start, make_client
+from ..transport.presence import presence_payload, presence_topic
 from ..transport.protocol import (
     DEFAULT_PREFIX,
     ErrorCode,
@@ -79,7 +93,9 @@ class EdgeWorker:
         self.served = 0
         self.failed = 0
         self._subscribed = threading.Event()
-        self._client = make_client(broker_url, self.worker_id)
+        self.presence_topic = presence_topic(self.topics.prefix, self.worker_id)
+        # The broker clears this worker's presence when it vanishes without a DISCONNECT.
+        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -92,16 +108,28 @@ class EdgeWorker:
         if not self._subscribed.wait(timeout_s):
             self.stop()
             raise BrokerConnectionError(
-                f"the broker did not accept the shared subscription {self.topics.shared_request_filter(self.group)}; "
-                "it must support MQTT 5 shared subscriptions (Mosquitto >= 1.6, EMQX, HiveMQ)"
+                f"the broker did not accept the shared subscriptions {', '.join(self.subscriptions)}; "
+                "it must support MQTT 5 shared subscriptions (Mosquitto >= 1.6, EMQX, HiveMQ) and let "
+                "this login read requests"
             )
         log.info("edge worker %s serving %s in group %s", self.worker_id, ", ".join(self.handler.bundle_ids),
                  self.group)
         return self
 
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The shared subscriptions of this worker: one per bundle it serves."""
+        return tuple(self.topics.shared_request_filter(self.group, bundle_id) for bundle_id in self.handler.bundle_ids)
+
     def stop(self) -> None:
-        """Disconnect and stop the network thread."""
+        """Clear this worker's presence, disconnect and stop the network thread."""
         try:
+            if self._client.is_connected():
+                info = self._client.publish(self.presence_topic, b"", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(2.0)
+                except (RuntimeError, ValueError):  # the connection went meanwhile: the will clears it
+                    pass
             self._client.disconnect()
         finally:
             self._client.loop_stop()
@@ -117,10 +145,15 @@ class EdgeWorker:
         if reason.is_failure:
             log.warning("broker refused the connection: %s", reason)
             return
-        client.subscribe(self.topics.shared_request_filter(self.group), qos=self.qos)
+        # Retain-as-published lets the worker see (and delete) a request sent with the retain flag.
+        options = SubscribeOptions(qos=self.qos, retainAsPublished=True)
+        client.subscribe([(topic, options) for topic in self.subscriptions])
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
-        if codes and not codes[0].is_failure:
+        if codes and not any(code.is_failure for code in codes):
+            # Announced only once requests reach this worker, again after every reconnect.
+            payload = presence_payload(list(self.handler.bundle_ids), self.group)
+            client.publish(self.presence_topic, payload, qos=1, retain=True)
             self._subscribed.set()
         else:
             log.error("shared subscription refused: %s", codes)
@@ -131,6 +164,11 @@ class EdgeWorker:
             log.info("disconnected from the broker (%s); reconnecting in the background", reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.retain:
+            if message.payload:
+                log.warning("retained request on %s deleted unanswered", message.topic)
+                client.publish(message.topic, b"", qos=1, retain=True)
+            return
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
@@ -143,6 +181,8 @@ class EdgeWorker:
         except Exception as e:  # a worker must survive anything a request can trigger
             log.exception("unexpected failure answering a request on %s", message.topic)
             reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
+        if reply is None:  # shed: past its deadline, nobody waits for it
+            return
         if reply.header.ok:
             self.served += 1
         else:
@@ -160,9 +200,14 @@ class EdgeWorker:
             return False
         return True
 
+    @property
+    def shed(self) -> int:
+        """Requests dropped unanswered because their deadline had passed."""
+        return self.handler.shed
+
     def _answer(
         self, topic: str, payload: bytes, properties: dict[str, str], correlation: bytes | None
-    ) -> EdgeReply:
+    ) -> EdgeReply | None:
         # Served bundle ids are valid topic levels already; only other topics need checking.
         bundle_id = topic[len(self._request_head):] if topic.startswith(self._request_head) else ""
         if bundle_id in self.handler.runners:
@@ -174,12 +219,12 @@ class EdgeWorker:
         return self.handler.handle(bundle_id, payload, properties, correlation)
 
 
-def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, Any], ready: Any) -> None:
-    # Child process entry point: serve until SIGTERM/SIGINT.
+def _worker_main(broker_url: str, bundles: list[Bundle], options: dict[str, Any], ready: Any) -> None:
+    # Child process entry point: serve until SIGTERM/SIGINT. The bundles arrive with the
+    # segment bytes the parent verified; nothing is read from the bundle directories again.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bundles = [load_bundle(p) for p in bundle_paths]
     worker = EdgeWorker(broker_url, bundles, **options).start()
     ready.release()
     try:
@@ -190,7 +235,7 @@ def _worker_main(broker_url: str, bundle_paths: list[str], options: dict[str, An
 
 def serve(
     broker_url: str,
-    bundle_paths: Sequence[str | os.PathLike[str]],
+    bundles: Sequence[Bundle | str | os.PathLike[str]],
     *,
     workers: int = 1,
     stop: threading.Event | None = None,
@@ -200,17 +245,22 @@ def serve(
 ) -> None:
     """Run ``workers`` edge workers until ``stop`` is set (or SIGINT/SIGTERM in the CLI).
 
-    One worker runs in this process; more run as separate processes (one Python
-    interpreter each, so they use separate cores). ``on_ready`` is called once every worker
-    has subscribed. ``options`` go to ``EdgeWorker``.
+    ``bundles`` are loaded ``Bundle`` objects (e.g. from ``verify_bundle``) or directories,
+    which are loaded and checked here, once. One worker runs in this process; more run as
+    separate processes (one Python interpreter each, so they use separate cores), each
+    handed the same verified segment bytes rather than the paths, so a bundle directory
+    swapped after the check is never served. ``on_ready`` is called once every worker has
+    subscribed. ``options`` go to ``EdgeWorker``.
     """
     stop = stop or threading.Event()
-    paths = [str(Path(p)) for p in bundle_paths]
-    bundles = [load_bundle(p) for p in paths]  # fail fast, in this process, on a bad bundle
+    # Fail fast, in this process, on a bad bundle; the bytes read here are what every worker runs.
+    loaded = [b if isinstance(b, Bundle) else load_bundle(Path(b)) for b in bundles]
+    loaded = [b if b.segment_data is not None else dataclasses.replace(
+        b, segment_data=tuple(b.read_segment(i) for i in range(b.manifest.num_segments))) for b in loaded]
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     if workers == 1:
-        with EdgeWorker(broker_url, bundles, **options):
+        with EdgeWorker(broker_url, loaded, **options):
             if on_ready is not None:
                 on_ready()
             while not stop.wait(0.5):  # a timed wait lets signal handlers run promptly
@@ -219,7 +269,7 @@ def serve(
     context = multiprocessing.get_context("spawn")
     ready = context.Semaphore(0)
     children = [
-        context.Process(target=_worker_main, args=(broker_url, paths, options, ready), daemon=True)
+        context.Process(target=_worker_main, args=(broker_url, loaded, options, ready), daemon=True)
         for _ in range(workers)
     ]
     for child in children:

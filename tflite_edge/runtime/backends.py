@@ -221,6 +221,15 @@ class SegmentInterpreter:
     def output_names(self) -> list[str]:
         return list(self._outputs)
 
+    def operations(self) -> list[tuple[str, tuple[list[tuple[int, ...]], list[tuple[int, ...]]]]]:
+        """Every operation of the model: (op name, (input shapes, output shapes)), for cost models."""
+        shapes = {t["index"]: tuple(int(n) for n in t["shape"]) for t in self._interpreter.get_tensor_details()}
+        return [
+            (str(op["op_name"]), ([shapes[i] for i in op["inputs"] if i >= 0 and i in shapes],
+                                  [shapes[i] for i in op["outputs"] if i in shapes]))
+            for op in self._interpreter._get_ops_details()
+        ]
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once on named input arrays; returns every named output (copies)."""
         if set(feeds) != set(self._inputs):

@@ -5,9 +5,14 @@ tensors from segment to segment exactly as the manifest wires them. Quantized te
 stay quantized between segments, so a chain reproduces the whole quantized model; only the
 user-facing ends (model input, exit outputs) are converted from and to float32.
 
+When the bundle has a fused file for exactly the range asked for (``run(start=0,
+stop=K)``), that one interpreter runs instead of K: the converter verified it against the
+chain, and each interpreter hand-over costs a thread-pool wake-up (with XNNPACK's
+multi-threading, the idle pool's spinning threads also compete with the next one's).
+
 With an Edge TPU delegate, a segment that the bundle holds compiled for the Edge TPU runs
-from its compiled variant (checksum-verified); other segments run their CPU file through the
-delegate, which leaves them on the CPU.
+from its compiled variant (checksum-verified), and no fused file replaces it; other
+segments run their CPU file through the delegate, which leaves them on the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +28,28 @@ from ..errors import DelegateError, InputError
 from .backends import SegmentInterpreter
 
 log = logging.getLogger(__name__)
+
+# The first requests' inputs are compared with the calibrated input range; misuse (e.g. 0..255
+# pixels for a bundle calibrated on 0..1) is systematic, so a few requests show it.
+INPUT_RANGE_CHECKS = 32
+
+
+def calibrated_range(spec: TensorSpec) -> tuple[float, float] | None:
+    """The float range an int8/uint8 input tensor can represent: the range seen during
+    calibration (the converter derives the input's scale and zero point from it)."""
+    if not spec.is_quantized or spec.scale is None:
+        return None
+    info = np.iinfo(np.dtype(spec.dtype))
+    zero_point = spec.zero_point or 0
+    return spec.scale * (info.min - zero_point), spec.scale * (info.max - zero_point)
+
+
+def far_outside(x: np.ndarray, bounds: tuple[float, float]) -> bool:
+    """True when ``x`` leaves ``bounds`` by more than the range's own width (clipping at
+    the edges of a calibrated range is normal; a different scale is not)."""
+    low, high = bounds
+    width = high - low
+    return bool(np.min(x) < low - width or np.max(x) > high + width)
 
 __all__ = ["BundleRunner", "quantize", "dequantize", "softmax_confidence"]
 
@@ -64,11 +91,13 @@ class BundleRunner:
         num_threads: int | None = None,
         delegate: str | None = None,
         allow_fallback: bool = False,
+        use_fused: bool = True,
         kernels: str = "default",
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.kernels = kernels
+        self._edgetpu = isinstance(delegate, str) and delegate.split(":", 1)[0] == "edgetpu"
         self._options = {
             "backend": backend,
             "num_threads": num_threads,
@@ -76,7 +105,10 @@ class BundleRunner:
             "allow_fallback": allow_fallback,
             "kernels": kernels,
         }
+        self.use_fused = use_fused
         self._interpreters: dict[int, SegmentInterpreter] = {}
+        self._fused: dict[tuple[int, int], SegmentInterpreter] = {}
+        self._range_checks_left = INPUT_RANGE_CHECKS
 
     def interpreter(self, index: int) -> SegmentInterpreter:
         if index not in self._interpreters:
@@ -85,10 +117,7 @@ class BundleRunner:
 
     def _open(self, index: int) -> SegmentInterpreter:
         label = f"segment {index}"
-        delegate = self._options["delegate"]
-        if isinstance(delegate, str) and delegate.split(":", 1)[0] == "edgetpu" and (
-            self.manifest.segments[index].variant("edgetpu") is not None
-        ):
+        if self._edgetpu and self.manifest.segments[index].variant("edgetpu") is not None:
             compiled = self.bundle.read_variant(index, "edgetpu")
             try:
                 return SegmentInterpreter(compiled, label=f"{label} (Edge TPU)",
@@ -101,6 +130,22 @@ class BundleRunner:
                 return SegmentInterpreter(self.bundle.read_segment(index), label=label,
                                           **{**self._options, "delegate": None})  # type: ignore[arg-type]
         return SegmentInterpreter(self.bundle.read_segment(index), label=label, **self._options)  # type: ignore[arg-type]
+
+    def has_fused(self, start: int, stop: int) -> bool:
+        """Whether ``run(start=start, stop=stop)`` runs one fused interpreter (never in place of
+        Edge TPU variants when the Edge TPU delegate is asked for)."""
+        if self._edgetpu and any(self.manifest.segments[i].variant("edgetpu") for i in range(start, stop)):
+            return False
+        return self.use_fused and self.manifest.fused_span(start, stop) is not None
+
+    def fused_interpreter(self, start: int, stop: int) -> SegmentInterpreter:
+        key = (start, stop)
+        if key not in self._fused:
+            self._fused[key] = SegmentInterpreter(
+                self.bundle.read_fused(start, stop), label=f"fused segments [{start}, {stop})",
+                **self._options,  # type: ignore[arg-type]
+            )
+        return self._fused[key]
 
     @property
     def backend_name(self) -> str:
@@ -121,16 +166,32 @@ class BundleRunner:
             raise InputError(f"input must have shape {list(spec.shape[1:])} (one sample), got {list(x.shape)}")
         if x.dtype == np.dtype(spec.dtype) and spec.is_quantized:
             return x  # already quantized
+        if self._range_checks_left > 0:
+            self._check_input_range(x, spec)
         return quantize(x, spec)
+
+    def _check_input_range(self, x: np.ndarray, spec: TensorSpec) -> None:
+        self._range_checks_left -= 1
+        bounds = calibrated_range(spec)
+        if bounds is None:
+            self._range_checks_left = 0  # float inputs are not clipped
+        elif x.size and far_outside(x, bounds):
+            self._range_checks_left = 0  # said once
+            log.warning(
+                "inputs range over %.4g..%.4g but bundle %s was calibrated on about %.3g..%.3g: they are clipped "
+                "and the results are wrong; scale inputs as they were for calibration (e.g. pixels / 255)",
+                float(np.min(x)), float(np.max(x)), self.manifest.bundle_id, *bounds,
+            )
 
     def run_segment(self, index: int, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run segment ``index`` on the named tensors it reads; returns its named outputs."""
-        spec = self.manifest.segments[index]
+        return self.interpreter(index).run(self._feeds(index, tensors))
+
+    def _feeds(self, index: int, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            feeds = {t.name: tensors[t.name] for t in spec.inputs}
+            return {t.name: tensors[t.name] for t in self.manifest.segments[index].inputs}
         except KeyError as e:
             raise InputError(f"segment {index} needs tensor {e.args[0]!r}, which was not provided") from e
-        return self.interpreter(index).run(feeds)
 
     def run(
         self, tensors: Mapping[str, np.ndarray], *, start: int = 0, stop: int | None = None
@@ -140,6 +201,9 @@ class BundleRunner:
         if not 0 <= start <= stop <= self.manifest.num_segments:
             raise InputError(f"segment range [{start}, {stop}) is outside 0..{self.manifest.num_segments}")
         seen = dict(tensors)
+        if self.has_fused(start, stop):
+            seen.update(self.fused_interpreter(start, stop).run(self._feeds(start, seen)))
+            return seen
         for index in range(start, stop):
             seen.update(self.run_segment(index, seen))
         return seen

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,8 +35,19 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..bundle.store import MANIFEST_NAME, Bundle, load_bundle, sha256_hex
-from ..errors import MissingSignatureError, SignatureError, SigningKeyError, TfliteEdgeError
+from ..bundle.store import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    Bundle,
+    bundle_from_manifest_bytes,
+    load_bundle,
+    read_fused_file,
+    read_manifest_bytes,
+    read_segment_file,
+    sha256_hex,
+)
+from ..errors import BundleError, MissingSignatureError, SignatureError, SigningKeyError, TfliteEdgeError
+from ..files import read_regular
 
 __all__ = [
     "SIGNATURE_FORMAT",
@@ -63,6 +75,7 @@ POLICY_SIGNATURE = "policy.sig"
 MAX_SIGNATURE_FILE_BYTES = 64 * 1024
 MAX_KEY_FILE_BYTES = 64 * 1024
 MAX_SIGNED_FILES = 64
+MAX_POLICY_FILE_BYTES = 64 << 20  # policy.json and policy.tflite are KBs; a bound, not a budget
 _MESSAGE_MAGIC = b"TFES"
 _MESSAGE_HEADER = struct.Struct("<4sB8s64s")  # magic, version, key id (8 bytes), signature
 _KINDS = ("bundle", "policy")
@@ -120,14 +133,9 @@ def generate_key_pair(
 
 def _read_key_file(path: str | os.PathLike[str], what: str) -> bytes:
     file = Path(path)
-    try:
-        if file.stat().st_size > MAX_KEY_FILE_BYTES:
-            raise SigningKeyError(f"{what} {file} is too large to be a PEM key")
-        return file.read_bytes()
-    except FileNotFoundError as e:
-        raise SigningKeyError(f"{what} {file} does not exist; create a pair with `tflite-edge keys generate`") from e
-    except OSError as e:
-        raise SigningKeyError(f"cannot read {what} {file}: {e.strerror}") from e
+    if not file.exists():
+        raise SigningKeyError(f"{what} {file} does not exist; create a pair with `tflite-edge keys generate`")
+    return read_regular(file, what=what, max_bytes=MAX_KEY_FILE_BYTES, error=SigningKeyError)
 
 
 def load_private_key(path: str | os.PathLike[str], password: str | None = None) -> Ed25519PrivateKey:
@@ -269,14 +277,10 @@ def _verify(signature: Signature, public_keys: PublicKeys, where: str) -> None:
 
 def _read_signature(directory: Path, name: str, kind: str) -> Signature:
     path = directory / name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise MissingSignatureError(
-            f"{directory} has no {name}; sign it with `tflite-edge sign {directory} --key KEY`"
-        ) from e
-    except OSError as e:
-        raise SignatureError(f"cannot read {path}: {e.strerror}") from e
+    if not path.exists() and not path.is_symlink():
+        raise MissingSignatureError(f"{directory} has no {name}; sign it with `tflite-edge sign {directory} --key KEY`")
+    # Bounded before reading: a signature file larger than any signature is refused unread.
+    data = read_regular(path, what="signature", max_bytes=MAX_SIGNATURE_FILE_BYTES, error=SignatureError)
     signature = Signature.from_json(data, str(path))
     if signature.kind != kind:
         raise SignatureError(f"{path} signs a {signature.kind}, not a {kind}")
@@ -300,50 +304,84 @@ def _sign(kind: str, files: Mapping[str, str], private_key: Ed25519PrivateKey) -
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as e:
-        raise SignatureError(f"{path} is missing") from e
-    except OSError as e:
-        raise SignatureError(f"cannot read {path}: {e.strerror}") from e
+    return read_regular(path, what="signed file", max_bytes=MAX_POLICY_FILE_BYTES, error=SignatureError)
 
 
 # -- bundles -------------------------------------------------------------------------------
 
-def sign_bundle(bundle_dir: str | os.PathLike[str], private_key: Ed25519PrivateKey) -> Path:
-    """Sign the bundle in ``bundle_dir`` (loaded and checksum-verified first); returns ``bundle.sig``."""
+def sign_bundle(
+    bundle_dir: str | os.PathLike[str], private_key: Ed25519PrivateKey, *, bundle_version: int | None = None
+) -> Path:
+    """Sign the bundle in ``bundle_dir`` (loaded and checksum-verified first); returns ``bundle.sig``.
+
+    ``bundle_version`` first records that release number in bundle.json (rewritten
+    atomically), so the signature covers it: devices with a state file never go back to a
+    lower one.
+    """
     bundle = load_bundle(bundle_dir)
-    digest = hashlib.sha256(canonical_json_bytes(_read(bundle.path / MANIFEST_NAME))).hexdigest()
+    manifest_path = bundle.path / MANIFEST_NAME
+    if bundle_version is not None and bundle_version != bundle.manifest.bundle_version:
+        if not 0 < bundle_version < 1 << 63:
+            raise SignatureError(f"a bundle version is a positive integer, got {bundle_version}")
+        versioned = dataclasses.replace(bundle.manifest, bundle_version=bundle_version)
+        tmp = bundle.path / f".{MANIFEST_NAME}.tmp"
+        try:
+            tmp.write_text(versioned.to_json())
+            tmp.replace(manifest_path)
+        except OSError as e:
+            raise SignatureError(f"cannot write {manifest_path}: {e.strerror}") from e
+    manifest_bytes = read_manifest_bytes(bundle.path)
+    digest = hashlib.sha256(canonical_json_bytes(manifest_bytes)).hexdigest()
     return _write_signature(bundle.path, BUNDLE_SIGNATURE, _sign("bundle", {MANIFEST_NAME: digest}, private_key))
 
 
 def verify_bundle(bundle_dir: str | os.PathLike[str], public_keys: PublicKeys) -> Bundle:
     """Load the bundle only if ``bundle.sig`` verifies with one of ``public_keys``.
 
-    Order matters: the signature is checked over bundle.json before bundle.json is parsed,
-    then every segment is hashed against the signed manifest. Raises ``MissingSignatureError``
+    Every file is read once, and what was verified is what is returned: the signature is
+    checked over the bytes of bundle.json that are then parsed, and each segment's bytes are
+    hashed against the signed manifest and kept in the returned ``Bundle``, so swapping files
+    in the directory afterwards changes nothing that runs. Raises ``MissingSignatureError``
     without a signature, ``SignatureError`` for anything changed or signed by an untrusted key.
     """
     root = Path(bundle_dir)
+    if not root.is_dir():
+        raise SignatureError(f"{root} is not a bundle directory")
     signature = _read_signature(root, BUNDLE_SIGNATURE, "bundle")
     where = str(root / BUNDLE_SIGNATURE)
     _verify(signature, public_keys, where)
     if set(signature.files) != {MANIFEST_NAME}:
         raise SignatureError(f"{where} must sign exactly {MANIFEST_NAME}")
-    manifest_bytes = _read(root / MANIFEST_NAME)
+    try:
+        manifest_bytes = read_regular(root / MANIFEST_NAME, what="manifest", max_bytes=MAX_MANIFEST_BYTES,
+                                      error=SignatureError)
+    except SignatureError as e:
+        raise SignatureError(f"the signed bundle {root} cannot be read: {e}") from e
     if hashlib.sha256(canonical_json_bytes(manifest_bytes)).hexdigest() != signature.files[MANIFEST_NAME]:
         raise SignatureError(f"{root / MANIFEST_NAME} was changed after the bundle was signed")
     try:
-        bundle = load_bundle(root, verify_checksums=False)
+        bundle = bundle_from_manifest_bytes(root, manifest_bytes, verify_checksums=False)
     except TfliteEdgeError as e:  # a signed manifest that does not load: still not usable
         raise SignatureError(f"the signed bundle {root} does not load: {e}") from e
+    segments = []
     for index, spec in enumerate(bundle.manifest.segments):
-        if sha256_hex(_read(bundle.segment_path(index))) != spec.sha256:
+        try:
+            data = read_segment_file(root, spec)
+        except BundleError as e:
+            raise SignatureError(f"the signed bundle {root} cannot be used: {e}") from e
+        if sha256_hex(data) != spec.sha256:
             raise SignatureError(
                 f"segment {index} ({spec.file}) does not match the sha256 pinned by the signed {MANIFEST_NAME}: "
                 "it was changed after signing"
             )
-    return bundle
+        segments.append(data)
+    fused = []
+    for fused_spec in bundle.manifest.fused:
+        try:
+            fused.append(read_fused_file(root, fused_spec))
+        except BundleError as e:  # a checksum error too: the sha256 is pinned by the signed manifest
+            raise SignatureError(f"the signed bundle {root} cannot be used: {e}; it was changed after signing") from e
+    return dataclasses.replace(bundle, segment_data=tuple(segments), fused_data=tuple(fused))
 
 
 # -- policies ------------------------------------------------------------------------------

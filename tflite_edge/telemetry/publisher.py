@@ -149,11 +149,12 @@ class TelemetryPublisher:
         if self._thread is not None:
             return self
         if self._owns_client:
-            from ..transport.mqtt import connect_and_start, make_client
+            from ..transport.mqtt import connect_and_start, device_connection, make_client
 
             assert self._broker_url is not None
             self._client = make_client(
-                self._broker_url, f"{self.device_id}-telemetry", will=status_will(self.device_id, self.prefix)
+                *device_connection(self._broker_url, self.device_id, "telemetry"),
+                will=status_will(self.device_id, self.prefix),
             )
             self._client.on_publish = self._on_publish
             self._client.on_connect = self._on_connect

@@ -11,18 +11,28 @@ Broker URL grammar::
     mqtt://[user[:password]@]host[:port]     plain TCP, default port 1883
     mqtts://[user[:password]@]host[:port]    TLS, default port 8883, system CA store
     mqtts://...?ca=CA.crt[&cert=CLIENT.crt&key=CLIENT.key]   own CA, mutual TLS
+    mqtt[s]://user@host[:port]?password_file=FILE             password read from FILE
 
 User name and password may be percent-encoded (``%40`` for ``@``). IPv6 hosts go in
 brackets: ``mqtt://[::1]:1883``. The TLS query options are described in
-``tflite_edge.security.tls``.
+``tflite_edge.security.tls``. A password in the URL shows in process lists; instead, name a
+file holding it (``password_file``, first line, at most 1 KiB) or set the environment
+variable ``TFLITE_EDGE_BROKER_PASSWORD``, which is used when the URL names a user and no
+password.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import re
+import socket
 import ssl
+import stat
 import time
 import urllib.parse
+import uuid
 import weakref
 from dataclasses import dataclass, field
 
@@ -31,7 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 
 from ..errors import BrokerConnectionError, BrokerUrlError, TlsSettingsError
-from ..security.tls import TlsSettings, tls_settings_from_query
+from ..security.tls import TLS_QUERY_KEYS, TlsSettings, tls_settings_from_query
+from .protocol import device_login, validate_device_id
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -42,11 +53,17 @@ __all__ = [
     "wait_connected",
     "connect_and_start",
     "broker_address",
+    "device_connection",
+    "PASSWORD_ENV",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+PASSWORD_ENV = "TFLITE_EDGE_BROKER_PASSWORD"
+PASSWORD_QUERY_KEY = "password_file"
+MAX_PASSWORD_FILE_BYTES = 1024
+_PROBE_AFTER_S = 0.2  # a loopback or LAN connection is up well before this
 _PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 
 
@@ -108,21 +125,33 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise BrokerUrlError("broker URL is empty; use mqtt://HOST:PORT")
     text = url.strip()
     if "://" not in text:
-        raise BrokerUrlError(f"broker URL {text!r} has no scheme; use mqtt://{text} or mqtts://{text}")
+        typo = re.match(r"(?i)(mqtts?)(?::/?|//)(?!/)(.+)", text)
+        fixed = f"{typo.group(1).lower()}://{typo.group(2)}" if typo else f"mqtt://{text}"
+        raise BrokerUrlError(f"broker URL {_redact(text)!r} has no scheme://; did you mean {_redact(fixed)}?")
     parts = urllib.parse.urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise BrokerUrlError(
             f"broker URL scheme {parts.scheme!r} is not supported; use mqtt:// (TCP) or mqtts:// (TLS)"
         )
-    if parts.path not in ("", "/") or parts.fragment or (parts.query and scheme != "mqtts"):
-        raise BrokerUrlError(
-            f"broker URL {_redact(text)!r} must not have a path or fragment, and options (?ca=...) only with mqtts://"
-        )
+    if parts.path not in ("", "/") or parts.fragment:
+        raise BrokerUrlError(f"broker URL {_redact(text)!r} must not have a path or fragment")
     try:
-        options = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
-        tls_settings = tls_settings_from_query(dict(options) if parts.query else {})
-    except (TlsSettingsError, ValueError) as e:
+        options = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+                       if parts.query else [])
+    except ValueError as e:
+        raise BrokerUrlError(f"broker URL {_redact(text)!r}: {e}") from e
+    password_file = options.pop(PASSWORD_QUERY_KEY, None)
+    unknown = sorted(set(options) - set(TLS_QUERY_KEYS))
+    if unknown:
+        raise BrokerUrlError(f"broker URL {_redact(text)!r}: unknown option(s) {', '.join(unknown)}; the options "
+                             f"are {PASSWORD_QUERY_KEY} and, with mqtts://, {', '.join(TLS_QUERY_KEYS)}")
+    if options and scheme != "mqtts":
+        raise BrokerUrlError(f"broker URL {_redact(text)!r}: the TLS options ({', '.join(TLS_QUERY_KEYS)}) "
+                             "need mqtts://")
+    try:
+        tls_settings = tls_settings_from_query(options)
+    except TlsSettingsError as e:
         raise BrokerUrlError(f"broker URL {_redact(text)!r}: {e}") from e
     try:
         port = parts.port
@@ -135,6 +164,12 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise BrokerUrlError(f"broker URL {_redact(text)!r}: port 0 is not a broker port")
     username = urllib.parse.unquote(parts.username) if parts.username else None
     password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    if password_file is not None:
+        if password is not None:
+            raise BrokerUrlError("broker URL has both a password and password_file; keep only the file")
+        password = _read_password_file(password_file)
+    elif password is None and username is not None:
+        password = os.environ.get(PASSWORD_ENV) or None
     if password is not None and username is None:
         raise BrokerUrlError("broker URL has a password but no user name; use mqtt://USER:PASS@HOST")
     return BrokerAddress(
@@ -145,6 +180,30 @@ def parse_broker_url(url: str) -> BrokerAddress:
         password=password,
         tls_settings=tls_settings,
     )
+
+
+def _read_password_file(name: str) -> str:
+    """The first line of the file ``name`` (a regular file of at most 1 KiB)."""
+    if not name:
+        raise BrokerUrlError("broker URL option password_file needs a file name: ?password_file=FILE")
+    try:
+        # O_NONBLOCK: a FIFO in its place must not hang the start; only regular files are read.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BrokerUrlError(f"broker password file {name} is not a regular file")
+            data = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except OSError as e:
+        raise BrokerUrlError(f"cannot read the broker password file {name}: {e.strerror}") from e
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise BrokerUrlError(f"broker password file {name} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
+    try:
+        password = data.decode("utf-8").splitlines()[0] if data.strip() else ""
+    except UnicodeDecodeError as e:
+        raise BrokerUrlError(f"broker password file {name} is not UTF-8 text") from e
+    if not password:
+        raise BrokerUrlError(f"broker password file {name} is empty; put the password on its first line")
+    return password
 
 
 def _redact(text: str) -> str:
@@ -210,11 +269,62 @@ def make_client(
     return client
 
 
+def device_connection(url: str | BrokerAddress, device_id: str, connection: str = "") -> tuple[BrokerAddress, str]:
+    """The address (with its login) and the client id of one of a device's connections.
+
+    With a user name ``U`` in the URL the connection logs in as ``device_login(U, connection)``
+    and uses that name as its client id: a broker set up by ``broker-config`` binds each of
+    these logins to that one client id, so no other login can take the connection over. The
+    password is the device's. Without a user name (an open test broker) the request
+    connection gets a unique client id, so that several runtimes may share a device id.
+    """
+    address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
+    validate_device_id(device_id)
+    if address.username is None:
+        name = device_login(device_id, connection)
+        return address, name if connection else f"tfe-dev-{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    login = device_login(address.username, connection)
+    return dataclasses.replace(address, username=login), login
+
+
+def _diagnose(address: BrokerAddress, timeout_s: float) -> None:
+    """Raise ``BrokerConnectionError`` at once for an unknown host or a refused connection.
+
+    Called only when the client is not connected shortly after start, so a working set-up pays
+    nothing; a slow or filtered network is left to the caller's wait.
+    """
+    try:
+        socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, socket.gaierror) else str(e)
+        raise BrokerConnectionError(
+            f"unknown host {address.host!r} in the broker URL {address.url} ({reason}); check the host name"
+        ) from e
+    try:
+        with socket.create_connection((address.host, address.port), timeout=max(min(timeout_s, 2.0), 0.1)):
+            pass
+    except ConnectionRefusedError as e:
+        raise BrokerConnectionError(
+            f"connection refused by {address.host}:{address.port}: no MQTT broker listens there; "
+            f"start the broker or fix the port in {address.url}"
+        ) from e
+    except OSError:
+        pass
+
+
 def wait_connected(client: paho.Client, timeout_s: float) -> None:
-    """Block until ``client`` is connected, or raise ``BrokerConnectionError`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
+    """Block until ``client`` is connected, or raise ``BrokerConnectionError`` after ``timeout_s``,
+    or at once when the host is unknown or refuses the connection."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    diagnosed = False
     while not client.is_connected():
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if not diagnosed and now - start >= _PROBE_AFTER_S and (address := _ADDRESSES.get(client)) is not None:
+            diagnosed = True
+            _diagnose(address, deadline - now)
+            continue
+        if now >= deadline:
             broker = _broker_of(client)
             raise BrokerConnectionError(
                 f"could not connect to the MQTT broker at {broker} within {timeout_s:g} s; "

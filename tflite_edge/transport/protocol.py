@@ -3,7 +3,9 @@
 Topics (``prefix`` defaults to ``tflite-edge/v1`` and is configurable)::
 
     {prefix}/req/{bundle_id}                 device -> edge: an activation frame
-    $share/{group}/{prefix}/req/+            what edge workers subscribe to (load shared)
+    $share/{group}/{prefix}/req/{bundle_id}  what edge workers subscribe to, one per bundle served
+                                             (load shared within a group; a request reaches only
+                                             the groups that serve its bundle)
     {prefix}/dev/{device_id}/res             edge -> device: replies (the request's ResponseTopic)
     {prefix}/dev/{device_id}/telemetry|status|experience   used by the telemetry subsystem
 
@@ -11,10 +13,12 @@ A request is a PUBLISH whose payload is one activation frame (``wire.py``) and w
 properties carry ``ResponseTopic``, ``CorrelationData`` (the request id, UTF-8),
 ``MessageExpiryInterval`` when the request has a deadline (so the broker drops requests
 nobody could answer in time) and the user property ``exit``, plus ``thr`` and ``thr_kind``
-when early-exit thresholds apply. A reply carries the same ``CorrelationData`` and either
-the user property ``edge_us`` with the answering exit's output frame as payload (the
-frame's tensor name is the exit), or ``error`` (a code) and ``message`` with an empty
-payload.
+when early-exit thresholds apply, and ``dl_us`` (the absolute time, in the edge's clock,
+after which nobody waits for the answer) once the device knows the clock offset. A reply
+carries the same ``CorrelationData`` and either the user properties ``edge_us`` and
+``rx_us`` with the answering exit's output frame as payload (the frame's tensor name is
+the exit), or ``error`` (a code) and ``message`` with an empty payload. An edge drops a
+request whose ``dl_us`` has passed without computing or answering it.
 
 The property set is deliberately small: paho-mqtt packs and parses MQTT 5 properties in
 Python, and every extra property costs microseconds on both sides of every request.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +40,8 @@ from ..errors import ProtocolError, RemoteError, TopicError, UnknownBundleError
 __all__ = [
     "DEFAULT_PREFIX",
     "DEVICE_CHANNELS",
+    "DEVICE_CONNECTIONS",
+    "device_login",
     "ErrorCode",
     "Topics",
     "RequestHeader",
@@ -50,14 +57,38 @@ __all__ = [
     "PackedProperties",
     "expiry_seconds",
     "pairs_to_dict",
+    "now_us",
 ]
 
 DEFAULT_PREFIX = "tflite-edge/v1"
 DEVICE_CHANNELS = ("res", "telemetry", "status", "experience")
+# A device's MQTT connections besides its request connection ("" names that one). Brokers set
+# up by `broker-config` give each its own login, bound to a client id of the same name.
+DEVICE_CONNECTIONS = ("", "telemetry", "policy")
 MAX_LEVEL_BYTES = 128
 MAX_PROPERTY_BYTES = 1024  # user property values we accept; the rest of the reply is the frame
 MAX_EXIT_NAMES = 64
 MAX_REQUEST_ID_BYTES = 128
+MAX_TIME_US = 2**62  # Unix microseconds: far beyond any real clock, well inside int64
+
+
+def now_us() -> int:
+    """This machine's wall clock in Unix microseconds (the unit of ``dl_us`` and ``rx_us``)."""
+    return time.time_ns() // 1000
+
+
+def _time_us(props: Mapping[str, str], key: str) -> int | None:
+    """A non-negative integer microsecond property, None when absent; ``ProtocolError`` if malformed."""
+    text = props.get(key)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise ProtocolError(f"{key} {text!r} is not an integer") from e
+    if not 0 <= value <= MAX_TIME_US:
+        raise ProtocolError(f"{key} {value} is outside 0..{MAX_TIME_US}")
+    return value
 
 
 class ErrorCode:
@@ -91,6 +122,14 @@ def validate_device_id(device_id: str) -> str:
     return validate_topic_level(device_id, "device id")
 
 
+def device_login(user: str, connection: str = "") -> str:
+    """Login name and client id of a device's ``connection`` (one of ``DEVICE_CONNECTIONS``):
+    ``user`` for its requests, ``{user}-{connection}`` for the others."""
+    if connection not in DEVICE_CONNECTIONS:
+        raise TopicError(f"unknown device connection {connection!r}; one of {', '.join(map(repr, DEVICE_CONNECTIONS))}")
+    return f"{user}-{connection}" if connection else user
+
+
 def validate_prefix(prefix: str) -> str:
     """A topic prefix of one or more valid levels, without leading or trailing ``/``."""
     if not isinstance(prefix, str) or not prefix:
@@ -117,9 +156,11 @@ class Topics:
         """All request topics (one level per bundle)."""
         return f"{self.prefix}/req/+"
 
-    def shared_request_filter(self, group: str) -> str:
-        """The MQTT 5 shared subscription edge workers of ``group`` use."""
-        return f"$share/{validate_topic_level(group, 'group')}/{self.request_filter}"
+    def shared_request_filter(self, group: str, bundle_id: str | None = None) -> str:
+        """The MQTT 5 shared subscription edge workers of ``group`` use for ``bundle_id``
+        (for every bundle when None: only for tools that watch all requests)."""
+        topic = self.request(bundle_id) if bundle_id is not None else self.request_filter
+        return f"$share/{validate_topic_level(group, 'group')}/{topic}"
 
     def device(self, device_id: str, channel: str) -> str:
         if channel not in DEVICE_CHANNELS:
@@ -203,12 +244,15 @@ class RequestHeader:
     exit: str
     thresholds: Mapping[str, float] = field(default_factory=dict)
     threshold_kind: str = "top1"
+    deadline_us: int | None = None  # in the edge's clock (Unix µs); past it, nobody waits for the answer
 
     def to_pairs(self) -> list[tuple[str, str]]:
         pairs = [("exit", self.exit)]
         if self.thresholds:
             pairs.append(("thr", _threshold_text(self.thresholds)))
             pairs.append(("thr_kind", self.threshold_kind))
+        if self.deadline_us is not None:
+            pairs.append(("dl_us", str(self.deadline_us)))
         return pairs
 
     @classmethod
@@ -225,6 +269,7 @@ class RequestHeader:
             exit=props["exit"],
             thresholds=_parse_thresholds(props.get("thr", "")),
             threshold_kind=kind,
+            deadline_us=_time_us(props, "dl_us"),
         )
 
 
@@ -237,10 +282,11 @@ class ReplyHeader:
     edge_us: int = 0
     code: str = ""
     message: str = ""
+    rx_us: int | None = None  # the edge's clock (Unix µs) when it took the request: for the clock offset
 
     @classmethod
-    def success(cls, request_id: str, edge_us: int) -> ReplyHeader:
-        return cls(request_id, True, edge_us=edge_us)
+    def success(cls, request_id: str, edge_us: int, rx_us: int | None = None) -> ReplyHeader:
+        return cls(request_id, True, edge_us=edge_us, rx_us=rx_us)
 
     @classmethod
     def failure(cls, request_id: str, code: str, message: str) -> ReplyHeader:
@@ -248,7 +294,10 @@ class ReplyHeader:
 
     def to_pairs(self) -> list[tuple[str, str]]:
         if self.ok:
-            return [("edge_us", str(self.edge_us))]
+            pairs = [("edge_us", str(self.edge_us))]
+            if self.rx_us is not None:
+                pairs.append(("rx_us", str(self.rx_us)))
+            return pairs
         return [("error", self.code), ("message", self.message)]
 
     @classmethod
@@ -263,7 +312,7 @@ class ReplyHeader:
             raise ProtocolError("reply has neither 'edge_us' nor 'error'") from e
         except ValueError as e:
             raise ProtocolError(f"edge_us {props['edge_us']!r} is not an integer") from e
-        return cls.success(request_id, max(edge_us, 0))
+        return cls.success(request_id, max(edge_us, 0), _time_us(props, "rx_us"))
 
     def raise_for_error(self) -> None:
         """Raise the matching ``RemoteError`` when this is an error reply."""
