@@ -11,7 +11,8 @@ Hierarchy::
     ├── ConversionError             a Keras model cannot be turned into a bundle
     │   ├── ModelLoadError          the file is not a loadable Keras model
     │   ├── CutError                a requested cut does not separate the graph
-    │   └── CalibrationError        calibration or validation data is missing or malformed
+    │   ├── CalibrationError        calibration or validation data is missing or malformed
+    │   └── EdgeTpuCompileError     edgetpu_compiler is missing or failed on a segment
     ├── VerificationError           the segment chain does not reproduce the whole model
     ├── BackendError                no usable TFLite interpreter, or it failed
     │   └── DelegateError           a hardware delegate (Edge TPU) is missing or unusable
@@ -68,6 +69,7 @@ __all__ = [
     "ConversionError",
     "CutError",
     "DelegateError",
+    "EdgeTpuCompileError",
     "InputError",
     "ManifestError",
     "ModelLoadError",
@@ -147,6 +149,10 @@ class CutError(ConversionError):
 
 class CalibrationError(ConversionError):
     """Calibration or validation data is missing or does not fit the model."""
+
+
+class EdgeTpuCompileError(ConversionError):
+    """The Edge TPU compiler is not installed, or it failed on a segment."""
 
 
 class VerificationError(TfliteEdgeError):

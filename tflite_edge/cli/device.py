@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="ignore edge load reports older than S seconds (default: 5)")
     parser.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
                         help="start one request every MS milliseconds (default: back to back)")
-    add_backend_options(parser)
+    add_backend_options(parser, kernels=True)
     add_bundle_key_option(parser)
     add_state_file_option(parser)
     parser.set_defaults(func=run)
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     _check_policy_options(args)
     with DeviceRuntime(
         open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,
-        backend=args.backend, num_threads=args.threads,
+        backend=args.backend, num_threads=args.threads, kernels=args.kernels,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
         require_broker=not args.start_without_broker,
