@@ -33,6 +33,7 @@ class DeviceOptions(TypedDict, total=False):
     num_threads: int | None
     delegate: str | None
     allow_fallback: bool
+    kernels: str
     prefix: str
     qos: int
     connect_timeout_s: float

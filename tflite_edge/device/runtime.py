@@ -109,7 +109,7 @@ class DeviceRuntime:
             settings = config.interpreter
             runner = BundleRunner(self.bundle, backend=settings.backend, num_threads=settings.num_threads,
                                   delegate=settings.delegate, allow_fallback=settings.allow_fallback,
-                                  interpreters=interpreters)
+                                  interpreters=interpreters, kernels=settings.kernels)
         self.runner = runner
         self.emulation = emulation
         # Host time of segment runs (what an emulation stretches), and the time latencies and
