@@ -25,11 +25,15 @@ DEVICE_PYTHON = REPO / ".venv-device" / "bin" / "python"
 
 # Fixtures that train or convert a Keras model (TensorFlow, tens of seconds on first use).
 MODEL_FIXTURES = frozenset({"digits_model", "digits_residual_model", "other_bundle"})
+# Directories whose tests build and convert Keras models themselves.
+TENSORFLOW_DIRS = frozenset({"converters"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        path = Path(str(item.fspath)).resolve()
+        in_tf_dir = path.parent.parent == REPO / "tests" and path.parent.name in TENSORFLOW_DIRS
+        if in_tf_dir or MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
