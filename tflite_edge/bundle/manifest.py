@@ -126,7 +126,7 @@ def _optional_float(value: Any, where: str) -> float | None:
 
 
 def _plain_file_name(doc: Mapping[str, Any], where: str) -> str:
-    file = _typed(doc["file"], str, f"{where}.file")
+    file: str = _typed(doc["file"], str, f"{where}.file")
     if (not file or "/" in file or "\\" in file or file.startswith(".") or len(file) > 255
             or any(ord(c) < 32 or ord(c) == 127 for c in file)):
         raise ManifestError(f"{where}.file: {file!r} must be a plain file name inside the bundle "
@@ -135,14 +135,14 @@ def _plain_file_name(doc: Mapping[str, Any], where: str) -> str:
 
 
 def _size_bytes(doc: Mapping[str, Any], where: str) -> int:
-    size_bytes = _typed(doc["size_bytes"], int, f"{where}.size_bytes")
+    size_bytes: int = _typed(doc["size_bytes"], int, f"{where}.size_bytes")
     if not 0 <= size_bytes <= MAX_SEGMENT_BYTES:
         raise ManifestError(f"{where}.size_bytes: {size_bytes} is outside 0..{MAX_SEGMENT_BYTES:,}")
     return size_bytes
 
 
 def _sha256(doc: Mapping[str, Any], where: str) -> str:
-    sha = _typed(doc["sha256"], str, f"{where}.sha256")
+    sha: str = _typed(doc["sha256"], str, f"{where}.sha256")
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ManifestError(f"{where}.sha256: not a lowercase hex sha256 digest")
     return sha

@@ -64,7 +64,8 @@ def quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
     info = np.iinfo(dtype)
     assert spec.scale is not None
     q = np.round(np.asarray(values, dtype=np.float32) / np.float32(spec.scale)) + (spec.zero_point or 0)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    stored: np.ndarray = np.clip(q, info.min, info.max).astype(dtype)
+    return stored
 
 
 def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -216,7 +217,8 @@ class BundleRunner:
         """An exit's output as float32 probabilities (batch axis dropped)."""
         exit_spec = self.manifest.exit(exit_name)
         spec = self.manifest.segments[exit_spec.segment].output(exit_name)
-        return dequantize(tensors[exit_name], spec)[0]
+        probabilities: np.ndarray = dequantize(tensors[exit_name], spec)[0]
+        return probabilities
 
     def predict(self, x: np.ndarray, exits: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Float outputs of the requested exits for a batch of samples, shape (N, classes)."""

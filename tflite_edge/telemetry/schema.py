@@ -339,7 +339,8 @@ def _rounded(value: Any) -> Any:
 def _to_dict(message: Any) -> dict[str, Any]:
     doc = dataclasses.asdict(message)
     # The schema name first, so a human reading a raw message knows what follows.
-    return _rounded({"schema": doc.pop("schema"), **doc})
+    rounded: dict[str, Any] = _rounded({"schema": doc.pop("schema"), **doc})
+    return rounded
 
 
 def encode(message: TelemetryMessage | StatusMessage | ExperienceBatch) -> bytes:

@@ -291,7 +291,7 @@ def make_client(
     if session_expiry_s or max_packet_bytes:
         from paho.mqtt.packettypes import PacketTypes
 
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # unannotated in paho
         if session_expiry_s:
             properties.SessionExpiryInterval = session_expiry_s
         if max_packet_bytes:

@@ -376,7 +376,7 @@ class PackedProperties(Properties):
         return self.__dict__["_packed"]  # type: ignore[no-any-return]
 
 
-_PUBLISH_TEMPLATE = Properties(PacketTypes.PUBLISH)
+_PUBLISH_TEMPLATE = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
 
 
 def _string(text: str) -> bytes:

@@ -115,7 +115,8 @@ def _lz4_block() -> object | None:
     try:
         import lz4.block
 
-        return lz4.block
+        module: object = lz4.block
+        return module
     except ImportError:
         return None
 
