@@ -38,6 +38,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def tiny_bundle():
+    """A small real int8 bundle shipped in tests/data (untrained digits CNN, exits exit_1, exit_2,
+    final; cuts block_1_out, block_2_out): real interpreters without training or converting."""
+    from tflite_edge.bundle import load_bundle
+
+    return load_bundle(REPO / "tests" / "data" / "tiny-bundle")
+
+
+@pytest.fixture(scope="session")
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn digits as (x_train, y_train, x_val, y_val), x of shape (N, 8, 8, 1) in [0, 1]."""
     from tflite_edge import zoo

@@ -34,8 +34,8 @@ def test_all_installed_backends_agree_bit_for_bit(digits_bundle, digits_split):
             np.testing.assert_array_equal(value, reference[name])
 
 
-def test_named_io_is_checked(digits_bundle):
-    interpreter = SegmentInterpreter(digits_bundle.read_segment(0), label="segment 0")
+def test_named_io_is_checked(tiny_bundle):
+    interpreter = SegmentInterpreter(tiny_bundle.read_segment(0), label="segment 0")
     assert interpreter.input_names == ["image"]
     assert set(interpreter.output_names) == {"exit_1", "block_1_out"}
     with pytest.raises(InputError, match=r"segment 0 input 'image' must be int8\[1, 8, 8, 1\], got float32"):
@@ -44,9 +44,9 @@ def test_named_io_is_checked(digits_bundle):
         interpreter.run({"pixels": np.zeros((1, 8, 8, 1), np.int8)})
 
 
-def test_runner_rejects_wrong_sample_shape(digits_bundle):
+def test_runner_rejects_wrong_sample_shape(tiny_bundle):
     with pytest.raises(InputError, match=r"shape \[8, 8, 1\]"):
-        BundleRunner(digits_bundle).quantize_input(np.zeros((7, 7), np.float32))
+        BundleRunner(tiny_bundle).quantize_input(np.zeros((7, 7), np.float32))
 
 
 def test_partial_chain_matches_full_chain(digits_bundle, digits_split):
@@ -60,14 +60,14 @@ def test_partial_chain_matches_full_chain(digits_bundle, digits_split):
         runner.run(feed, start=2, stop=1)
 
 
-def test_edgetpu_delegate_missing_is_a_clear_error(digits_bundle):
+def test_edgetpu_delegate_missing_is_a_clear_error(tiny_bundle):
     with pytest.raises(DelegateError, match="libedgetpu.so.1 is not installed"):
-        SegmentInterpreter(digits_bundle.read_segment(0), delegate="edgetpu")
+        SegmentInterpreter(tiny_bundle.read_segment(0), delegate="edgetpu")
 
 
-def test_edgetpu_fallback_is_logged(digits_bundle, caplog):
+def test_edgetpu_fallback_is_logged(tiny_bundle, caplog):
     with caplog.at_level(logging.WARNING):
-        interpreter = SegmentInterpreter(digits_bundle.read_segment(0), delegate="edgetpu:usb:0", allow_fallback=True)
+        interpreter = SegmentInterpreter(tiny_bundle.read_segment(0), delegate="edgetpu:usb:0", allow_fallback=True)
     assert interpreter.delegate is None
     assert "falling back to the CPU" in caplog.text
 

@@ -160,3 +160,22 @@ def announce_worker(link: MemoryLink, bundle_ids: Sequence[str], worker_id: str 
     """Publish an edge worker's retained presence on ``link`` (an empty list: the worker left)."""
     payload = presence_payload(list(bundle_ids), "tflite-edge") if bundle_ids else b""
     link.deliver(Message(presence_topic(prefix, worker_id), payload), retain=True)
+
+
+def edge_responder(handler: object) -> object:
+    """A ``MemoryLink`` responder that answers requests with a real ``EdgeHandler``."""
+    from tflite_edge.edge.handler import EdgeHandler
+    from tflite_edge.transport.protocol import Topics
+
+    assert isinstance(handler, EdgeHandler)
+    topics = Topics(DEFAULT_PREFIX)
+
+    def respond(request: Message) -> Message | None:
+        if request.response_topic is None:
+            return None
+        reply = handler.handle(topics.bundle_of(request.topic), request.payload, request.user_properties,
+                               request.correlation)
+        return Message(request.response_topic, reply.payload, correlation=request.correlation,
+                       user_properties=dict(reply.header.to_pairs()))
+
+    return respond
