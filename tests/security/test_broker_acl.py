@@ -170,6 +170,7 @@ def test_the_whole_generated_config_starts_mosquitto(tmp_path: Path, pki: Pki) -
         assert _connect_reason(tls, "pi-1") == 0
 
 
+@pytest.mark.slow  # waits out refused connections
 def test_wrong_password_and_anonymous_clients_are_refused(secured: SecuredBroker) -> None:
     assert _connect_reason(secured.url("pi-1"), "pi-1") == 0
     # 134 = Bad User Name or Password, 135 = Not authorized (MQTT 5 CONNACK reason codes).
@@ -265,6 +266,7 @@ def test_a_device_cannot_divert_requests_from_the_edges_shared_subscription(secu
             c.close()
 
 
+@pytest.mark.slow  # waits out refused connections
 def test_a_device_cannot_take_over_another_clients_id(secured: SecuredBroker) -> None:
     """Client ids are bound to logins: pi-1 cannot connect as pi-2-telemetry, which would push
     pi-2's telemetry connection off the broker and publish its last will."""
@@ -344,6 +346,7 @@ def test_mutual_tls_accepts_a_ca_signed_client(secured: SecuredBroker) -> None:
         edge.close()
 
 
+@pytest.mark.slow  # waits out refused handshakes
 def test_mutual_tls_refuses_clients_without_a_ca_signed_certificate(secured: SecuredBroker, pki: Pki) -> None:
     # Through the product's own client: no certificate, no session.
     assert _connect_reason(secured.tls_url("pi-1", cert=False), "pi-1", timeout_s=2) is None

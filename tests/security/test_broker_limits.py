@@ -19,6 +19,8 @@ from tflite_edge.transport.mqtt import connect_and_start, make_client
 
 from .test_broker_acl import KEEP_USER, TOPICS, USERS, Client, _wait_for
 
+pytestmark = pytest.mark.slow  # brokers under memory and packet limits, fed megabytes
+
 MiB = 1024 * 1024
 
 

@@ -34,6 +34,7 @@ def test_request_properties_survive_the_round_trip(broker: MosquittoBroker) -> N
     assert message.user_properties == {"exit": "final", "thr": "exit_1=0.9"}
 
 
+@pytest.mark.slow  # waits for paho's reconnect back-off
 def test_an_unreachable_broker_is_an_error_unless_not_required() -> None:
     broker = MosquittoBroker()  # a free port with nothing listening yet
     strict = MqttLink(broker.url, "link-strict")
