@@ -72,7 +72,7 @@ def test_precheck_passes_the_int8_digits_segments(digits_bundle):
     assert "CONV_2D" in checks[0].operators and "SOFTMAX" in checks[0].operators
 
 
-@pytest.mark.slow  # builds Keras models
+@pytest.mark.slow  # imports TensorFlow to convert a function
 def test_precheck_names_float_tensors_dynamic_shapes_and_unlisted_operators():
     import tensorflow as tf
 
