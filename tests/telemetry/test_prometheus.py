@@ -1,0 +1,214 @@
+"""The Prometheus exporter against a real Prometheus server, a real broker, edge and device.
+
+Prometheus (the Debian package, installed by `make setup`) is started on a free loopback
+port, scraping `tflite-edge telemetry --prometheus` every second while `tflite-edge device`
+runs a learned policy against an edge worker. The test reads the series back through
+Prometheus's HTTP API, runs every panel query of the Grafana dashboard, and stops the device
+to see it reported down with its series gone stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARD = REPO / "docs" / "grafana" / "tflite-edge.json"
+DEVICE = "prom-1"
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                reason="prometheus is not installed (make setup installs the Debian package)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class Prometheus:
+    """A Prometheus server on loopback scraping one target every second."""
+
+    def __init__(self, root: Path, target: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = root / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: tflite-edge\n    static_configs:\n"
+            f"      - targets: ['{target}']\n"
+        )
+        self.log = open(root / "prometheus.log", "wb")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_until(self._ready, "Prometheus to be ready")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prometheus exited: {Path(self.log.name).read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result vector (``status`` must be ``success``)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class Process:
+    """A CLI command in a subprocess whose stderr lines are collected by a thread."""
+
+    def __init__(self, *args: str) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tflite_edge", *args], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for_line(self, prefix: str, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line.startswith(prefix):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no line starting {prefix!r}: {self.lines[-20:]}")
+                self._cond.wait(min(remaining, 0.5))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return int(self.proc.returncode)
+
+
+@pytest.fixture
+def exporter(broker) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """`tflite-edge telemetry --prometheus` on a free port; yields HOST:PORT of its /metrics."""
+    process = Process("telemetry", "--broker", broker.url, "--prometheus", "127.0.0.1:0")
+    try:
+        line = process.wait_for_line("serving Prometheus metrics on ")
+        yield line.split("http://", 1)[1].split("/", 1)[0]
+    finally:
+        process.stop()
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every dashboard panel, with the dashboard's variables filled in."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"].replace("$__rate_interval", "15s").replace("$device", DEVICE)
+            queries.append((panel["title"], expr))
+    return queries
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_a_device_running_a_policy(  # type: ignore[no-untyped-def]
+    broker, exporter, digits_bundle, digits_split, trained_policy, tmp_path
+) -> None:
+    from tflite_edge.edge import EdgeWorker
+
+    _, _, x_val, _ = digits_split
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.concatenate([x_val] * 6).astype(np.float32))  # far more than the test needs
+    prometheus = Prometheus(tmp_path, exporter)
+    device = None
+    try:
+        with EdgeWorker(broker.url, [digits_bundle]):
+            # Telemetry is on by default: no --telemetry flag.
+            device = Process("device", "--broker", broker.url, "--bundle", str(digits_bundle.path), "--id", DEVICE,
+                             "--input", str(inputs), "--deadline-ms", "200", "--policy", str(trained_policy),
+                             "--telemetry-period-s", "0.5", "--interval-ms", "10")
+            wait_until(lambda: prometheus.query(f'tflite_edge_device_up{{device="{DEVICE}"}} == 1'),
+                       "the device to be up in Prometheus")
+            for name in ("requests_total", "deadline_met_total", "requests_by_exit_total",
+                         "requests_by_partition_total", "request_latency_seconds", "uplink_throughput_bytes_per_second",
+                         "edge_rtt_seconds", "power_watts", "energy_per_inference_joules", "policy_version"):
+                wait_until(lambda name=name: prometheus.query(f'tflite_edge_{name}{{device="{DEVICE}"}}'),
+                           f"tflite_edge_{name} of {DEVICE}")
+            power = prometheus.query(f'tflite_edge_power_watts{{device="{DEVICE}"}}')
+            assert {series["metric"]["kind"] for series in power} <= {"measured", "estimated"}
+            assert prometheus.query(f'tflite_edge_policy_version{{device="{DEVICE}"}} == 0')  # a local policy
+            assert prometheus.query('tflite_edge_edge_worker_up == 1')
+            quantiles = {s["metric"]["quantile"] for s in
+                         prometheus.query(f'tflite_edge_request_latency_seconds{{device="{DEVICE}"}}')}
+            assert {"0.5", "0.95"} <= quantiles
+            # Every panel of the Grafana dashboard has data.
+            for title, expr in panel_queries():
+                wait_until(lambda expr=expr: prometheus.query(expr), f"data for the panel {title!r}: {expr}")
+            # Stopped: shown as down, and its other series go stale instead of freezing.
+            assert device.stop() == 128 + signal.SIGTERM
+            wait_until(lambda: prometheus.query(f'tflite_edge_device_up{{device="{DEVICE}"}} == 0'),
+                       "the device to be down in Prometheus")
+            wait_until(lambda: not prometheus.query(f'tflite_edge_requests_total{{device="{DEVICE}"}}'),
+                       "the stopped device's series to go stale")
+            assert not prometheus.query(f'tflite_edge_power_watts{{device="{DEVICE}"}}')
+    finally:
+        if device is not None:
+            device.stop()
+        prometheus.close()
