@@ -111,6 +111,8 @@ class FleetMetrics:
             if isinstance(message, StatusMessage):
                 device.software = message.software
                 if message.state == "online":
+                    if not self._fresh(device):
+                        device.reset()  # back after an outage: its counters start again
                     device.online = True
                     device.last_seen_s = self.clock()  # telemetry may take a window to come
                 else:
