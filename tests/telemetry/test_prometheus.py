@@ -1,10 +1,11 @@
 """The Prometheus exporter against a real Prometheus server, a real broker, edge and device.
 
 Prometheus (the Debian package, installed by `make setup`) is started on a free loopback
-port, scraping `tflite-edge telemetry --prometheus` every second while `tflite-edge device`
-runs a learned policy against an edge worker. The test reads the series back through
-Prometheus's HTTP API, runs every panel query of the Grafana dashboard, and stops the device
-to see it reported down with its series gone stale.
+port by ``PrometheusServer`` (as `tflite-edge monitor` starts it), scraping
+`tflite-edge telemetry --prometheus` every second while `tflite-edge device` runs a learned
+policy against an edge worker. The test reads the series back through Prometheus's HTTP
+API, runs every panel query of the Grafana dashboard, and stops the device to see it
+reported down with its series gone stale.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tflite_edge.telemetry.prometheus_server import PrometheusServer, instant_query
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "docs" / "grafana" / "tflite-edge.json"
@@ -51,53 +52,6 @@ def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 60.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-class Prometheus:
-    """A Prometheus server on loopback scraping one target every second."""
-
-    def __init__(self, root: Path, target: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = root / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: tflite-edge\n    static_configs:\n"
-            f"      - targets: ['{target}']\n"
-        )
-        self.log = open(root / "prometheus.log", "wb")
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        wait_until(self._ready, "Prometheus to be ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited: {Path(self.log.name).read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query's result vector (``status`` must be ``success``)."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 class Process:
@@ -176,7 +130,7 @@ def test_prometheus_scrapes_a_device_running_a_policy(  # type: ignore[no-untype
     _, _, x_val, _ = digits_split
     inputs = tmp_path / "x.npy"
     np.save(inputs, np.concatenate([x_val] * 6).astype(np.float32))  # far more than the test needs
-    prometheus = Prometheus(tmp_path, exporter)
+    prometheus = PrometheusServer(tmp_path / "prometheus", [exporter], port=free_port(), interval_s=1.0)
     device = None
     try:
         with EdgeWorker(broker.url, [digits_bundle]):
@@ -212,3 +166,24 @@ def test_prometheus_scrapes_a_device_running_a_policy(  # type: ignore[no-untype
         if device is not None:
             device.stop()
         prometheus.close()
+
+
+@pytest.mark.slow
+def test_monitor_puts_the_demo_into_prometheus(digits_bundle, digits_split, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`make demo` then `tflite-edge monitor out/demo`: metrics in a real Prometheus."""
+    demo = tmp_path / "demo"
+    shutil.copytree(digits_bundle.path, demo / "bundle")
+    np.savez(demo / "validation.npz", x=digits_split[2][:50], y=digits_split[3][:50])
+    port = free_port()
+    monitor = Process("monitor", str(demo), "--metrics", "127.0.0.1:0", "--prometheus-port", str(port),
+                      "--interval-ms", "20")
+    try:
+        monitor.wait_for_line("Grafana: ")
+        url = f"http://127.0.0.1:{port}"  # the Prometheus the monitor started
+        wait_until(lambda: instant_query(url, "sum(tflite_edge_device_up) == 2"), "two devices up in Prometheus")
+        wait_until(lambda: len(instant_query(url, "tflite_edge_requests_by_partition_total")) >= 3,
+                   "every partition of demo-pi-2 in Prometheus")
+        wait_until(lambda: instant_query(url, "tflite_edge_edge_worker_up == 1"), "the edge worker in Prometheus")
+    finally:
+        assert monitor.stop() in (0, 128 + signal.SIGTERM), monitor.lines[-20:]
+    assert (demo / "prometheus" / "prometheus.yml").is_file()
