@@ -26,15 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "monitor", help="run the demo's bundle as a live fleet, with the Prometheus exporter and a Prometheus server",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  make demo && tflite-edge monitor out/demo      # then open http://127.0.0.1:9090",
+        epilog="example:\n  make demo && tflite-edge monitor out/demo      # then open http://127.0.0.1:9091",
     )
     parser.add_argument("demo_dir", nargs="?", default="out/demo", metavar="DEMO_DIR",
                         help="the output folder of `tflite-edge demo` (default: out/demo)")
     parser.add_argument("--broker", metavar="URL", help="use this MQTT 5 broker instead of a private Mosquitto")
     parser.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
                         help="where the exporter serves /metrics (default: 127.0.0.1:9464)")
-    parser.add_argument("--prometheus-port", type=int, default=9090, metavar="PORT",
-                        help="loopback port of the Prometheus server (default: 9090); 0: do not start one")
+    parser.add_argument("--prometheus-port", type=int, default=9091, metavar="PORT",
+                        help="loopback port of the Prometheus server (default: 9091, beside a system Prometheus on "
+                             "9090); 0: do not start one")
     parser.add_argument("--interval-ms", type=float, default=50.0, metavar="MS",
                         help="time between a device's requests (default: 50)")
     parser.add_argument("--deadline-ms", type=float, default=200.0, metavar="MS", help="deadline (default: 200)")
