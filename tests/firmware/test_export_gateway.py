@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -210,3 +211,37 @@ def test_gateway_reloads_the_segment_after_an_mcu_reset(digits_bundle, digits_sp
         after = gateway.run(x)
     assert (after.top1_class, after.top1_score) == (before.top1_class, before.top1_score)
     assert sim.mcu.slots[0].model is not None and sim.mcu.invokes >= 1
+
+
+def test_cli_bridge_telemetry_is_on_by_default_and_off_with_no_telemetry(digits_bundle, start_mcu) -> None:  # type: ignore[no-untyped-def]
+    from tflite_edge.telemetry.homeassistant import SENSORS
+    from tflite_edge.transport.mqtt import connect_and_start, make_client
+
+    sim = start_mcu()
+    with MosquittoBroker() as broker:
+        seen: list[tuple[str, bytes]] = []
+        done = threading.Event()
+        watch = make_client(broker.url, "ha-watch")
+        watch.on_connect = lambda c, u, f, rc, p: c.subscribe("homeassistant/#", qos=1)
+
+        def on_message(client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+            seen.append((msg.topic, bytes(msg.payload)))
+            if len(seen) == len(SENSORS):
+                done.set()
+
+        watch.on_message = on_message
+        connect_and_start(watch)
+        try:
+            # No --telemetry flag, --homeassistant: the gateway announces its sensors.
+            code = main(["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path), "--broker",
+                         broker.url, "--id", "mcu-ha", "--homeassistant", "--duration-s", "0.5"])
+            assert code == 0 and done.wait(20)
+        finally:
+            watch.disconnect()
+            watch.loop_stop()
+        assert {t for t, _ in seen} == {f"homeassistant/sensor/mcu-ha/{s.object_id}/config" for s in SENSORS}
+        assert all(json.loads(p)["state_topic"] == "tflite-edge/v1/dev/mcu-ha/telemetry" for _, p in seen)
+        with Gateway(digits_bundle, sim.path, device_id="mcu-off", broker_url=broker.url, telemetry=False) as gateway:
+            assert gateway.publisher is None
+    assert main(["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path), "--id", "x",
+                 "--homeassistant"]) != 0  # needs --broker
