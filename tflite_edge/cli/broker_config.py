@@ -16,7 +16,8 @@ Each device may publish requests and its own telemetry/status/experience and rea
 own replies and the policies; edges read requests and publish replies; readers read
 telemetry; agents read experience and publish the signed policies. Anything else, a
 device's subscription to the edges' shared request subscription included, is refused, and a
-device's logins (ID, ID-telemetry, ID-policy) may connect only under their own client ids.
+device's logins (ID, ID-telemetry, ID-policy, ID-context) may connect only under their own
+client ids.
 Passwords are random and kept in OUT/credentials.json (mode 0600); re-running keeps existing
 ones. Mosquitto reads OUT/dynamic-security.json at start: restart it after a change.
 """
