@@ -153,10 +153,13 @@ def test_retained_requests_are_refused_or_deleted(tmp_path: Path, digits_bundle:
         with EdgeWorker(_url(port, passwords, "edge-1"), [digits_bundle], group="g") as worker:
             for n in range(5):
                 device.client.publish(TOPICS.request(f"junk-{n}"), bytes(MiB), qos=1, retain=True).wait_for_publish(5)
-            device.client.publish(TOPICS.request(bundle_id), bytes(MiB), qos=1, retain=True).wait_for_publish(5)
-            # The edge deletes it: an empty retained message on the same topic.
+            # A retained request small enough to be one (the worker is sent nothing larger than
+            # max_request_bytes): the edge deletes it with an empty retained message on its topic.
+            parked = bytes(1024)
+            assert len(parked) < worker.max_request_bytes
+            device.client.publish(TOPICS.request(bundle_id), parked, qos=1, retain=True).wait_for_publish(5)
             _wait_for(lambda: (TOPICS.request(bundle_id), b"") in live.messages, 5)
-        assert [(t, len(m)) for t, m in live.messages] == [(TOPICS.request(bundle_id), MiB),
+        assert [(t, len(m)) for t, m in live.messages] == [(TOPICS.request(bundle_id), len(parked)),
                                                            (TOPICS.request(bundle_id), 0)]
         assert worker.served == 0 and worker.failed == 0
         device.close()
