@@ -28,6 +28,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -167,12 +168,16 @@ class OnlineTrainer:
         contexts, actions, rewards = replay.arrays()
         features = self.features_policy.features(**contexts).astype(np.float32)
         tf = self.tf
+        from .training import AUTOGRAPH_NOISE
+
         loss = float("nan")
-        for _ in range(steps):
-            rows = self._rng.integers(len(actions), size=self.batch_size)
-            loss = float(self._learn(tf.constant(features[rows]), tf.constant(actions[rows]),
-                                     tf.constant(rewards[rows])))
-            self.steps_done.assign_add(1)
+        with warnings.catch_warnings():  # the first call traces TF-Agents' code through AutoGraph
+            warnings.filterwarnings("ignore", message=AUTOGRAPH_NOISE, category=SyntaxWarning)
+            for _ in range(steps):
+                rows = self._rng.integers(len(actions), size=self.batch_size)
+                loss = float(self._learn(tf.constant(features[rows]), tf.constant(actions[rows]),
+                                         tf.constant(rewards[rows])))
+                self.steps_done.assign_add(1)
         self._checkpointer.save(global_step=self.steps_done)
         return loss
 

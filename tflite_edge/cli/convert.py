@@ -52,13 +52,21 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..arrays import load_array, load_labeled
-    from ..bundle.store import check_replaceable
     from ..converters import convert, graph_from_keras, load_keras_model
+    from ..converters.convert import check_options
+    from ..errors import InputError, ModelLoadError
 
     # Everything that can be checked without the model is checked before loading it (seconds)
-    # and converting (minutes): the output, and the data files.
-    if not args.list_cuts:
-        check_replaceable(Path(args.output), overwrite=args.force)
+    # and converting (minutes): the options, the output, and the data files.
+    if not Path(args.model).is_file():
+        raise ModelLoadError(f"{args.model} does not exist or is not a file")
+    if args.list_cuts:
+        extra = [o for o, given in (("--cut", args.cut), ("--auto-cuts", args.auto_cuts is not None)) if given]
+        if extra:
+            raise InputError(f"--list-cuts only lists the valid cuts; drop {' and '.join(extra)}")
+    else:
+        check_options(args.output, cuts=args.cut, auto_cuts=args.auto_cuts, quantize=args.quantize,
+                      has_calibration=args.calibration is not None, overwrite=args.force)
     calibration = None
     if args.calibration:
         calibration = load_array(args.calibration, what="--calibration")[: args.max_calibration]

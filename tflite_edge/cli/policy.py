@@ -230,8 +230,8 @@ def run_train(args: argparse.Namespace) -> int:
               f"checkpoints already hold {result.steps} steps, nothing more to train (raise --steps to continue)")
     else:
         print(f"wrote {result.policy_dir / 'policy.tflite'} ({result.tflite_bytes:,} B) and policy.json: "
-              f"{result.steps - result.resumed_from} steps in {result.seconds:.1f} s "
-              f"({result.steps} in all), final loss {result.final_loss:.5f}")
+              f"{result.steps - result.resumed_from} steps in {result.seconds:.1f} s"
+              f"{f' ({result.steps} in all)' if result.resumed_from else ''}, final loss {result.final_loss:.5f}")
     print("evaluate it: " + evaluate_command(args, result.policy_dir))
     return 0
 

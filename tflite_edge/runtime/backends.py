@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._native import native_stderr_logged
 from ..errors import BackendError, DelegateError, InputError
 
 __all__ = [
@@ -157,10 +158,12 @@ class SegmentInterpreter:
                 log.warning("%s; falling back to the CPU for %s", e, label)
         self.delegate = delegate if delegates else None
         try:
-            self._interpreter = self.backend.interpreter_class(
-                model_content=model_content, experimental_delegates=delegates or None, num_threads=num_threads
-            )
-            self._interpreter.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate from C++ on every start: the log, not the terminal.
+            with native_stderr_logged(log, f"{self.backend.name} creating the interpreter for {label}"):
+                self._interpreter = self.backend.interpreter_class(
+                    model_content=model_content, experimental_delegates=delegates or None, num_threads=num_threads
+                )
+                self._interpreter.allocate_tensors()
             runner = self._interpreter.get_signature_runner(SIGNATURE_KEY)
             self.input_details: dict[str, dict[str, Any]] = runner.get_input_details()
             self.output_details: dict[str, dict[str, Any]] = runner.get_output_details()
