@@ -11,7 +11,8 @@ Hierarchy::
     ├── ConversionError             a Keras model cannot be turned into a bundle
     │   ├── ModelLoadError          the file is not a loadable Keras model
     │   ├── CutError                a requested cut does not separate the graph
-    │   └── CalibrationError        calibration or validation data is missing or malformed
+    │   ├── CalibrationError        calibration or validation data is missing or malformed
+    │   └── EdgeTpuCompileError     edgetpu_compiler is missing or failed on a segment
     ├── VerificationError           the segment chain does not reproduce the whole model
     ├── BackendError                no usable TFLite interpreter, or it failed
     │   └── DelegateError           a hardware delegate (Edge TPU) is missing or unusable
@@ -41,6 +42,7 @@ Hierarchy::
     │   └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
     ├── PolicyError                 the exit/offload policy, its simulator or its training cannot run
     │   ├── TraceError              a bandwidth trace is missing, empty or malformed
+    │   ├── ScenarioError           a scenario file (schedules of the changing world) is malformed
     │   └── ProfileError            a latency profile or device profile does not fit the bundle
     └── SecurityError               signing, verification, TLS or broker access set-up failed
         ├── SigningKeyError         a key file is missing, unreadable, encrypted without a password or not Ed25519
@@ -67,6 +69,7 @@ __all__ = [
     "ConversionError",
     "CutError",
     "DelegateError",
+    "EdgeTpuCompileError",
     "InputError",
     "ManifestError",
     "ModelLoadError",
@@ -95,6 +98,7 @@ __all__ = [
     "MicroModelError",
     "PolicyError",
     "TraceError",
+    "ScenarioError",
     "ProfileError",
     "SecurityError",
     "SigningKeyError",
@@ -145,6 +149,10 @@ class CutError(ConversionError):
 
 class CalibrationError(ConversionError):
     """Calibration or validation data is missing or does not fit the model."""
+
+
+class EdgeTpuCompileError(ConversionError):
+    """The Edge TPU compiler is not installed, or it failed on a segment."""
 
 
 class VerificationError(TfliteEdgeError):
@@ -281,6 +289,10 @@ class PolicyError(TfliteEdgeError):
 
 class TraceError(PolicyError):
     """A bandwidth trace is missing, empty or malformed (expected lines of `time_s <tab> Mbit/s`)."""
+
+
+class ScenarioError(PolicyError):
+    """A scenario file (piecewise-constant schedules of device speed, edge load, budget, RTT) is malformed."""
 
 
 class ProfileError(PolicyError):

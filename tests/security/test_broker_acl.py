@@ -300,7 +300,7 @@ def test_the_products_device_connections_run_together_under_their_logins(secured
     from tflite_edge.telemetry.publisher import TelemetryPublisher
 
     reader = Client(secured.url("dash"), "dash-device", subscribe=(TOPICS.device("pi-1", "status"),))
-    offload = OffloadClient(secured.url("pi-1"), "pi-1")
+    offload = OffloadClient.over_mqtt(secured.url("pi-1"), "pi-1")
     publisher = TelemetryPublisher("pi-1", broker_url=secured.url("pi-1"), period_s=0.2).start()
     try:
         _wait_for(lambda: TOPICS.device("pi-1", "status") in reader.topics(), 5)

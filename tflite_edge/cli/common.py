@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..runtime.backends import BACKEND_ORDER
+from ..runtime.backends import BACKEND_ORDER, KERNELS
 
 __all__ = [
     "add_backend_options",
@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 
-def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
+def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True, kernels: bool = False) -> None:
     parser.add_argument(
         "--backend",
         choices=BACKEND_ORDER,
@@ -27,6 +27,12 @@ def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True
     )
     if threads:
         parser.add_argument("--threads", type=int, default=None, metavar="N", help="interpreter threads")
+    if kernels:
+        parser.add_argument(
+            "--kernels", choices=KERNELS, default="default",
+            help="default: the runtime's default delegate (LiteRT: XNNPACK, fastest); builtin: TFLite's "
+                 "builtin kernels only, whose int8 results are the same on every runtime and CPU",
+        )
 
 
 def print_json(document: Any) -> None:

@@ -74,10 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     live.add_argument("--public-key", action="append", default=[], metavar="PUB.pem",
                       help="trusted Ed25519 public key of the policy signer (repeatable, for key rotation)")
     live.add_argument("--power-budget-mw", type=float, default=2000.0, metavar="MW",
-                      help="the power budget the policy sees (default: 2000)")
+                      help="the power budget the policy sees (default: 2000); an operator overrides it at run "
+                           "time on the retained topic {prefix}/dev/ID/budget, and a discharging battery scales it")
+    live.add_argument("--edge-load-stale-s", type=float, default=5.0, metavar="S",
+                      help="ignore edge load reports older than S seconds (default: 5)")
     parser.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
                         help="start one request every MS milliseconds (default: back to back)")
-    add_backend_options(parser)
+    add_backend_options(parser, kernels=True)
     add_bundle_key_option(parser)
     add_state_file_option(parser)
     parser.set_defaults(func=run)
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     _check_policy_options(args)
     with DeviceRuntime(
         open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,
-        backend=args.backend, num_threads=args.threads,
+        backend=args.backend, num_threads=args.threads, kernels=args.kernels,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
         require_broker=not args.start_without_broker,
@@ -183,7 +186,8 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
             prefix=args.prefix, policy_topic=args.policy_topic, public_key_paths=args.public_key,
             backend=args.backend, telemetry_period_s=args.telemetry_period_s,
             connect_timeout_s=args.connect_timeout_s, require_broker=not args.start_without_broker,
-            power_budget_mw=args.power_budget_mw, state_file=args.state_file,
+            power_budget_mw=args.power_budget_mw, edge_load_stale_s=args.edge_load_stale_s,
+            state_file=args.state_file,
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
 

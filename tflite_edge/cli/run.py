@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="float32 inputs, (N, ...) or one sample: .npy, or .npz with array x")
     parser.add_argument("--exit", default="all", metavar="NAME|all", help="exit to write (default: all)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file")
-    add_backend_options(parser)
+    add_backend_options(parser, kernels=True)
     parser.set_defaults(func=run)
 
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             bundle.manifest.exit(args.exit)
         except KeyError as e:
             raise InputError(str(e.args[0])) from e
-    runner = BundleRunner(bundle, backend=args.backend, num_threads=args.threads)
+    runner = BundleRunner(bundle, backend=args.backend, num_threads=args.threads, kernels=args.kernels)
     outputs = runner.predict(x, exits)
     np.savez(args.output, **outputs)  # type: ignore[arg-type]  # numpy stubs type **kwds poorly
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())

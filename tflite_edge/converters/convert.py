@@ -26,6 +26,7 @@ from ..arrays import load_array, load_labeled
 from ..bundle import QUANTIZATION_MODES, Bundle, CutSpec, ExitSpec, FusedSpec, Manifest, SegmentSpec, write_bundle
 from ..bundle.store import check_replaceable, sha256_hex
 from ..errors import CalibrationError, ConversionError, CutError, InputError, ModelLoadError
+from ..runtime import BundleRunner
 from .flatbuffer import WholeModel, extract_segment, read_whole_model
 from .graph import LayerGraph, auto_cuts, graph_from_keras
 from .verify import assert_bundle_matches, exit_accuracies, fused_matching_chain, keras_exit_accuracies
@@ -173,10 +174,12 @@ def convert_model(
             log.warning("fused segments [%d, %d) differ from their chain; left out of the bundle",
                         dropped.start, dropped.stop)
             del files[dropped.file]
-        accuracy = float_accuracy = None
+        accuracy = float_accuracy = measured_on = None
         if validation is not None:
             say(f"measuring per-exit accuracy on {len(validation[0])} validation samples")
-            accuracy = exit_accuracies(draft, *validation)
+            runner = BundleRunner(draft)
+            accuracy = exit_accuracies(draft, *validation, runner=runner)
+            measured_on = runner.measured_on()
             float_accuracy = keras_exit_accuracies(model, *validation)
 
     exits = tuple(
@@ -189,6 +192,7 @@ def convert_model(
         model_name=manifest.model_name, quantization=quantize, input=manifest.input, segments=manifest.segments,
         exits=exits, cuts=manifest.cuts, converter_version=__version__,
         tensorflow_version=manifest.tensorflow_version, verification=verification, fused=tuple(fused),
+        accuracy_measured_on=measured_on,
     )
     bundle = write_bundle(output_dir, final, files, overwrite=overwrite)
     say(f"wrote {output_dir} (bundle {bundle.bundle_id})")

@@ -35,10 +35,10 @@ import urllib.parse
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -49,6 +49,7 @@ from .protocol import device_login, validate_device_id
 __all__ = [
     "DEFAULT_PORTS",
     "BrokerAddress",
+    "MqttClient",
     "Will",
     "parse_broker_url",
     "make_client",
@@ -106,6 +107,30 @@ class BrokerAddress:
 
     def __str__(self) -> str:
         return self.url
+
+
+class MqttClient(Protocol):
+    """The part of a paho-mqtt client that tflite-edge's MQTT users call (``make_client``
+    returns one); a fake with these methods can stand in for it in tests."""
+
+    def publish(self, topic: str, payload: bytes | None = None, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None) -> paho.MQTTMessageInfo:
+        ...
+
+    def subscribe(self, topic: str, qos: int = 0) -> tuple[MQTTErrorCode, int | None]:
+        ...
+
+    def is_connected(self) -> bool:
+        ...
+
+    def disconnect(self) -> MQTTErrorCode:
+        ...
+
+    def loop_start(self) -> MQTTErrorCode:
+        ...
+
+    def loop_stop(self) -> MQTTErrorCode:
+        ...
 
 
 @dataclass(frozen=True)
