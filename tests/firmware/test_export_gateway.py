@@ -210,3 +210,19 @@ def test_gateway_reloads_the_segment_after_an_mcu_reset(digits_bundle, digits_sp
         after = gateway.run(x)
     assert (after.top1_class, after.top1_score) == (before.top1_class, before.top1_score)
     assert sim.mcu.slots[0].model is not None and sim.mcu.invokes >= 1
+
+
+def test_cli_bridge_early_exit_thresholds(digits_bundle, digits_split, start_mcu, tmp_path: Path, capsys) -> None:
+    xs = digits_split[2][:5]
+    np.save(tmp_path / "x.npy", xs)
+    sim = start_mcu()
+    common = ["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path),
+              "--input", str(tmp_path / "x.npy"), "--json"]
+    # A threshold every exit_1 answer clears: each request stops at the exit computed on the MCU.
+    assert main([*common, "--threshold", "exit_1=0.05"]) == 0
+    rows = [json.loads(row) for row in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 5 and all(r["exit"] == "exit_1" and r["early_exit"] for r in rows)
+    # A top-1 threshold above 1 could never stop anything: refused in one line, before any request.
+    assert main([*common, "--threshold", "exit_1=1.5"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "never stop a request" in captured.err

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "edge worker (see `tflite-edge edge`). If the edge does not answer by the deadline, the device "
             "finishes locally at the deepest exit it can afford and reports that it fell back. Prints one "
             "result per sample (with --json one JSON object per line) and then, on stderr, why requests fell "
-            "back. Exit status 1 when --broker was given, requests were planned to offload and none was."
+            "back. Exit status 1 when --broker was given (without --start-without-broker), requests were planned to "
+            "offload and none was."
         ),
         epilog=(
             "example:\n"
@@ -132,16 +133,18 @@ def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     sys.stdout.flush()
-    return finish(summary, args.broker is not None, runtime.manifest.bundle_id)
+    return finish(summary, args.broker is not None, runtime.manifest.bundle_id,
+                  local_answers_accepted=args.start_without_broker)
 
 
-def finish(summary: FallbackSummary, offloading: bool, bundle_id: str) -> int:
-    """Say once why requests fell back; exit status 1 when offloading was asked for but none was."""
+def finish(summary: FallbackSummary, offloading: bool, bundle_id: str, *, local_answers_accepted: bool = False) -> int:
+    """Say once why requests fell back; exit status 1 when offloading was asked for but none was
+    (unless the user accepted local answers, as with --start-without-broker)."""
     if not offloading:
         return 0  # without a broker nothing is offloaded, as the note before the results said
     for line in summary.lines():
         print(line, file=sys.stderr)
-    if summary.nothing_offloaded:
+    if summary.nothing_offloaded and not local_answers_accepted:
         print(f"error: no request was offloaded; check that `tflite-edge edge` serves bundle {bundle_id} "
               "on this broker and prefix", file=sys.stderr)
         return 1
