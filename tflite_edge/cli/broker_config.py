@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..transport.protocol import DEFAULT_PREFIX
+
 EXAMPLE = """\
 examples:
   tflite-edge broker-config --devices pi-1,pi-2 --edge edge-1 --reader dashboard -o broker/
@@ -38,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="telemetry reader user name(s) (dashboards, recorders, trainers)")
     parser.add_argument("--agent", action="append", default=[], metavar="NAMES",
                         help="policy agent user name(s): read experience, publish signed policies")
-    parser.add_argument("--prefix", default=None, metavar="TOPIC", help="topic prefix (default: tflite-edge/v1)")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, metavar="TOPIC",
+                        help=f"topic prefix (default: {DEFAULT_PREFIX})")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write into")
     parser.add_argument("--port", type=int, default=1883, help="plain MQTT listener port (default: 1883)")
     parser.add_argument("--no-plain", action="store_true", help="no plain listener: TLS only")
@@ -86,7 +89,6 @@ def _bundle_id(item: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..errors import BrokerConfigError
     from ..security.acl import BrokerLimits, FleetUsers, TlsListener, write_broker_config
-    from ..transport.protocol import DEFAULT_PREFIX
 
     users = FleetUsers(devices=_split(args.devices), edges=_split(args.edge), readers=_split(args.reader),
                        agents=_split(args.agent))
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.cert or args.key or args.ca or args.require_certificate:
         raise BrokerConfigError("--cert, --key, --ca and --require-certificate need --tls-port")
     files = write_broker_config(
-        args.output, users, prefix=args.prefix or DEFAULT_PREFIX, port=None if args.no_plain else args.port,
+        args.output, users, prefix=args.prefix, port=None if args.no_plain else args.port,
         host=args.bind, tls=listener, persistence_dir=args.persistence_dir,
         limits=BrokerLimits(max_packet_bytes=args.max_packet_bytes, max_queued_messages=args.max_queued_messages,
                             max_queued_bytes=args.max_queued_bytes, memory_limit_bytes=args.memory_limit_bytes),
