@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all setup demo monitor test test-fast bench lint docs clean mosquitto prometheus
+.PHONY: all setup demo monitor test test-fast test-arm64 arm64-userland bench lint docs clean mosquitto prometheus
 
 all: setup
 
@@ -44,8 +44,17 @@ prometheus:
 	@# On systemd hosts the package also runs a system Prometheus on port 9090; tflite-edge monitor
 	@# (port 9091) and the tests start their own on loopback.
 
-test: setup
+test: setup arm64-userland
 	$(HOST_PY) -m pytest -q
+
+# The arm64 tier (tests/arm64): a Debian arm64 userland under QEMU, built once into
+# /var/cache/tflite-edge and rebuilt when its recipe changes. Needs root; elsewhere it
+# prints one line saying why it is skipped.
+arm64-userland:
+	@$(HOST_PY) tests/arm64/userland.py prepare
+
+test-arm64: setup arm64-userland
+	$(HOST_PY) -m pytest -q tests/arm64
 
 test-fast: setup
 	$(HOST_PY) -m pytest -q -m "not slow"

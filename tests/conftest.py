@@ -1,4 +1,8 @@
-"""Shared fixtures: a trained digits model and its bundles, built once per test session."""
+"""Shared fixtures: a trained digits model and its bundles (built once per test session) and a broker.
+
+Tiers (docs/contributing.md): a test that uses the trained model, directly or through
+another fixture, is marked ``slow`` here; ``make test-fast`` runs everything else.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tflite_edge.transport.broker import MosquittoBroker
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -17,6 +24,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 TRACES = SHARED / "data" / "bandwidth-traces"
 DEVICE_PYTHON = REPO / ".venv-device" / "bin" / "python"
+
+
+# Fixtures that train or convert a Keras model (TensorFlow, tens of seconds on first use).
+MODEL_FIXTURES = frozenset({"digits_model", "digits_residual_model", "other_bundle"})
+# Directories whose tests build and convert Keras models themselves.
+TENSORFLOW_DIRS = frozenset({"converters"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        in_tf_dir = path.parent.parent == REPO / "tests" and path.parent.name in TENSORFLOW_DIRS
+        if in_tf_dir or MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +119,8 @@ def trained_policy(digits_bundle, tmp_path_factory) -> Path:  # type: ignore[no-
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "policy"
+@pytest.fixture
+def broker() -> Iterator[MosquittoBroker]:
+    """A Mosquitto of the test's own on a free loopback port, stopped after the test."""
+    with MosquittoBroker() as running:
+        yield running

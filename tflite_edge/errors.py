@@ -11,7 +11,8 @@ Hierarchy::
     ├── ConversionError             a Keras model cannot be turned into a bundle
     │   ├── ModelLoadError          the file is not a loadable Keras model
     │   ├── CutError                a requested cut does not separate the graph
-    │   └── CalibrationError        calibration or validation data is missing or malformed
+    │   ├── CalibrationError        calibration or validation data is missing or malformed
+    │   └── EdgeTpuCompileError     edgetpu_compiler is missing or failed on a segment
     ├── VerificationError           the segment chain does not reproduce the whole model
     ├── BackendError                no usable TFLite interpreter, or it failed
     │   └── DelegateError           a hardware delegate (Edge TPU) is missing or unusable
@@ -19,6 +20,7 @@ Hierarchy::
     ├── TransportError              device-edge co-inference over MQTT failed
     │   ├── BrokerUrlError          a broker URL is malformed or uses an unknown scheme
     │   ├── BrokerConnectionError   the MQTT broker cannot be reached or refused the client
+    │   ├── BrokerError             a private Mosquitto (tests, demo, benchmarks) cannot be started
     │   ├── TopicError              a device id, bundle id or topic prefix is not a valid topic level
     │   ├── WireFormatError         an activation frame is malformed (never trusted, never a crash)
     │   │   ├── FrameTruncatedError the frame is shorter than its header says
@@ -41,20 +43,25 @@ Hierarchy::
     │   └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
     ├── PolicyError                 the exit/offload policy, its simulator or its training cannot run
     │   ├── TraceError              a bandwidth trace is missing, empty or malformed
+    │   ├── ScenarioError           a scenario file (schedules of the changing world) is malformed
     │   └── ProfileError            a latency profile or device profile does not fit the bundle
     └── SecurityError               signing, verification, TLS or broker access set-up failed
         ├── SigningKeyError         a key file is missing, unreadable, encrypted without a password or not Ed25519
         ├── SignatureError          a signature does not verify: tampered content or an untrusted key
         │   └── MissingSignatureError  the bundle or policy carries no signature at all
+        ├── RollbackError           a signed bundle or policy is older than one this device already used
+        ├── StateFileError          the device's state file (version floors) cannot be read or written
         ├── TlsSettingsError        a CA, certificate or key file for TLS is missing or unusable
         └── BrokerConfigError       a broker configuration (users, ACLs, password file) cannot be made
 
 Third-party exceptions are translated at the boundary and re-raised ``from`` their cause.
-Later subsystems (wire format, transport, telemetry, agents, firmware bridge) add their
-own branches below ``TfliteEdgeError``.
+The codes an edge puts in error replies, and that ``WireFormatError`` and ``RemoteError``
+carry, are the values of ``ErrorCode``.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 __all__ = [
     "BackendError",
@@ -65,6 +72,7 @@ __all__ = [
     "ConversionError",
     "CutError",
     "DelegateError",
+    "EdgeTpuCompileError",
     "InputError",
     "ManifestError",
     "ModelLoadError",
@@ -74,6 +82,8 @@ __all__ = [
     "TransportError",
     "BrokerUrlError",
     "BrokerConnectionError",
+    "BrokerError",
+    "ErrorCode",
     "TopicError",
     "WireFormatError",
     "FrameTruncatedError",
@@ -93,14 +103,34 @@ __all__ = [
     "MicroModelError",
     "PolicyError",
     "TraceError",
+    "ScenarioError",
     "ProfileError",
     "SecurityError",
     "SigningKeyError",
     "SignatureError",
     "MissingSignatureError",
+    "RollbackError",
+    "StateFileError",
     "TlsSettingsError",
     "BrokerConfigError",
 ]
+
+
+class ErrorCode(StrEnum):
+    """Error codes on the wire: in an edge's error reply, and in ``code`` of the errors below."""
+
+    UNKNOWN_BUNDLE = "unknown_bundle"
+    BAD_REQUEST = "bad_request"
+    EXPIRED = "expired"
+    INTERNAL = "internal"
+    BAD_REPLY = "bad_reply"  # the device could not use the edge's reply
+    ERROR = "error"  # an error reply without a more specific code
+    BAD_FRAME = "bad_frame"
+    TRUNCATED = "truncated"
+    BAD_HEADER = "bad_header"
+    TOO_LARGE = "too_large"
+    MISMATCH = "mismatch"
+    COMPRESSION = "compression"
 
 
 class TfliteEdgeError(Exception):
@@ -143,6 +173,10 @@ class CalibrationError(ConversionError):
     """Calibration or validation data is missing or does not fit the model."""
 
 
+class EdgeTpuCompileError(ConversionError):
+    """The Edge TPU compiler is not installed, or it failed on a segment."""
+
+
 class VerificationError(TfliteEdgeError):
     """The chain of segments does not reproduce the whole quantized model."""
 
@@ -171,6 +205,10 @@ class BrokerConnectionError(TransportError):
     """The MQTT broker cannot be reached in time, or it refused the connection."""
 
 
+class BrokerError(TransportError):
+    """A private Mosquitto broker (tests, demo, benchmarks) cannot be started."""
+
+
 class TopicError(TransportError):
     """A device id, bundle id, group or topic prefix cannot be used as an MQTT topic level."""
 
@@ -178,37 +216,37 @@ class TopicError(TransportError):
 class WireFormatError(TransportError):
     """An activation frame is malformed or does not fit the bundle; ``code`` names the reason on the wire."""
 
-    code = "bad_frame"
+    code: str = ErrorCode.BAD_FRAME
 
 
 class FrameTruncatedError(WireFormatError):
     """The frame ends before the lengths in its header say it should."""
 
-    code = "truncated"
+    code: str = ErrorCode.TRUNCATED
 
 
 class FrameHeaderError(WireFormatError):
     """Bad magic, an unknown version, flag, dtype or codec id, or a field out of range."""
 
-    code = "bad_header"
+    code: str = ErrorCode.BAD_HEADER
 
 
 class FrameLimitError(WireFormatError):
     """A length, rank, dimension or payload size exceeds what the parser accepts."""
 
-    code = "too_large"
+    code: str = ErrorCode.TOO_LARGE
 
 
 class FrameMismatchError(WireFormatError):
     """The frame names a tensor, shape, dtype or quantization the bundle does not have there."""
 
-    code = "mismatch"
+    code: str = ErrorCode.MISMATCH
 
 
 class CompressionError(WireFormatError):
     """The payload's codec is not installed here, or the payload does not decompress to its size."""
 
-    code = "compression"
+    code: str = ErrorCode.COMPRESSION
 
 
 class ProtocolError(TransportError):
@@ -218,7 +256,7 @@ class ProtocolError(TransportError):
 class RemoteError(TransportError):
     """The edge answered with an error reply; ``code`` is the reply's error code."""
 
-    def __init__(self, message: str, code: str = "error") -> None:
+    def __init__(self, message: str, code: str = ErrorCode.ERROR) -> None:
         super().__init__(message)
         self.code = code
 
@@ -279,6 +317,10 @@ class TraceError(PolicyError):
     """A bandwidth trace is missing, empty or malformed (expected lines of `time_s <tab> Mbit/s`)."""
 
 
+class ScenarioError(PolicyError):
+    """A scenario file (piecewise-constant schedules of device speed, edge load, budget, RTT) is malformed."""
+
+
 class ProfileError(PolicyError):
     """A latency profile or device profile does not fit the bundle it is used with."""
 
@@ -297,6 +339,14 @@ class SignatureError(SecurityError):
 
 class MissingSignatureError(SignatureError):
     """The bundle, policy or message carries no signature; sign it with `tflite-edge sign`."""
+
+
+class RollbackError(SecurityError):
+    """A signed bundle or policy is older than the version floor this device keeps: refused."""
+
+
+class StateFileError(SecurityError):
+    """The state file that keeps the version floors cannot be read, parsed or written."""
 
 
 class TlsSettingsError(SecurityError):

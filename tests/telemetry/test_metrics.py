@@ -111,17 +111,26 @@ def test_an_offline_device_is_down_and_its_series_disappear() -> None:
     assert value(scrape(metrics), "tflite_edge_requests_total", device="pi-2") == 3
 
 
-def test_edge_workers_from_presence_messages() -> None:
-    metrics = FleetMetrics(clock=Clock())
+def test_edge_workers_from_presence_and_load_messages() -> None:
+    from tflite_edge.edge.load import EdgeLoad
+
+    clock = Clock()
+    metrics = FleetMetrics(clock=clock)
     metrics.update_edge("tflite-edge/v1/edge/w1", json.dumps({"bundles": ["b1", "b2"], "group": "g"}).encode())
-    metrics.update_edge("tflite-edge/v1/edge/w2",
-                        json.dumps({"bundles": ["b1"], "group": "g", "load": {"busy_ratio": 0.5}}).encode())
+    metrics.update_edge("tflite-edge/v1/edge/w1/load", EdgeLoad(0.42, 0.3, 1.2, 17, 2.0).to_message("w1", "g"))
     metrics.update_edge("tflite-edge/v1/edge/w3", b"not json")  # ignored, logged
+    metrics.update_edge("tflite-edge/v1/edge/w3/load", b"{}")  # ignored, logged
     s = scrape(metrics)
     assert value(s, "tflite_edge_edge_worker_up", worker="w1", group="g") == 1
     assert value(s, "tflite_edge_edge_worker_bundles", worker="w1", group="g") == 2
-    assert value(s, "tflite_edge_edge_worker_load", worker="w2", group="g", measure="busy_ratio") == 0.5
+    assert value(s, "tflite_edge_edge_worker_load_ratio", worker="w1", group="g") == 0.42
+    assert value(s, "tflite_edge_edge_worker_busy_ratio", worker="w1", group="g") == 0.3
+    assert value(s, "tflite_edge_edge_worker_requests_per_second", worker="w1", group="g") == 8.5
     assert not [k for k in s if ("worker", "w3") in k[1]]
+    clock.now += 16.0  # no load report for longer than three windows (and 15 s): stale
+    s = scrape(metrics)
+    assert ("tflite_edge_edge_worker_load_ratio", (("group", "g"), ("worker", "w1"))) not in s
+    assert value(s, "tflite_edge_edge_worker_up", worker="w1", group="g") == 1
     metrics.update_edge("tflite-edge/v1/edge/w1", b"")  # the worker left (its presence was cleared)
     assert not [k for k in scrape(metrics) if ("worker", "w1") in k[1]]
 

@@ -28,15 +28,17 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import PolicyError
+from ..transport.protocol import DEFAULT_PREFIX
 from .policy_message import PolicyPackage, policy_topic, sign_policy_message
 from .tflite_policy import TFLitePolicy
 
@@ -44,9 +46,10 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from ..telemetry.schema import ExperienceRecord
-    from ..telemetry.subscriber import Received
+    from ..telemetry.subscriber import Received, TelemetrySubscriber
+    from ..transport.mqtt import MqttClient
 
-__all__ = ["CONTEXT_KEYS", "ExperienceReplay", "OnlineAgent", "OnlineTrainer"]
+__all__ = ["CONTEXT_KEYS", "AgentConfig", "ExperienceReplay", "OnlineAgent", "OnlineTrainer", "UpdateSchedule"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,7 @@ class OnlineTrainer:
 
     def __init__(self, policy_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str] | None = None, *,
                  batch_size: int = 64, seed: int = 0) -> None:
-        from .training import TrainConfig, _make_agent, import_tf_agents
+        from .training import TrainConfig, import_tf_agents, make_agent
 
         self.policy_dir = Path(policy_dir)
         self.work_dir = Path(work_dir) if work_dir is not None else self.policy_dir / "online"
@@ -133,7 +136,7 @@ class OnlineTrainer:
         from tf_agents.utils import common
 
         tf.random.set_seed(seed)
-        self.agent = _make_agent(tf, self.config, self.num_features, self.num_actions)
+        self.agent = make_agent(tf, self.config, self.num_features, self.num_actions)
         self.agent.initialize()
         self.steps_done = tf.Variable(0, dtype=tf.int64, name="steps_done")
         base = self.policy_dir / "checkpoints"
@@ -142,8 +145,12 @@ class OnlineTrainer:
             raise PolicyError(f"{self.policy_dir} has no checkpoints/ to continue from; train it with "
                               "`tflite-edge policy train` (TF-Agents checkpoints are kept there)")
         restore_from = online if online.is_dir() and any(online.iterdir()) else base
-        common.Checkpointer(ckpt_dir=str(restore_from), max_to_keep=2, agent=self.agent,
-                            global_step=self.steps_done).initialize_or_restore().assert_existing_objects_matched()
+        status = common.Checkpointer(ckpt_dir=str(restore_from), max_to_keep=2, agent=self.agent,
+                                     global_step=self.steps_done).initialize_or_restore()
+        status.assert_existing_objects_matched()
+        # The optimizer's slots exist only after the first update, which restores them then
+        # (deferred restoration); without an update TensorFlow would warn about them at exit.
+        status.expect_partial()
         self._checkpointer = common.Checkpointer(ckpt_dir=str(online), max_to_keep=2, agent=self.agent,
                                                  global_step=self.steps_done)
         log.info("online trainer restored %s at step %d", restore_from, int(self.steps_done.numpy()))
@@ -167,12 +174,16 @@ class OnlineTrainer:
         contexts, actions, rewards = replay.arrays()
         features = self.features_policy.features(**contexts).astype(np.float32)
         tf = self.tf
+        from .training import AUTOGRAPH_NOISE
+
         loss = float("nan")
-        for _ in range(steps):
-            rows = self._rng.integers(len(actions), size=self.batch_size)
-            loss = float(self._learn(tf.constant(features[rows]), tf.constant(actions[rows]),
-                                     tf.constant(rewards[rows])))
-            self.steps_done.assign_add(1)
+        with warnings.catch_warnings():  # the first call traces TF-Agents' code through AutoGraph
+            warnings.filterwarnings("ignore", message=AUTOGRAPH_NOISE, category=SyntaxWarning)
+            for _ in range(steps):
+                rows = self._rng.integers(len(actions), size=self.batch_size)
+                loss = float(self._learn(tf.constant(features[rows]), tf.constant(actions[rows]),
+                                         tf.constant(rewards[rows])))
+                self.steps_done.assign_add(1)
         self._checkpointer.save(global_step=self.steps_done)
         return loss
 
@@ -189,6 +200,36 @@ class OnlineTrainer:
         return out_dir
 
 
+@dataclass(frozen=True)
+class UpdateSchedule:
+    """When and how the online agent learns: every ``update_every_s`` with at least
+    ``min_new_records`` new records, ``steps`` gradient steps on batches of ``batch_size``
+    from a replay of the last ``capacity`` records (``seed`` for the batches)."""
+
+    update_every_s: float = 30.0
+    min_new_records: int = 64
+    steps: int = 100
+    batch_size: int = 64
+    capacity: int = 50_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Where the online agent publishes and keeps its state.
+
+    ``bundle_id`` (when given) must be the policy's bundle; ``topic`` defaults to
+    ``{prefix}/policy/{bundle_id}``; ``work_dir`` to ``POLICY_DIR/online``.
+    """
+
+    bundle_id: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    topic: str | None = None
+    work_dir: str | os.PathLike[str] | None = None
+    connect_timeout_s: float = 10.0
+    schedule: UpdateSchedule = field(default_factory=UpdateSchedule)
+
+
 class OnlineAgent:
     """Collects experience over MQTT, updates the policy, and publishes signed versions.
 
@@ -202,44 +243,36 @@ class OnlineAgent:
         broker_url: str,
         policy_dir: str | os.PathLike[str],
         private_key: Ed25519PrivateKey,
+        config: AgentConfig = AgentConfig(),
         *,
-        bundle_id: str | None = None,
-        prefix: str = "tflite-edge/v1",
-        topic: str | None = None,
-        work_dir: str | os.PathLike[str] | None = None,
-        update_every_s: float = 30.0,
-        min_new_records: int = 64,
-        steps: int = 100,
-        batch_size: int = 64,
-        capacity: int = 50_000,
-        seed: int = 0,
-        connect_timeout_s: float = 10.0,
         on_publish: Callable[[int, Path], None] | None = None,
     ) -> None:
+        self.config = config
+        schedule = config.schedule
         self.policy_dir = Path(policy_dir)
-        self.work_dir = Path(work_dir) if work_dir is not None else self.policy_dir / "online"
+        self.work_dir = Path(config.work_dir) if config.work_dir is not None else self.policy_dir / "online"
         base = TFLitePolicy(self.policy_dir)
-        if bundle_id is not None and base.bundle_id != bundle_id:
-            raise PolicyError(f"{self.policy_dir} was trained for bundle {base.bundle_id!r}, not {bundle_id!r}")
+        if config.bundle_id is not None and base.bundle_id != config.bundle_id:
+            raise PolicyError(f"{self.policy_dir} was trained for bundle {base.bundle_id!r}, not {config.bundle_id!r}")
         self.bundle_id = base.bundle_id
-        self.topic = topic or policy_topic(prefix, self.bundle_id)
-        self.prefix = prefix
+        self.topic = config.topic or policy_topic(config.prefix, self.bundle_id)
+        self.prefix = config.prefix
         self.private_key = private_key
-        self.update_every_s = update_every_s
-        self.min_new_records = min_new_records
-        self.steps = steps
-        self.batch_size = batch_size
-        self.seed = seed
-        self.connect_timeout_s = connect_timeout_s
+        self.update_every_s = schedule.update_every_s
+        self.min_new_records = schedule.min_new_records
+        self.steps = schedule.steps
+        self.batch_size = schedule.batch_size
+        self.seed = schedule.seed
+        self.connect_timeout_s = config.connect_timeout_s
         self.on_publish = on_publish
-        self.replay = ExperienceReplay(base.labels, capacity)
+        self.replay = ExperienceReplay(base.labels, schedule.capacity)
         self.version = self._read_state()
         self.updates = 0
         self.policy_rejections_reported = 0
         self._broker_url = broker_url
         self._trainer: OnlineTrainer | None = None
-        self._client: Any = None
-        self._subscriber: Any = None
+        self._client: MqttClient | None = None
+        self._subscriber: TelemetrySubscriber | None = None
         self._used = 0
 
     # -- state --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-from .common import progress
+from .common import add_prefix_option, progress
 
 EPILOG = """\
 example:
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--key", required=True, metavar="PRIVATE_KEY.pem",
                         help="Ed25519 private key that signs policies (`tflite-edge keys generate`)")
     parser.add_argument("--password-env", metavar="VAR", help="environment variable holding the key's password")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_prefix_option(parser)
     parser.add_argument("--topic", metavar="TOPIC", help="policy topic (default: {prefix}/policy/BUNDLE_ID)")
     parser.add_argument("--work-dir", metavar="DIR",
                         help="where versions, checkpoints and state.json go (default: POLICY_DIR/online)")
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agents.online import OnlineAgent
+    from ..agents.online import AgentConfig, OnlineAgent, UpdateSchedule
     from ..bundle import load_bundle
     from ..errors import InputError
     from ..security.signing import load_private_key
@@ -75,10 +75,12 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    schedule = UpdateSchedule(update_every_s=args.update_every_s, min_new_records=args.min_records,
+                              steps=args.steps, batch_size=args.batch_size, capacity=args.replay, seed=args.seed)
+    config = AgentConfig(bundle_id=bundle.manifest.bundle_id, prefix=args.prefix, topic=args.topic,
+                         work_dir=args.work_dir, schedule=schedule)
     agent = OnlineAgent(
-        args.broker, args.policy_dir, key, bundle_id=bundle.manifest.bundle_id, prefix=args.prefix, topic=args.topic,
-        work_dir=args.work_dir, update_every_s=args.update_every_s, min_new_records=args.min_records,
-        steps=args.steps, batch_size=args.batch_size, capacity=args.replay, seed=args.seed,
+        args.broker, args.policy_dir, key, config,
         on_publish=lambda version, path: progress(f"agent: published policy version {version} from {path}"),
     )
     progress(f"agent: loading the policy in {args.policy_dir} (TensorFlow, TF-Agents)")

@@ -6,7 +6,15 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import add_backend_options, add_bundle_key_option, add_homeassistant_option, open_bundle
+from .common import (
+    add_backend_options,
+    add_bundle_key_option,
+    add_codec_option,
+    add_homeassistant_option,
+    add_prefix_option,
+    add_state_file_option,
+    open_bundle,
+)
 from .summary import FallbackSummary
 
 
@@ -18,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "edge worker (see `tflite-edge edge`). If the edge does not answer by the deadline, the device "
             "finishes locally at the deepest exit it can afford and reports that it fell back. Prints one "
             "result per sample (with --json one JSON object per line) and then, on stderr, why requests fell "
-            "back. Exit status 1 when --broker was given, requests were planned to offload and none was."
+            "back. Exit status 1 when --broker was given (without --start-without-broker), requests were planned to "
+            "offload and none was."
         ),
         epilog=(
             "example:\n"
@@ -32,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundle", required=True, help="bundle directory (the edge must serve the same bundle)")
     parser.add_argument("--id", default="device", metavar="ID",
                         help="device id, one MQTT topic level: no '/', '+', '#' (default: device)")
-    parser.add_argument("--input", required=True, metavar="X.npy", help="float32 samples, (N, ...) or one sample")
+    parser.add_argument("--input", required=True, metavar="X.npy",
+                        help="float32 samples, (N, ...) or one sample: .npy, or .npz with array x")
     parser.add_argument("--exit", metavar="NAME", help="target exit (default: the bundle's last exit)")
     parser.add_argument("--partition", type=int, metavar="K",
                         help="segments [0, K) run here, the rest on the edge; 0 sends the raw input "
@@ -44,9 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
     parser.add_argument("--entropy", action="store_true",
                         help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
-    parser.add_argument("--codec", default="none", choices=("none", "zlib", "lz4", "zstd"),
-                        help="activation compression (default: none; see bench/bench_wire.py for when it pays)")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_codec_option(parser, "activation compression (default: none; see bench/bench_wire.py for when it pays)")
+    add_prefix_option(parser)
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
     parser.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S",
                         help="how long to wait for the broker at start (default: 10)")
@@ -74,11 +83,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     live.add_argument("--public-key", action="append", default=[], metavar="PUB.pem",
                       help="trusted Ed25519 public key of the policy signer (repeatable, for key rotation)")
     live.add_argument("--power-budget-mw", type=float, default=2000.0, metavar="MW",
-                      help="the power budget the policy sees (default: 2000)")
+                      help="the power budget the policy sees (default: 2000); an operator overrides it at run "
+                           "time on the retained topic {prefix}/dev/ID/budget, and a discharging battery scales it")
+    live.add_argument("--edge-load-stale-s", type=float, default=5.0, metavar="S",
+                      help="ignore edge load reports older than S seconds (default: 5)")
     parser.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
                         help="start one request every MS milliseconds (default: back to back)")
-    add_backend_options(parser)
+    add_backend_options(parser, kernels=True)
     add_bundle_key_option(parser)
+    add_state_file_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -98,17 +111,16 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..arrays import load_array
     from ..device import DeviceRuntime, ExitRule, Plan
+    from ..transport.protocol import ThresholdKind
 
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
-    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    x = load_array(args.input, what="--input")
+    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
     _check_policy_options(args)
     with DeviceRuntime(
-        open_bundle(args.bundle, args.bundle_key), broker_url=args.broker, device_id=args.id, backend=args.backend,
-        num_threads=args.threads,
+        open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,
+        backend=args.backend, num_threads=args.threads, kernels=args.kernels,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
         require_broker=not args.start_without_broker,
@@ -130,16 +142,18 @@ def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     sys.stdout.flush()
-    return finish(summary, args.broker is not None, runtime.manifest.bundle_id)
+    return finish(summary, args.broker is not None, runtime.manifest.bundle_id,
+                  local_answers_accepted=args.start_without_broker)
 
 
-def finish(summary: FallbackSummary, offloading: bool, bundle_id: str) -> int:
-    """Say once why requests fell back; exit status 1 when offloading was asked for but none was."""
+def finish(summary: FallbackSummary, offloading: bool, bundle_id: str, *, local_answers_accepted: bool = False) -> int:
+    """Say once why requests fell back; exit status 1 when offloading was asked for but none was
+    (unless the user accepted local answers, as with --start-without-broker)."""
     if not offloading:
         return 0  # without a broker nothing is offloaded, as the note before the results said
     for line in summary.lines():
         print(line, file=sys.stderr)
-    if summary.nothing_offloaded:
+    if summary.nothing_offloaded and not local_answers_accepted:
         print(f"error: no request was offloaded; check that `tflite-edge edge` serves bundle {bundle_id} "
               "on this broker and prefix", file=sys.stderr)
         return 1
@@ -186,7 +200,8 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
             prefix=args.prefix, policy_topic=args.policy_topic, public_key_paths=args.public_key,
             backend=args.backend, telemetry_period_s=args.telemetry_period_s,
             connect_timeout_s=args.connect_timeout_s, require_broker=not args.start_without_broker,
-            power_budget_mw=args.power_budget_mw, homeassistant=homeassistant_of(args),
+            power_budget_mw=args.power_budget_mw, edge_load_stale_s=args.edge_load_stale_s,
+            state_file=args.state_file, homeassistant=homeassistant_of(args),
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InputError
-from .common import add_homeassistant_option, homeassistant_of
+from .common import add_homeassistant_option, add_prefix_option, homeassistant_of
 
 EPILOG = """\
 examples:
@@ -109,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bridge.add_argument("--telemetry-period-s", type=float, default=5.0, help="telemetry period (default: 5)")
     add_homeassistant_option(bridge)
     bridge.add_argument("--duration-s", type=float, help="without --input: stop after this many seconds")
-    bridge.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_prefix_option(bridge)
     bridge.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
     bridge.set_defaults(func=run_bridge)
 
@@ -216,13 +216,17 @@ class _PyserialLink:
 def run_bridge(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..arrays import load_array
     from ..device import ExitRule
     from ..firmware_bridge.gateway import Gateway
+    from ..transport.protocol import ThresholdKind
     from .device import finish, parse_thresholds
     from .summary import FallbackSummary
 
+    # Checked before the MCU and the broker are touched.
+    x = load_array(args.input, what="--input") if args.input is not None else None
     partition = args.partition
-    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
     if args.broker is None and (args.telemetry or args.homeassistant is not None):
         raise InputError("--telemetry and --homeassistant need --broker")
     if args.homeassistant is not None and args.telemetry is False:
@@ -239,17 +243,13 @@ def run_bridge(args: argparse.Namespace) -> int:
               f"{caps.arena_bytes} bytes", file=sys.stderr, flush=True)
         if partition is None:
             partition = 1 if args.broker else gateway.bundle.manifest.num_segments
-        if args.input is None:
+        if x is None:
             # Telemetry only: the publisher thread reads the MCU's power every period.
             deadline = time.monotonic() + args.duration_s if args.duration_s else None
             with _stop_on_signals() as stop:
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     stop.wait(0.2)
             return 0
-        try:
-            x = np.load(args.input, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
         sample_shape = gateway.bundle.manifest.input.shape[1:]
         samples = x[np.newaxis] if x.shape == sample_shape else x
         summary = FallbackSummary()

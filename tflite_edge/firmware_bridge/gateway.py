@@ -22,6 +22,7 @@ from ..errors import InputError, McuError, MicroModelError, SerialMessageError
 from ..runtime.chain import BundleRunner
 from ..telemetry.homeassistant import HomeAssistant
 from ..telemetry.power import PowerReading, PowerSensor
+from ..transport.protocol import DEFAULT_PREFIX
 from .client import BridgeClient
 from .layout import SegmentLayout, segment_layout
 from .messages import ErrorCode, ModelInfo
@@ -35,7 +36,8 @@ class McuBundleRunner(BundleRunner):
     """Runs segment 0 of a bundle on the MCU and every later segment with a local interpreter."""
 
     def __init__(self, bundle: Bundle, client: BridgeClient, *, slot: int = 0, **options: Any) -> None:
-        super().__init__(bundle, **options)
+        # Never a fused prefix: segment 0 must run on the MCU, through run_segment.
+        super().__init__(bundle, use_fused=False, **options)
         self.client = client
         self.slot = slot
         self.layout: SegmentLayout = segment_layout(bundle, 0, backend=options.get("backend"))
@@ -120,7 +122,7 @@ class Gateway:
         timeout_s: float = 2.0,
         retries: int = 3,
         telemetry_period_s: float = 5.0,
-        prefix: str = "tflite-edge/v1",
+        prefix: str = DEFAULT_PREFIX,
         backend: str | None = None,
         telemetry: bool = True,
         homeassistant: HomeAssistant | None = None,
@@ -144,12 +146,10 @@ class Gateway:
                 ).start()
             self.runtime = DeviceRuntime(
                 self.bundle, broker_url=broker_url, device_id=device_id, prefix=prefix, backend=backend,
-                on_result=self.publisher.observe_result if self.publisher else None, warmup=False,
+                on_result=self.publisher.observe_result if self.publisher else None,
+                runner=self.runner,  # segment 0 runs on the MCU
                 **runtime_options,
             )
-            # The runtime's public runner attribute: its segment 0 now runs on the MCU.
-            self.runtime.runner = self.runner
-            self.runtime.warmup()
         except BaseException:
             self.close()
             raise

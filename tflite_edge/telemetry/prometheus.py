@@ -63,7 +63,19 @@ class _Device:
 class _Worker:
     group: str
     bundles: int
-    load: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _Load:
+    group: str
+    figures: dict[str, float]  # load, busy_share, compute_ratio, requests_per_s
+    window_s: float
+    received_s: float
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300
+    return float(value) if ok else None
 
 
 def _worker_from(payload: bytes) -> _Worker | None:
@@ -78,13 +90,30 @@ def _worker_from(payload: bytes) -> _Worker | None:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("bundles"), list):
         return None
-    raw = doc.get("load")
-    # The load a worker reports, when it reports one: a number, or named numbers.
-    items = {"load": raw} if not isinstance(raw, dict) else raw
-    load = {str(k): float(v) for k, v in items.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300}
     group = doc.get("group")
-    return _Worker(group if isinstance(group, str) else "", len(doc["bundles"]), load)
+    return _Worker(group if isinstance(group, str) else "", len(doc["bundles"]))
+
+
+def _load_from(payload: bytes, received_s: float) -> _Load | None:
+    """A worker's load report (``edge.load``); None when it is not one."""
+    from ..edge.load import EDGE_LOAD_SCHEMA
+
+    if len(payload) > 64 * 1024:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or doc.get("schema") != EDGE_LOAD_SCHEMA:
+        return None
+    window_s = _number(doc.get("window_s"))
+    figures = {k: _number(doc.get(k)) for k in ("load", "busy_share", "compute_ratio")}
+    requests = _number(doc.get("requests"))
+    if window_s and requests is not None:
+        figures["requests_per_s"] = requests / window_s
+    group = doc.get("group")
+    return _Load(group if isinstance(group, str) else "", {k: v for k, v in figures.items() if v is not None},
+                 window_s or 2.0, received_s)
 
 
 class FleetMetrics:
@@ -101,6 +130,7 @@ class FleetMetrics:
         self._lock = threading.Lock()
         self._devices: dict[str, _Device] = {}
         self._workers: dict[str, _Worker] = {}
+        self._loads: dict[str, _Load] = {}
 
     # ------------------------------------------------------------ input
 
@@ -135,11 +165,21 @@ class FleetMetrics:
                 device.edge_load = None if load is None else float(load)
 
     def update_edge(self, topic: str, payload: bytes) -> None:
-        """One retained presence message on ``{prefix}/edge/{worker}``; empty means the worker left."""
-        worker = topic.rsplit("/", 1)[-1]
+        """One edge message: a retained presence on ``{prefix}/edge/{worker}`` (empty: the worker
+        left) or a load report on ``{prefix}/edge/{worker}/load``."""
+        levels = topic.split("/")
         with self._lock:
+            if levels[-1] == "load" and len(levels) >= 2:
+                load = _load_from(payload, self.clock())
+                if load is None:
+                    log.warning("not an edge load report on %s: ignored", topic)
+                else:
+                    self._loads[levels[-2]] = load
+                return
+            worker = levels[-1]
             if not payload:
                 self._workers.pop(worker, None)
+                self._loads.pop(worker, None)
                 return
             parsed = _worker_from(payload)
             if parsed is None:
@@ -202,8 +242,20 @@ class FleetMetrics:
                                     labels=["worker", "group"])
         worker_bundles = GaugeMetricFamily(f"{NAMESPACE}_edge_worker_bundles", "bundles an edge worker serves",
                                            labels=["worker", "group"])
-        worker_load = GaugeMetricFamily(f"{NAMESPACE}_edge_worker_load", "the load an edge worker reports",
-                                        labels=["worker", "group", "measure"])
+        worker_figures = {
+            "load": GaugeMetricFamily(f"{NAMESPACE}_edge_worker_load_ratio",
+                                      "the load an edge worker reports (0..1, what the policies decide on)",
+                                      labels=["worker", "group"]),
+            "busy_share": GaugeMetricFamily(f"{NAMESPACE}_edge_worker_busy_ratio",
+                                            "share of its last window an edge worker spent answering",
+                                            labels=["worker", "group"]),
+            "compute_ratio": GaugeMetricFamily(f"{NAMESPACE}_edge_worker_compute_ratio",
+                                               "an edge worker's compute time against the fastest it has seen",
+                                               labels=["worker", "group"]),
+            "requests_per_s": GaugeMetricFamily(f"{NAMESPACE}_edge_worker_requests_per_second",
+                                                "requests an edge worker answered per second in its last window",
+                                                labels=["worker", "group"]),
+        }
 
         def put(family: Any, device_id: str, labels: list[str], value: float | None, scale: float = 1.0) -> None:
             if value is not None:
@@ -255,10 +307,14 @@ class FleetMetrics:
             for worker, w in sorted(self._workers.items()):
                 workers.add_metric([worker, w.group], 1.0)
                 worker_bundles.add_metric([worker, w.group], w.bundles)
-                for measure, value in sorted(w.load.items()):
-                    worker_load.add_metric([worker, w.group, measure], value)
+            now = self.clock()
+            for worker, report in sorted(self._loads.items()):
+                if now - report.received_s > max(3.0 * report.window_s, self.min_stale_s):
+                    continue  # a worker that stopped reporting: its load goes stale
+                for name, value in report.figures.items():
+                    worker_figures[name].add_metric([worker, report.group], value)
         yield from device_families
-        yield from (workers, worker_bundles, worker_load)
+        yield from (workers, worker_bundles, *worker_figures.values())
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:

@@ -8,6 +8,8 @@ Topics (``prefix`` defaults to ``tflite-edge/v1`` and is configurable)::
                                              the groups that serve its bundle)
     {prefix}/dev/{device_id}/res             edge -> device: replies (the request's ResponseTopic)
     {prefix}/dev/{device_id}/telemetry|status|experience   used by the telemetry subsystem
+    {prefix}/dev/{device_id}/budget          operator -> device: the power budget (retained)
+    {prefix}/edge/{worker_id}/load           edge -> devices: a worker's load (edge/load.py)
 
 A request is a PUBLISH whose payload is one activation frame (``wire.py``) and whose MQTT 5
 properties carry ``ResponseTopic``, ``CorrelationData`` (the request id, UTF-8),
@@ -31,11 +33,12 @@ import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..errors import ProtocolError, RemoteError, TopicError, UnknownBundleError
+from ..errors import ErrorCode, ProtocolError, RemoteError, TopicError, UnknownBundleError
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -43,6 +46,7 @@ __all__ = [
     "DEVICE_CONNECTIONS",
     "device_login",
     "ErrorCode",
+    "ThresholdKind",
     "Topics",
     "RequestHeader",
     "ReplyHeader",
@@ -61,10 +65,10 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "tflite-edge/v1"
-DEVICE_CHANNELS = ("res", "telemetry", "status", "experience")
+DEVICE_CHANNELS = ("res", "telemetry", "status", "experience", "budget")
 # A device's MQTT connections besides its request connection ("" names that one). Brokers set
 # up by `broker-config` give each its own login, bound to a client id of the same name.
-DEVICE_CONNECTIONS = ("", "telemetry", "policy")
+DEVICE_CONNECTIONS = ("", "telemetry", "policy", "context")
 MAX_LEVEL_BYTES = 128
 MAX_PROPERTY_BYTES = 1024  # user property values we accept; the rest of the reply is the frame
 MAX_EXIT_NAMES = 64
@@ -91,14 +95,12 @@ def _time_us(props: Mapping[str, str], key: str) -> int | None:
     return value
 
 
-class ErrorCode:
-    """Error codes an edge puts in ``code`` of an error reply."""
+class ThresholdKind(StrEnum):
+    """How an early-exit threshold is compared (``thr_kind``): top-1 probability at least the
+    threshold, or entropy (nats) at most the threshold."""
 
-    UNKNOWN_BUNDLE = "unknown_bundle"
-    BAD_REQUEST = "bad_request"
-    EXPIRED = "expired"
-    INTERNAL = "internal"
-    # WireFormatError subclasses supply their own ``code`` (bad_frame, truncated, ...).
+    TOP1 = "top1"
+    ENTROPY = "entropy"
 
 
 def validate_topic_level(value: str, what: str) -> str:
@@ -243,7 +245,7 @@ class RequestHeader:
     request_id: str
     exit: str
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    threshold_kind: str = "top1"
+    threshold_kind: ThresholdKind = ThresholdKind.TOP1
     deadline_us: int | None = None  # in the edge's clock (Unix µs); past it, nobody waits for the answer
 
     def to_pairs(self) -> list[tuple[str, str]]:
@@ -261,9 +263,10 @@ class RequestHeader:
         request_id = request_id_of(correlation)
         if not props.get("exit"):
             raise ProtocolError("request lacks the user property 'exit'")
-        kind = props.get("thr_kind", "top1")
-        if kind not in ("top1", "entropy"):
-            raise ProtocolError(f"thr_kind {kind!r} is not 'top1' or 'entropy'")
+        try:
+            kind = ThresholdKind(props.get("thr_kind", ThresholdKind.TOP1))
+        except ValueError as e:
+            raise ProtocolError(f"thr_kind {props['thr_kind']!r} is not 'top1' or 'entropy'") from e
         return cls(
             request_id=request_id,
             exit=props["exit"],
