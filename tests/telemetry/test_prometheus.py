@@ -169,10 +169,12 @@ def test_prometheus_scrapes_a_device_running_a_policy(  # type: ignore[no-untype
 
 
 @pytest.mark.slow
-def test_monitor_puts_the_demo_into_prometheus(digits_bundle, digits_split, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_monitor_puts_the_demo_into_prometheus(digits_bundle, digits_split, trained_policy,  # type: ignore[no-untyped-def]
+                                               tmp_path) -> None:
     """`make demo` then `tflite-edge monitor out/demo`: metrics in a real Prometheus."""
     demo = tmp_path / "demo"
     shutil.copytree(digits_bundle.path, demo / "bundle")
+    shutil.copytree(trained_policy, demo / "policy")  # as `make demo` leaves it
     np.savez(demo / "validation.npz", x=digits_split[2][:50], y=digits_split[3][:50])
     port = free_port()
     monitor = Process("monitor", str(demo), "--metrics", "127.0.0.1:0", "--prometheus-port", str(port),
@@ -184,6 +186,8 @@ def test_monitor_puts_the_demo_into_prometheus(digits_bundle, digits_split, tmp_
         wait_until(lambda: len(instant_query(url, "tflite_edge_requests_by_partition_total")) >= 3,
                    "every partition of demo-pi-2 in Prometheus")
         wait_until(lambda: instant_query(url, "tflite_edge_edge_worker_up == 1"), "the edge worker in Prometheus")
+        wait_until(lambda: instant_query(url, 'tflite_edge_policy_version{device="demo-pi-1"} == 0'),
+                   "demo-pi-1 deciding with the demo's policy")
     finally:
         assert monitor.stop() in (0, 128 + signal.SIGTERM), monitor.lines[-20:]
     assert (demo / "prometheus" / "prometheus.yml").is_file()
