@@ -135,8 +135,8 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert oct(files.dynsec_file.stat().st_mode & 0o777) == "0o600"
     document = json.loads(files.dynsec_file.read_text())
     clients = {c["username"]: c for c in document["clients"]}
-    assert set(clients) == {"pi-1", "pi-1-telemetry", "pi-1-policy", "pi-2", "pi-2-telemetry", "pi-2-policy",
-                            "edge-1", "dash", "trainer"}
+    assert set(clients) == {"pi-1", "pi-1-telemetry", "pi-1-policy", "pi-1-context", "pi-2", "pi-2-telemetry",
+                            "pi-2-policy", "pi-2-context", "edge-1", "dash", "trainer"}
     # Every device login is bound to the client id of the same name; the others connect freely.
     assert all(c.get("clientid") == name for name, c in clients.items() if name.startswith("pi-"))
     assert all("clientid" not in clients[name] for name in ("edge-1", "dash", "trainer"))
@@ -144,7 +144,7 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert document["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False,
                                             "subscribe": False, "unsubscribe": True}
     first = json.loads(files.credentials.read_text())["users"]
-    assert first["pi-1"]["logins"] == ["pi-1", "pi-1-telemetry", "pi-1-policy"]
+    assert first["pi-1"]["logins"] == ["pi-1", "pi-1-telemetry", "pi-1-policy", "pi-1-context"]
     # Regenerating (say, after adding a device) keeps every existing password.
     more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",), agents=("trainer",))
     again = json.loads(write_broker_config(tmp_path, more).credentials.read_text())["users"]
@@ -304,6 +304,24 @@ def test_the_products_device_connections_run_together_under_their_logins(secured
         publisher.stop()
         offload.close()
         reader.close()
+
+
+def test_the_context_connection_reads_edge_load_and_its_own_budget(secured: SecuredBroker) -> None:
+    """pi-1-context hears the edge workers' load and the budget the agent (operator) sets for pi-1."""
+    from tflite_edge.device.context import ContextSubscriber, EdgeLoadTracker, PowerBudget, budget_topic
+
+    tracker, budget = EdgeLoadTracker(), PowerBudget(2000.0, battery_root=None)
+    edge = Client(secured.url("edge-1"), "edge-load")
+    agent = Client(secured.url("trainer"), "trainer-budget")
+    try:
+        with ContextSubscriber(secured.url("pi-1"), device_id="pi-1", prefix=TOPICS.prefix, edge_load=tracker,
+                               budget=budget):
+            edge.publish(f"{TOPICS.prefix}/edge/edge-1/load", b'{"worker_id": "edge-1", "load": 0.5}')
+            agent.publish(budget_topic(TOPICS.prefix, "pi-1"), b"900")
+            _wait_for(lambda: tracker.load()[0] == 0.5 and budget.current()[0] == 900.0, 5)
+    finally:
+        edge.close()
+        agent.close()
 
 
 def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
