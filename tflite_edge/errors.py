@@ -11,7 +11,8 @@ Hierarchy::
     ├── ConversionError             a Keras model cannot be turned into a bundle
     │   ├── ModelLoadError          the file is not a loadable Keras model
     │   ├── CutError                a requested cut does not separate the graph
-    │   └── CalibrationError        calibration or validation data is missing or malformed
+    │   ├── CalibrationError        calibration or validation data is missing or malformed
+    │   └── EdgeTpuCompileError     edgetpu_compiler is missing or failed on a segment
     ├── VerificationError           the segment chain does not reproduce the whole model
     ├── BackendError                no usable TFLite interpreter, or it failed
     │   └── DelegateError           a hardware delegate (Edge TPU) is missing or unusable
@@ -47,6 +48,8 @@ Hierarchy::
         ├── SigningKeyError         a key file is missing, unreadable, encrypted without a password or not Ed25519
         ├── SignatureError          a signature does not verify: tampered content or an untrusted key
         │   └── MissingSignatureError  the bundle or policy carries no signature at all
+        ├── RollbackError           a signed bundle or policy is older than one this device already used
+        ├── StateFileError          the device's state file (version floors) cannot be read or written
         ├── TlsSettingsError        a CA, certificate or key file for TLS is missing or unusable
         └── BrokerConfigError       a broker configuration (users, ACLs, password file) cannot be made
 
@@ -66,6 +69,7 @@ __all__ = [
     "ConversionError",
     "CutError",
     "DelegateError",
+    "EdgeTpuCompileError",
     "InputError",
     "ManifestError",
     "ModelLoadError",
@@ -100,6 +104,8 @@ __all__ = [
     "SigningKeyError",
     "SignatureError",
     "MissingSignatureError",
+    "RollbackError",
+    "StateFileError",
     "TlsSettingsError",
     "BrokerConfigError",
 ]
@@ -143,6 +149,10 @@ class CutError(ConversionError):
 
 class CalibrationError(ConversionError):
     """Calibration or validation data is missing or does not fit the model."""
+
+
+class EdgeTpuCompileError(ConversionError):
+    """The Edge TPU compiler is not installed, or it failed on a segment."""
 
 
 class VerificationError(TfliteEdgeError):
@@ -303,6 +313,14 @@ class SignatureError(SecurityError):
 
 class MissingSignatureError(SignatureError):
     """The bundle, policy or message carries no signature; sign it with `tflite-edge sign`."""
+
+
+class RollbackError(SecurityError):
+    """A signed bundle or policy is older than the version floor this device keeps: refused."""
+
+
+class StateFileError(SecurityError):
+    """The state file that keeps the version floors cannot be read, parsed or written."""
 
 
 class TlsSettingsError(SecurityError):

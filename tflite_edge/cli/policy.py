@@ -133,18 +133,18 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """(simulator, traces, objective) described by the shared options."""
     from dataclasses import replace
 
-    import numpy as np
-
     from ..agents import Objective, Scenario, load_traces, markov_trace
     from ..agents.from_bundle import collect_exit_samples, profile_for_bundle
     from ..agents.profiles import Platform, get_platform, load_profile
     from ..agents.scenario import load_scenario_file
     from ..agents.simulator import Simulator
+    from ..arrays import load_labeled
     from ..bundle import load_bundle
-    from ..errors import InputError
 
-    # The small files first, so a bad scenario is reported before the bundle is profiled.
+    # The small files first, so a bad scenario or data file is reported before any long work
+    # (profiling, simulation) starts.
     schedules = load_scenario_file(args.scenario) if args.scenario else {}
+    labelled = load_labeled(args.data, what="--data") if args.data else None
     bundle = load_bundle(args.bundle)
     if args.profile:
         profile = load_profile(args.profile, bundle.manifest)
@@ -167,12 +167,8 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.deadline_ms:
         scenario = replace(scenario, deadline_ms=tuple(args.deadline_ms))
     samples = None
-    if args.data:
-        try:
-            with np.load(args.data, allow_pickle=False) as data:
-                x, y = data["x"], data["y"]
-        except (OSError, KeyError, ValueError) as e:
-            raise InputError(f"cannot read x and y from {args.data}: {e}") from e
+    if labelled is not None:
+        x, y = labelled
         progress(f"running the bundle on {min(len(x), 500)} samples for per-sample exit results")
         samples = collect_exit_samples(bundle, x, y, backend=args.backend)
     if args.traces:
@@ -243,8 +239,8 @@ def run_train(args: argparse.Namespace) -> int:
               f"checkpoints already hold {result.steps} steps, nothing more to train (raise --steps to continue)")
     else:
         print(f"wrote {result.policy_dir / 'policy.tflite'} ({result.tflite_bytes:,} B) and policy.json: "
-              f"{result.steps - result.resumed_from} steps in {result.seconds:.1f} s "
-              f"({result.steps} in all), final loss {result.final_loss:.5f}")
+              f"{result.steps - result.resumed_from} steps in {result.seconds:.1f} s"
+              f"{f' ({result.steps} in all)' if result.resumed_from else ''}, final loss {result.final_loss:.5f}")
     print("evaluate it: " + evaluate_command(args, result.policy_dir))
     return 0
 

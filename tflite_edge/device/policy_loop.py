@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -38,13 +38,26 @@ from .plan import ExitRule, Plan
 from .result import InferenceResult
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as paho
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
     from ..bundle.manifest import Manifest
+    from ..security.floors import VersionFloors
     from ..telemetry.publisher import TelemetryPublisher
+    from ..transport.mqtt import MqttClient
     from .runtime import DeviceRuntime
 
-__all__ = ["LiveContext", "PolicyReceiver", "PolicyRunner", "PolicySlot", "attached_telemetry", "policy_session"]
+__all__ = [
+    "LiveContext",
+    "PolicyReceiver",
+    "PolicyRunner",
+    "PolicySlot",
+    "RunnerOptions",
+    "attached_telemetry",
+    "policy_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +66,16 @@ class PolicySlot:
     """The device's current policy and a newer one waiting to be swapped in between requests.
 
     The receiver's network thread calls ``offer``; the request loop calls ``current``, which
-    performs the swap, so a request always runs start to end with one policy.
+    performs the swap, so a request always runs start to end with one policy. With
+    ``floors`` (a ``VersionFloors`` state file) and ``floor_key`` (the bundle id), the
+    highest accepted version survives restarts: an older one is refused even by a freshly
+    started device.
     """
 
-    def __init__(self, policy: TFLitePolicy | None, version: int = 0) -> None:
+    def __init__(self, policy: TFLitePolicy | None, version: int = 0, *, floors: VersionFloors | None = None,
+                 floor_key: str = "") -> None:
         self._lock = threading.Lock()
+        self._floors, self._floor_key = floors, floor_key
         self._policy, self._version = policy, version
         self._pending: tuple[TFLitePolicy, int] | None = None
         self.swaps = 0
@@ -81,6 +99,9 @@ class PolicySlot:
             if version <= newest:
                 raise PolicyError(f"policy version {version} is not newer than version {newest}: ignored "
                                   "(a replayed or out-of-order update)")
+            if self._floors is not None:
+                self._floors.check("policy", self._floor_key, version, f"policy version {version}")
+                self._floors.raise_to("policy", self._floor_key, version)  # persisted before it can go live
             self._pending = (policy, version)
 
     def reject(self, reason: str) -> None:
@@ -150,7 +171,7 @@ class PolicyReceiver:
         self._client_id = client_id
         self._device_id = device_id
         self._connect_timeout_s = connect_timeout_s
-        self._client: Any = None
+        self._client: MqttClient | None = None
         self.received = 0
 
     def start(self, *, require_broker: bool = True) -> PolicyReceiver:
@@ -188,11 +209,12 @@ class PolicyReceiver:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if not reason_code.is_failure:
             client.subscribe(self.topic, qos=1)
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self.received += 1
         self.handle(bytes(message.payload))
 
@@ -235,6 +257,17 @@ class LiveContext:
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+class RunnerOptions(TypedDict, total=False):
+    """``PolicyRunner``'s optional keywords (what ``policy_session`` passes on)."""
+
+    device_speed: float
+    edge_load: float
+    prior_uplink_mbps: float
+    prior_rtt_ms: float
+    probe_every: int
+    std_window: int
 
 
 class PolicyRunner:
@@ -501,7 +534,8 @@ def policy_session(
     power_budget_mw: float = 2000.0,
     edge_load_stale_s: float = 5.0,
     battery_root: str | None = str(POWER_SUPPLY_ROOT),
-    **runner_options: Any,
+    state_file: str | None = None,
+    **runner_options: Unpack[RunnerOptions],
 ) -> Iterator[PolicyRunner]:
     """Everything a device needs to decide with a policy: telemetry (the context and the
     experience), the policy (from ``policy_dir``, or the first signed update), and, with
@@ -509,7 +543,8 @@ def policy_session(
 
     ``policy_topic=""`` means the default topic ``{prefix}/policy/{bundle_id}``. With
     ``require_broker=False`` (and a local policy) the device starts while the broker is down
-    and decides from the priors until measurements arrive.
+    and decides from the priors until measurements arrive. ``state_file`` keeps the highest
+    accepted policy version across restarts (``security.floors``).
 
     The runner measures the edge's load from the workers' reports on
     ``{prefix}/edge/+/load`` (ignored after ``edge_load_stale_s``) and takes its power budget
@@ -523,7 +558,13 @@ def policy_session(
     if policy_topic is not None and not public_key_paths:
         raise PolicyError("a policy topic needs the signer's public key (--public-key PUB.pem): "
                           "devices take only signed policies")
-    slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None)
+    floors = None
+    if state_file is not None:
+        from ..security.floors import VersionFloors
+
+        floors = VersionFloors(state_file)
+    slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None,
+                      floors=floors, floor_key=runtime.manifest.bundle_id)
     with contextlib.ExitStack() as stack:
         telemetry = stack.enter_context(attached_telemetry(
             runtime, broker_url, prefix=prefix, period_s=telemetry_period_s, connect_timeout_s=connect_timeout_s,

@@ -8,7 +8,9 @@ should serve different bundles (a bundle served by two groups is computed by bot
 Workers keep no state between requests: killing one loses only the requests it held, which
 devices then finish locally.
 
-A request published with the retain flag is not answered: the worker deletes the retained
+A worker asks the broker (MQTT 5 ``MaximumPacketSize``) to deliver no message larger than
+the largest request its bundles can take (``max_request_bytes``), so junk of any size
+costs it nothing. A request published with the retain flag is not answered: the worker deletes the retained
 copy (an empty retained message on its topic), so a device cannot park large messages on
 the broker under a request topic.
 
@@ -61,6 +63,7 @@ __all__ = ["DEFAULT_GROUP", "EdgeWorker", "serve"]
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "tflite-edge"
+REQUEST_OVERHEAD_BYTES = 64 * 1024  # frame header, names, topic and MQTT properties of a request
 
 
 class EdgeWorker:
@@ -106,7 +109,8 @@ class EdgeWorker:
         self._subscribed = threading.Event()
         self.presence_topic = presence_topic(self.topics.prefix, self.worker_id)
         # The broker clears this worker's presence when it vanishes without a DISCONNECT.
-        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True))
+        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True),
+                                   max_packet_bytes=self.max_request_bytes)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -142,6 +146,15 @@ class EdgeWorker:
         while not self._stop_load.wait(self.load_period_s):
             if self._client.is_connected():
                 self.publish_load()
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest MQTT packet a valid request for these bundles can be: the largest
+        segment input, with room for a codec's worst-case growth, the frame header, the topic
+        and the properties."""
+        largest = max(spec.bytes for runner in self.handler.runners.values()
+                      for segment in runner.manifest.segments for spec in segment.inputs)
+        return largest + largest // 64 + REQUEST_OVERHEAD_BYTES
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
