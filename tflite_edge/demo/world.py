@@ -53,7 +53,10 @@ NOMINAL = {"device_speed": 1.0, "edge_load": 0.0, "power_budget_mw": 2000.0}
 
 @dataclass(frozen=True)
 class World:
-    """Piecewise-constant schedules over trace time: ``{feature: ((from_s, value), ...)}``."""
+    """Piecewise-constant schedules over trace time: ``{feature: ((from_s, value), ...)}``.
+
+    In a live run, request ``i`` meets the world at trace time ``i × interval × speedup``.
+    """
 
     schedules: Mapping[str, tuple[tuple[float, float], ...]]
     name: str = "world"
@@ -248,7 +251,9 @@ def run_contender(live: LiveWorld, contender: Contender, *, device_id: str | Non
         start = time.monotonic()
         for i in range(live.requests):
             time.sleep(max(0.0, start + i * live.interval_ms / 1e3 - time.monotonic()))
-            t_s = uplink.elapsed_trace_s()
+            # The world follows the requests' schedule, so every run (on a quiet or a loaded host)
+            # meets each change at the same request; the uplink follows the clock.
+            t_s = i * live.interval_ms / 1e3 * live.trace_speedup
             emulation.set_speed(live.world.value("device_speed", t_s, 1.0))
             runner.power_budget_mw = live.world.value("power_budget_mw", t_s, NOMINAL["power_budget_mw"])
             flood_now = live.world.value("edge_load", t_s, 0.0) > FLOOD_LOAD
@@ -260,7 +265,8 @@ def run_contender(live: LiveWorld, contender: Contender, *, device_id: str | Non
             context = runner.context()
             reward, energy_mj = runner.reward(contender.policy, result, context, y)
             records.append({
-                "i": i, "t_s": time.monotonic() - start, "trace_s": t_s, "estimate_mbps": context.throughput_mbps,
+                "i": i, "t_s": time.monotonic() - start, "world_s": t_s, "trace_s": uplink.elapsed_trace_s(),
+                "estimate_mbps": context.throughput_mbps,
                 "top1_class": result.top1_class, "phase": live.world.phase(t_s),
                 "bandwidth_mbps": uplink.bandwidth_mbps(),
                 "action": contender.policy.labels[runner.last_index], "probe": runner.last_probe,
