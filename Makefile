@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all setup demo test test-fast bench lint docs clean mosquitto
+.PHONY: all setup demo test test-fast test-arm64 arm64-userland bench lint docs clean mosquitto
 
 all: setup
 
@@ -37,8 +37,17 @@ mosquitto:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
 	@# The Debian package enables a system broker on port 1883; tflite-edge starts its own.
 
-test: setup
+test: setup arm64-userland
 	$(HOST_PY) -m pytest -q
+
+# The arm64 tier (tests/arm64): a Debian arm64 userland under QEMU, built once into
+# /var/cache/tflite-edge and rebuilt when its recipe changes. Needs root; elsewhere it
+# prints one line saying why it is skipped.
+arm64-userland:
+	@$(HOST_PY) tests/arm64/userland.py prepare
+
+test-arm64: setup arm64-userland
+	$(HOST_PY) -m pytest -q tests/arm64
 
 test-fast: setup
 	$(HOST_PY) -m pytest -q -m "not slow"

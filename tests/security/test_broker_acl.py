@@ -1,4 +1,4 @@
-"""The generated broker configuration on a real Mosquitto: passwords, per-device ACLs, mutual TLS."""
+"""The generated broker configuration on a real Mosquitto: logins, per-device access rules, limits, mutual TLS."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from tflite_edge.errors import BrokerConfigError, BrokerConnectionError
 from tflite_edge.security.acl import FleetUsers, TlsListener, mosquitto_conf, write_broker_config
 from tflite_edge.security.tls import TlsSettings
 from tflite_edge.transport.broker import MosquittoBroker, free_port
-from tflite_edge.transport.mqtt import connect_and_start, make_client
+from tflite_edge.transport.mqtt import Will, connect_and_start, make_client
 from tflite_edge.transport.protocol import Topics
 
 from .conftest import Pki
@@ -38,7 +39,13 @@ class SecuredBroker:
     pki: Pki
 
     def url(self, user: str, password: str | None = None) -> str:
-        return f"mqtt://{user}:{password or self.passwords[user]}@127.0.0.1:{self.broker.port}"
+        """A URL for ``user``; for a device's other logins (``pi-1-telemetry``) the device's password."""
+        return f"mqtt://{user}:{password or self.password_of(user)}@127.0.0.1:{self.broker.port}"
+
+    def password_of(self, login: str) -> str:
+        owner = next((n for n in sorted(self.passwords, key=len, reverse=True)
+                      if login == n or login.startswith(f"{n}-")), login)
+        return self.passwords[owner]
 
     def tls_url(self, user: str, *, cert: bool = True) -> str:
         query = f"ca={self.pki.ca_cert}"
@@ -56,7 +63,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Secu
     files = write_broker_config(out, USERS, port=None, tls=listener)
     passwords = {name: entry["password"] for name, entry in json.loads(files.credentials.read_text())["users"].items()}
     # The plain listener comes from MosquittoBroker; everything else is the generated configuration.
-    extra = mosquitto_conf(password_file=files.password_file, acl_file=files.acl_file, port=None, tls=listener)
+    extra = mosquitto_conf(dynsec_file=files.dynsec_file, port=None, tls=listener)
     with MosquittoBroker(allow_anonymous=False, extra_config=KEEP_USER + extra) as broker:
         yield SecuredBroker(broker, tls_port, passwords, pki)
 
@@ -115,14 +122,29 @@ def _settle() -> None:
     time.sleep(0.3)  # QoS 1 round trips on loopback take well under this
 
 
+def _wait_for(condition: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
 def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     files = write_broker_config(tmp_path, USERS)
     assert oct(files.credentials.stat().st_mode & 0o777) == "0o600"
-    assert oct(files.password_file.stat().st_mode & 0o777) == "0o600"
-    lines = files.password_file.read_text().splitlines()
-    assert [line.split(":")[0] for line in lines] == list(USERS.names)
-    assert all(line.split(":", 1)[1].startswith("$7$101$") for line in lines)
+    assert oct(files.dynsec_file.stat().st_mode & 0o777) == "0o600"
+    document = json.loads(files.dynsec_file.read_text())
+    clients = {c["username"]: c for c in document["clients"]}
+    assert set(clients) == {"pi-1", "pi-1-telemetry", "pi-1-policy", "pi-2", "pi-2-telemetry", "pi-2-policy",
+                            "edge-1", "dash", "trainer"}
+    # Every device login is bound to the client id of the same name; the others connect freely.
+    assert all(c.get("clientid") == name for name, c in clients.items() if name.startswith("pi-"))
+    assert all("clientid" not in clients[name] for name in ("edge-1", "dash", "trainer"))
+    assert all(c["iterations"] == 101 and len(c["salt"]) == 16 for c in clients.values())
+    assert document["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False,
+                                            "subscribe": False, "unsubscribe": True}
     first = json.loads(files.credentials.read_text())["users"]
+    assert first["pi-1"]["logins"] == ["pi-1", "pi-1-telemetry", "pi-1-policy"]
     # Regenerating (say, after adding a device) keeps every existing password.
     more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",), agents=("trainer",))
     again = json.loads(write_broker_config(tmp_path, more).credentials.read_text())["users"]
@@ -130,7 +152,11 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert again["pi-3"]["role"] == "device"
     assert again["pi-3"]["password"] not in {e["password"] for e in first.values()}
     text = files.config.read_text()
-    assert "allow_anonymous false" in text and f"acl_file {files.acl_file}" in text
+    assert "allow_anonymous false" in text and f"plugin_opt_config_file {files.dynsec_file}" in text
+    assert "max_queued_bytes" in text and "memory_limit" in text
+    # A user named like another device's connection login would share its client id: refused.
+    with pytest.raises(BrokerConfigError, match="pi-1-telemetry"):
+        FleetUsers(devices=("pi-1", "pi-1-telemetry"))
 
 
 def test_the_whole_generated_config_starts_mosquitto(tmp_path: Path, pki: Pki) -> None:
@@ -145,34 +171,39 @@ def test_the_whole_generated_config_starts_mosquitto(tmp_path: Path, pki: Pki) -
         assert _connect_reason(f"mqtt://dash:{passwords['dash']['password']}@127.0.0.1:{port}", "dash-1") == 0
         tls = (f"mqtts://pi-1:{passwords['pi-1']['password']}@127.0.0.1:{tls_port}"
                f"?ca={pki.ca_cert}&cert={pki.client_cert}&key={pki.client_key}")
-        assert _connect_reason(tls, "pi-1-tls") == 0
+        assert _connect_reason(tls, "pi-1") == 0
 
 
 def test_wrong_password_and_anonymous_clients_are_refused(secured: SecuredBroker) -> None:
-    assert _connect_reason(secured.url("pi-1"), "pi-1-ok") == 0
+    assert _connect_reason(secured.url("pi-1"), "pi-1") == 0
     # 134 = Bad User Name or Password, 135 = Not authorized (MQTT 5 CONNACK reason codes).
-    assert _connect_reason(secured.url("pi-1", "not-the-password"), "pi-1-bad") in (134, 135)
-    assert _connect_reason(secured.url("pi-2", secured.passwords["pi-1"]), "pi-2-bad") in (134, 135)
+    assert _connect_reason(secured.url("pi-1", "not-the-password"), "pi-1") in (134, 135)
+    assert _connect_reason(secured.url("pi-2", secured.passwords["pi-1"]), "pi-2") in (134, 135)
     assert _connect_reason(f"mqtt://127.0.0.1:{secured.broker.port}", "anon") in (134, 135)
     assert _connect_reason(f"mqtt://nobody:x@127.0.0.1:{secured.broker.port}", "nobody") in (134, 135)
+    # The product's clients report a refused login at once, in one line, rather than after the timeout.
+    for url, client_id in ((secured.url("pi-1", "not-the-password"), "pi-1"), (secured.url("pi-1"), "pi-2")):
+        client = make_client(url, client_id)
+        with pytest.raises(BrokerConnectionError, match="refused the connection: Not authorized|Bad user name"):
+            connect_and_start(client, timeout_s=60)
 
 
 def test_a_device_cannot_read_another_devices_results(secured: SecuredBroker) -> None:
     pi1 = Client(secured.url("pi-1"), "pi-1", subscribe=(TOPICS.reply("pi-1"),))
-    snoop = Client(secured.url("pi-1"), "pi-1-snoop",
+    snoop = Client(secured.url("pi-1-policy"), "pi-1-policy",
                    subscribe=(TOPICS.reply("pi-2"), f"{TOPICS.prefix}/dev/+/res", f"{TOPICS.prefix}/#", "#"))
     pi2 = Client(secured.url("pi-2"), "pi-2", subscribe=(TOPICS.reply("pi-2"),))
     edge = Client(secured.url("edge-1"), "edge-1")
     try:
+        assert pi1.granted == [1] and pi2.granted == [1]
+        # The plugin refuses the snooping subscriptions outright (0x87 Not authorized).
+        assert snoop.granted == [0x87] * 4
         edge.publish(TOPICS.reply("pi-2"), b"secret result of pi-2")
         edge.publish(TOPICS.reply("pi-1"), b"result of pi-1")
         _settle()
         assert pi2.messages == [(TOPICS.reply("pi-2"), b"secret result of pi-2")]  # the ACL lets the owner read
         assert pi1.messages == [(TOPICS.reply("pi-1"), b"result of pi-1")]
-        # pi-1's snooping subscriptions see its own result at most, never pi-2's.
-        # Mosquitto 2.0 grants the subscription but checks read access on every delivery.
-        assert TOPICS.reply("pi-2") not in snoop.topics()
-        assert snoop.topics() <= {TOPICS.reply("pi-1")}
+        assert snoop.messages == []
     finally:
         for c in (pi1, snoop, pi2, edge):
             c.close()
@@ -181,8 +212,8 @@ def test_a_device_cannot_read_another_devices_results(secured: SecuredBroker) ->
 def test_a_device_cannot_publish_as_another_device(secured: SecuredBroker) -> None:
     reader = Client(secured.url("dash"), "dash", subscribe=(f"{TOPICS.prefix}/dev/+/telemetry",
                                                              f"{TOPICS.prefix}/dev/+/status"))
-    pi2 = Client(secured.url("pi-2"), "pi-2-listener", subscribe=(TOPICS.reply("pi-2"),))
-    pi1 = Client(secured.url("pi-1"), "pi-1-forger")
+    pi2 = Client(secured.url("pi-2"), "pi-2", subscribe=(TOPICS.reply("pi-2"),))
+    pi1 = Client(secured.url("pi-1"), "pi-1")
     try:
         pi1.publish(TOPICS.device("pi-2", "telemetry"), b'{"forged": true}')
         pi1.publish(TOPICS.device("pi-2", "status"), b'{"state": "offline"}')
@@ -197,29 +228,94 @@ def test_a_device_cannot_publish_as_another_device(secured: SecuredBroker) -> No
 
 
 def test_readers_and_edges_have_only_their_own_rights(secured: SecuredBroker) -> None:
-    edge = Client(secured.url("edge-1"), "edge-1-shared", subscribe=(TOPICS.shared_request_filter("g"),
+    edge = Client(secured.url("edge-1"), "edge-1-shared", subscribe=(TOPICS.shared_request_filter("g", "abc"),
                                                                      f"{TOPICS.prefix}/dev/+/telemetry"))
-    pi1 = Client(secured.url("pi-1"), "pi-1-req", subscribe=(TOPICS.reply("pi-1"),))
+    pi1 = Client(secured.url("pi-1"), "pi-1", subscribe=(TOPICS.reply("pi-1"),))
     reader = Client(secured.url("dash"), "dash-2")
     try:
-        assert edge.granted[0] < 0x80  # the shared request subscription works under the ACL
+        assert edge.granted == [1, 0x87]  # the shared request subscription works; telemetry is not the edge's
         pi1.publish(TOPICS.request("abc"), b"request")
         pi1.publish(TOPICS.device("pi-1", "telemetry"), b"telemetry")
         reader.publish(TOPICS.request("abc"), b"reader request")  # readers may not send requests
         reader.publish(TOPICS.reply("pi-1"), b"reader reply")
         _settle()
-        assert edge.messages == [(TOPICS.request("abc"), b"request")]  # no telemetry for edges
+        assert edge.messages == [(TOPICS.request("abc"), b"request")]
         assert pi1.messages == []
     finally:
         for c in (edge, pi1, reader):
             c.close()
 
 
+def test_a_device_cannot_divert_requests_from_the_edges_shared_subscription(secured: SecuredBroker) -> None:
+    """A device that joins the edges' share group would get its turn of every device's requests
+    (and the ACL would then drop them): the subscription itself must be refused."""
+    edge = Client(secured.url("edge-1"), "edge-1-share", subscribe=(TOPICS.shared_request_filter("g", "abc"),))
+    thieves = [Client(secured.url(login), login, subscribe=(
+        TOPICS.shared_request_filter("g"), TOPICS.shared_request_filter("g", "abc"), TOPICS.request_filter))
+        for login in ("pi-1", "pi-1-telemetry", "pi-1-policy")]
+    pi2 = Client(secured.url("pi-2"), "pi-2")
+    try:
+        assert all(thief.granted == [0x87, 0x87, 0x87] for thief in thieves)
+        for n in range(200):
+            pi2.client.publish(TOPICS.request("abc"), str(n).encode(), qos=1)
+        _wait_for(lambda: len(edge.messages) >= 200, 10)
+        assert sorted(int(payload) for _, payload in edge.messages) == list(range(200))
+        assert all(thief.messages == [] for thief in thieves)
+    finally:
+        for c in (edge, *thieves, pi2):
+            c.close()
+
+
+def test_a_device_cannot_take_over_another_clients_id(secured: SecuredBroker) -> None:
+    """Client ids are bound to logins: pi-1 cannot connect as pi-2-telemetry, which would push
+    pi-2's telemetry connection off the broker and publish its last will."""
+    status = TOPICS.device("pi-2", "status")
+    reader = Client(secured.url("dash"), "dash-takeover", subscribe=(status,))
+    victim = make_client(secured.url("pi-2-telemetry"), "pi-2-telemetry",
+                         will=Will(status, b'{"state": "lost"}'))
+    drops: list[int] = []
+    victim.on_disconnect = lambda c, u, f, reason, p: drops.append(reason.value)
+    connect_and_start(victim, 5)
+    try:
+        for login in ("pi-1", "pi-1-telemetry", "pi-1-policy"):
+            for stolen in ("pi-2-telemetry", "pi-2", "edge-1"):
+                assert _connect_reason(secured.url(login), stolen, timeout_s=2) == 135, (login, stolen)
+        # pi-1's own connections all work side by side.
+        own = [Client(secured.url(login), login) for login in ("pi-1", "pi-1-telemetry", "pi-1-policy")]
+        _settle()
+        assert victim.is_connected() and drops == [] and reader.messages == []
+        assert all(c.client.is_connected() for c in own)
+        for c in own:
+            c.close()
+    finally:
+        victim.disconnect()
+        victim.loop_stop()
+        reader.close()
+
+
+def test_the_products_device_connections_run_together_under_their_logins(secured: SecuredBroker) -> None:
+    """The device's request connection, telemetry publisher and policy receiver log in as
+    pi-1, pi-1-telemetry and pi-1-policy from one URL with pi-1's credentials."""
+    from tflite_edge.device.offload import OffloadClient
+    from tflite_edge.telemetry.publisher import TelemetryPublisher
+
+    reader = Client(secured.url("dash"), "dash-device", subscribe=(TOPICS.device("pi-1", "status"),))
+    offload = OffloadClient.over_mqtt(secured.url("pi-1"), "pi-1")
+    publisher = TelemetryPublisher("pi-1", broker_url=secured.url("pi-1"), period_s=0.2).start()
+    try:
+        _wait_for(lambda: TOPICS.device("pi-1", "status") in reader.topics(), 5)
+        assert offload.connected
+    finally:
+        publisher.stop()
+        offload.close()
+        reader.close()
+
+
 def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
     policy = f"{TOPICS.prefix}/policy/abc"
-    pi2 = Client(secured.url("pi-2"), "pi-2-policy", subscribe=(f"{TOPICS.prefix}/policy/+",))
+    pi2 = Client(secured.url("pi-2-policy"), "pi-2-policy", subscribe=(f"{TOPICS.prefix}/policy/+",))
     dash = Client(secured.url("dash"), "dash-policy", subscribe=(f"{TOPICS.prefix}/policy/+",))
-    pi1 = Client(secured.url("pi-1"), "pi-1-policy")
+    pi1 = Client(secured.url("pi-1-policy"), "pi-1-policy")
     edge = Client(secured.url("edge-1"), "edge-policy")
     agent = Client(secured.url("trainer"), "trainer", subscribe=(f"{TOPICS.prefix}/dev/+/experience",))
     try:
@@ -236,7 +332,7 @@ def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
 
 
 def test_mutual_tls_accepts_a_ca_signed_client(secured: SecuredBroker) -> None:
-    pi1 = Client(secured.tls_url("pi-1"), "pi-1-tls", subscribe=(TOPICS.reply("pi-1"),))
+    pi1 = Client(secured.tls_url("pi-1"), "pi-1", subscribe=(TOPICS.reply("pi-1"),))
     edge = Client(secured.url("edge-1"), "edge-1-plain")
     try:
         edge.publish(TOPICS.reply("pi-1"), b"over tls")
@@ -249,10 +345,10 @@ def test_mutual_tls_accepts_a_ca_signed_client(secured: SecuredBroker) -> None:
 
 def test_mutual_tls_refuses_clients_without_a_ca_signed_certificate(secured: SecuredBroker, pki: Pki) -> None:
     # Through the product's own client: no certificate, no session.
-    assert _connect_reason(secured.tls_url("pi-1", cert=False), "pi-1-nocert", timeout_s=2) is None
+    assert _connect_reason(secured.tls_url("pi-1", cert=False), "pi-1", timeout_s=2) is None
     rogue = (f"mqtts://pi-1:{secured.passwords['pi-1']}@127.0.0.1:{secured.tls_port}"
              f"?ca={pki.ca_cert}&cert={pki.rogue_cert}&key={pki.rogue_key}")
-    assert _connect_reason(rogue, "pi-1-rogue", timeout_s=2) is None
+    assert _connect_reason(rogue, "pi-1", timeout_s=2) is None
     # And at the TLS layer itself: the handshake (or the first read, with TLS 1.3) fails.
     context = TlsSettings(ca_file=pki.ca_cert).context()
     with pytest.raises((ssl.SSLError, ConnectionError)):
@@ -281,32 +377,28 @@ def test_co_inference_and_telemetry_work_under_the_acl_over_mutual_tls(secured: 
     try:
         with EdgeWorker(secured.url("edge-1"), [digits_bundle], group="g"):
             with DeviceRuntime(digits_bundle, broker_url=secured.tls_url("pi-1"), device_id="pi-1") as device:
+                # Its telemetry connection runs beside the request connection, under its own login.
+                publisher = TelemetryPublisher("pi-1", broker_url=secured.tls_url("pi-1"), period_s=0.2).start()
                 result = device.infer(sample, partition=1, deadline_ms=5000)
                 assert not result.fell_back, result.error
                 assert result.offloaded
-        publisher = TelemetryPublisher("pi-1", broker_url=secured.tls_url("pi-1"), period_s=0.2).start()
-        publisher.stop()
+                publisher.stop()
         _settle()
         assert TOPICS.device("pi-1", "status") in reader.topics()
     finally:
         reader.close()
 
 
-def test_packet_size_limit_is_enforced(tmp_path: Path) -> None:
-    port = free_port()
-    files = write_broker_config(tmp_path, USERS, port=port, host="127.0.0.1", max_packet_bytes=4096)
-    assert "max_packet_size 4096" in files.config.read_text()
-    passwords = {n: e["password"] for n, e in json.loads(files.credentials.read_text())["users"].items()}
-    with MosquittoBroker(allow_anonymous=False, extra_config=KEEP_USER + files.config.read_text()):
-        edge = Client(f"mqtt://edge-1:{passwords['edge-1']}@127.0.0.1:{port}", "edge-limit",
-                      subscribe=(TOPICS.request_filter,))
-        big = Client(f"mqtt://pi-1:{passwords['pi-1']}@127.0.0.1:{port}", "pi-1-limit")
-        small = Client(f"mqtt://pi-2:{passwords['pi-2']}@127.0.0.1:{port}", "pi-2-limit")
-        try:
-            big.client.publish(TOPICS.request("abc"), bytes(8192), qos=0)  # over the limit: refused
-            small.publish(TOPICS.request("abc"), bytes(1024))
-            _settle()
-            assert [len(payload) for _, payload in edge.messages] == [1024]
-        finally:
-            for c in (edge, big, small):
-                c.close()
+def test_a_password_from_a_file_or_the_environment_logs_in(secured: SecuredBroker, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The password need not be in the URL (where process lists show it)."""
+    from tflite_edge.transport.mqtt import PASSWORD_ENV
+
+    secret = tmp_path / "pi-1.password"
+    secret.write_text(secured.passwords["pi-1"] + "\n")
+    port = secured.broker.port
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    assert _connect_reason(f"mqtt://pi-1@127.0.0.1:{port}?password_file={secret}", "pi-1") == 0
+    assert _connect_reason(f"mqtt://pi-1@127.0.0.1:{port}", "pi-1") in (134, 135)  # no password at all
+    monkeypatch.setenv(PASSWORD_ENV, secured.passwords["pi-1"])
+    assert _connect_reason(f"mqtt://pi-1@127.0.0.1:{port}", "pi-1") == 0

@@ -55,13 +55,23 @@ def test_broker_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
                  "--require-certificate", "-o", str(out)]) == 0
     conf = (out / "mosquitto.conf").read_text()
     assert "listener 8883" in conf and "require_certificate true" in conf and "listener 1883" not in conf
-    acl = (out / "acl").read_text()
-    assert "user pi-2\ntopic write tflite-edge/v1/req/+\ntopic read tflite-edge/v1/dev/pi-2/res" in acl
+    roles = {r["rolename"]: r["acls"] for r in json.loads((out / "dynamic-security.json").read_text())["roles"]}
+    assert {"acltype": "publishClientSend", "topic": "tflite-edge/v1/req/+", "priority": 0, "allow": True} in roles[
+        "device:pi-2"]
+    assert {"acltype": "subscribeLiteral", "topic": "tflite-edge/v1/dev/pi-2/res", "priority": 0, "allow": True} in \
+        roles["device:pi-2"]
+    assert "memory_limit 1073741824" in conf and "max_queued_bytes 67108864" in conf
     credentials = json.loads((out / "credentials.json").read_text())
     assert credentials["broker_url_template"].startswith("mqtts://") and set(credentials["users"]) == {
         "pi-1", "pi-2", "edge-1", "dash"}
     capsys.readouterr()
+    assert main(["broker-config", "--devices", "pi-1", "--bundle", "abc", "-o", str(tmp_path / "b2")]) == 0
+    device = json.loads((tmp_path / "b2" / "dynamic-security.json").read_text())["roles"][0]["acls"]
+    assert [a["topic"] for a in device if a["acltype"] == "publishClientSend"][0] == "tflite-edge/v1/req/abc"
+    capsys.readouterr()
     for bad in (["--devices", "pi/1"], ["--devices", "+"], ["--devices", "a b"], ["--devices", "x", "--edge", "x"],
+                ["--devices", "x", "--bundle", "a/b"], ["--devices", "x", "--dynsec-plugin", "/nonexistent.so"],
+                ["--devices", "x,x-policy"], ["--devices", "x", "--max-queued-bytes", "10"],
                 ["--devices", "x", "--cert", "s.crt"], ["--devices", "x", "--tls-port", "8883"], []):
         assert main(["broker-config", *bad, "-o", str(tmp_path / "bad")]) == 1, bad
         assert capsys.readouterr().err.startswith("error:")

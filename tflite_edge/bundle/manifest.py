@@ -27,6 +27,13 @@ Example document (abridged)::
       "converter_version": "0.1.0",
       "tensorflow_version": "2.21.0"
     }
+
+Also optional: ``accuracy_measured_on`` names the interpreter that measured the exits'
+accuracy (``{"backend": "litert", "backend_version": "2.3.0", "kernels": "default",
+"machine": "x86_64"}``), and a segment may list compiled ``variants`` beside its CPU file
+(``[{"target": "edgetpu", "file": "segment_0_edgetpu.tflite", "sha256": "…", "size_bytes":
+6144, "compiler_version": "16.0.384591198", "mapped_ops": 5, "cpu_ops": ["SOFTMAX x1: …"]}]``).
+Neither enters the bundle id: a compiled variant computes the same segment.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "QUANTIZATION_MODES",
     "TensorSpec",
+    "MeasuredOn",
+    "SegmentVariant",
+    "VARIANT_TARGETS",
     "SegmentSpec",
     "ExitSpec",
     "CutSpec",
@@ -59,6 +69,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 QUANTIZATION_MODES = ("int8", "float16", "dynamic", "none")
+VARIANT_TARGETS = ("edgetpu",)
 DTYPE_BYTES = {
     "int8": 1,
     "uint8": 1,
@@ -196,6 +207,44 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class SegmentVariant:
+    """A segment compiled for an accelerator, stored beside its CPU file.
+
+    ``mapped_ops`` counts the operators the compiler placed on the accelerator;
+    ``cpu_ops`` names those left to the CPU (empty when the whole segment is mapped).
+    """
+
+    target: str
+    file: str
+    sha256: str
+    size_bytes: int
+    compiler_version: str
+    mapped_ops: int
+    cpu_ops: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "cpu_ops": list(self.cpu_ops)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> SegmentVariant:
+        _require(doc, where, {"target", "file", "sha256", "size_bytes", "compiler_version", "mapped_ops"},
+                 {"cpu_ops"})
+        target = _typed(doc["target"], str, f"{where}.target")
+        if target not in VARIANT_TARGETS:
+            raise ManifestError(f"{where}.target: {target!r} is not one of {', '.join(VARIANT_TARGETS)}")
+        cpu_ops = _typed(doc.get("cpu_ops", []), list, f"{where}.cpu_ops")
+        return cls(
+            target=target,
+            file=_plain_file_name(doc, where),
+            sha256=_sha256(doc, where),
+            size_bytes=_size_bytes(doc, where),
+            compiler_version=_typed(doc["compiler_version"], str, f"{where}.compiler_version"),
+            mapped_ops=_typed(doc["mapped_ops"], int, f"{where}.mapped_ops"),
+            cpu_ops=tuple(_typed(op, str, f"{where}.cpu_ops") for op in cpu_ops),
+        )
+
+
+@dataclass(frozen=True)
 class SegmentSpec:
     """One TFLite file of the bundle and the named tensors it reads and writes."""
 
@@ -205,12 +254,17 @@ class SegmentSpec:
     size_bytes: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    variants: tuple[SegmentVariant, ...] = ()
 
     def output(self, name: str) -> TensorSpec:
         for spec in self.outputs:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    def variant(self, target: str) -> SegmentVariant | None:
+        """The compiled variant for ``target``, if the bundle has one."""
+        return next((v for v in self.variants if v.target == target), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,14 +274,24 @@ class SegmentSpec:
             "size_bytes": self.size_bytes,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
+            **({"variants": [v.to_dict() for v in self.variants]} if self.variants else {}),
         }
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> SegmentSpec:
-        _require(doc, where, {"index", "file", "sha256", "size_bytes", "inputs", "outputs"})
+        _require(doc, where, {"index", "file", "sha256", "size_bytes", "inputs", "outputs"}, {"variants"})
         file = _plain_file_name(doc, where)
         sha = _sha256(doc, where)
         size_bytes = _size_bytes(doc, where)
+        variants = tuple(
+            SegmentVariant.from_dict(v, f"{where}.variants[{i}]")
+            for i, v in enumerate(_typed(doc.get("variants", []), list, f"{where}.variants"))
+        )
+        targets = [v.target for v in variants]
+        if len(set(targets)) != len(targets):
+            raise ManifestError(f"{where}.variants: more than one variant for the same target in {targets}")
+        if any(v.file == file for v in variants):
+            raise ManifestError(f"{where}.variants: a variant cannot use the segment's own file {file!r}")
         return cls(
             index=_typed(doc["index"], int, f"{where}.index"),
             file=file,
@@ -241,6 +305,7 @@ class SegmentSpec:
                 TensorSpec.from_dict(t, f"{where}.outputs[{i}]")
                 for i, t in enumerate(_typed(doc["outputs"], list, f"{where}.outputs"))
             ),
+            variants=variants,
         )
 
 
@@ -336,6 +401,29 @@ class FusedSpec:
 
 
 @dataclass(frozen=True)
+class MeasuredOn:
+    """The interpreter that measured the exits' accuracy: int8 results depend on the kernels
+    (LiteRT's default XNNPACK delegate rounds differently from the builtin kernels)."""
+
+    backend: str
+    backend_version: str
+    kernels: str
+    machine: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.backend_version}, {self.kernels} kernels, {self.machine}"
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> MeasuredOn:
+        _require(doc, where, {"backend", "backend_version", "kernels", "machine"})
+        return cls(**{key: _typed(doc[key], str, f"{where}.{key}") for key in
+                      ("backend", "backend_version", "kernels", "machine")})
+
+
+@dataclass(frozen=True)
 class Verification:
     """Outcome of comparing the segment chain with the whole quantized model."""
 
@@ -375,6 +463,7 @@ class Manifest:
     converter_version: str
     tensorflow_version: str
     verification: Verification | None = None
+    accuracy_measured_on: MeasuredOn | None = None
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = field(default="")
     fused: tuple[FusedSpec, ...] = ()
@@ -401,6 +490,16 @@ class Manifest:
             if spec.name == name:
                 return spec
         raise KeyError(f"unknown exit {name!r}; this bundle has {', '.join(self.exit_names)}")
+
+    def partition_bytes(self) -> tuple[int, ...]:
+        """Bytes of tensor data a device sends to the edge for each partition ``K = 0..num_segments``.
+
+        ``K = 0`` sends segment 0's (quantized) input, ``0 < K < num_segments`` the activation
+        at cut ``K - 1``, and ``K = num_segments`` (everything local) nothing. Frame headers
+        (``transport.wire``) come on top.
+        """
+        first = self.segments[0].inputs
+        return (first[0].bytes if first else self.input.bytes, *(c.activation_bytes for c in self.cuts), 0)
 
     def fused_span(self, start: int, stop: int) -> FusedSpec | None:
         """The fused file covering exactly segments [start, stop), if the bundle has one."""
@@ -432,6 +531,7 @@ class Manifest:
             **optional,
             # Written only when set, so unversioned bundles stay readable by older releases.
             **({"bundle_version": self.bundle_version} if self.bundle_version else {}),
+            **({"accuracy_measured_on": self.accuracy_measured_on.to_dict()} if self.accuracy_measured_on else {}),
         }
 
     def to_json(self) -> str:
@@ -459,7 +559,7 @@ class Manifest:
             "bundle.json",
             {"schema_version", "model_name", "quantization", "input", "segments", "exits", "cuts",
              "converter_version", "tensorflow_version"},
-            {"bundle_id", "verification", "fused", "bundle_version"},
+            {"bundle_id", "verification", "fused", "bundle_version", "accuracy_measured_on"},
         )
         version = _typed(doc["schema_version"], int, "schema_version")
         if version < 1:
@@ -468,6 +568,7 @@ class Manifest:
         if quantization not in QUANTIZATION_MODES:
             raise ManifestError(f"quantization: {quantization!r} is not one of {', '.join(QUANTIZATION_MODES)}")
         verification = doc.get("verification")
+        measured_on = doc.get("accuracy_measured_on")
         bundle_version = _typed(doc.get("bundle_version", 0), int, "bundle_version")
         if not 0 <= bundle_version <= _MAX_VERSION:
             raise ManifestError(f"bundle_version: {bundle_version} is outside 0..{_MAX_VERSION}")
@@ -485,6 +586,8 @@ class Manifest:
             ),
             cuts=tuple(CutSpec.from_dict(c, f"cuts[{i}]") for i, c in enumerate(_typed(doc["cuts"], list, "cuts"))),
             verification=None if verification is None else Verification.from_dict(verification, "verification"),
+            accuracy_measured_on=None if measured_on is None else MeasuredOn.from_dict(
+                measured_on, "accuracy_measured_on"),
             converter_version=_typed(doc["converter_version"], str, "converter_version"),
             tensorflow_version=_typed(doc["tensorflow_version"], str, "tensorflow_version"),
             fused=tuple(
@@ -513,6 +616,11 @@ def _check_structure(manifest: Manifest) -> None:
         if segment.file in files or segment.file in ("bundle.json", "bundle.sig"):
             raise ManifestError(f"segments[{i}].file: {segment.file!r} is used twice or names a bundle file")
         files.add(segment.file)
+        for variant in segment.variants:
+            if variant.file in files or variant.file in ("bundle.json", "bundle.sig"):
+                raise ManifestError(f"segments[{i}].variants: file {variant.file!r} is used twice or names a "
+                                    "bundle file")
+            files.add(variant.file)
     if not manifest.exits:
         raise ManifestError("exits: a bundle needs at least one exit")
     names = [e.name for e in manifest.exits]
@@ -532,7 +640,6 @@ def _check_structure(manifest: Manifest) -> None:
     for i, cut in enumerate(manifest.cuts):
         if cut.segment != i:
             raise ManifestError(f"cuts[{i}].segment: expected {i}, got {cut.segment}")
-    files = {s.file for s in manifest.segments}
     spans = set()
     for i, fused in enumerate(manifest.fused):
         where = f"fused[{i}]"

@@ -86,6 +86,25 @@ class Bundle:
         return data
 
 
+    def read_variant(self, index: int, target: str) -> bytes:
+        """Segment ``index`` compiled for ``target`` (e.g. ``"edgetpu"``), read when first needed
+        (bounded, like a segment) and checked against its recorded sha256. Raises
+        ``BundleError`` when the bundle has no such variant."""
+        variant = self.manifest.segments[index].variant(target)
+        if variant is None:
+            raise BundleError(
+                f"segment {index} has no {target} variant; compile one with `tflite-edge {target} compile`"
+            )
+        what = f"segment {index}'s {target} variant ({variant.file})"
+        data = read_regular(self.path / variant.file, what=what, max_bytes=MAX_SEGMENT_BYTES,
+                            expected_bytes=variant.size_bytes, error=BundleError)
+        if sha256_hex(data) != variant.sha256:
+            raise ChecksumError(
+                f"{what} does not match its sha256 in {MANIFEST_NAME}: the file is corrupt or was modified; "
+                "compile the bundle again"
+            )
+        return data
+
     def read_fused(self, start: int, stop: int) -> bytes:
         """The fused file of segments [start, stop), checked against its recorded size and sha256."""
         spec = self.manifest.fused_span(start, stop)
@@ -214,6 +233,7 @@ def write_bundle(
     target = Path(directory)
     check_replaceable(target, overwrite=overwrite)
     expected = {s.file for s in manifest.segments} | {f.file for f in manifest.fused}
+    expected |= {v.file for s in manifest.segments for v in s.variants}
     if set(segment_files) != expected:
         raise ManifestError(f"segment files {sorted(segment_files)} do not match the manifest's {sorted(expected)}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +279,7 @@ def check_replaceable(target: Path, *, overwrite: bool) -> None:
         manifest = Manifest.from_json(read_manifest_bytes(target))
     except BundleError as e:
         raise BundleError(f"{refuse} ({e})") from e
-    known = {MANIFEST_NAME, SIGNATURE_NAME, *(s.file for s in manifest.segments)}
+    known = {MANIFEST_NAME, SIGNATURE_NAME, *(s.file for s in manifest.segments), *(f.file for f in manifest.fused)}
     others = sorted(p.name for p in target.iterdir() if p.name not in known)
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")

@@ -36,6 +36,7 @@ COMMANDS = (
     "policy",
     "agent",
     "firmware",
+    "edgetpu",
     "telemetry",
     "plot",
     "keys",

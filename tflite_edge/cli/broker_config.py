@@ -1,4 +1,4 @@
-"""tflite-edge broker-config: a Mosquitto configuration with passwords, per-device ACLs and TLS."""
+"""tflite-edge broker-config: a Mosquitto configuration with logins, per-device access rules, limits and TLS."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ examples:
 
 Each device may publish requests and its own telemetry/status/experience and read only its
 own replies and the policies; edges read requests and publish replies; readers read
-telemetry; agents read experience and publish the signed policies. Passwords
-are random and kept in OUT/credentials.json (mode 0600); re-running keeps existing ones.
+telemetry; agents read experience and publish the signed policies. Anything else, a
+device's subscription to the edges' shared request subscription included, is refused, and a
+device's logins (ID, ID-telemetry, ID-policy) may connect only under their own client ids.
+Passwords are random and kept in OUT/credentials.json (mode 0600); re-running keeps existing
+ones. Mosquitto reads OUT/dynamic-security.json at start: restart it after a change.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "broker-config", help="write a Mosquitto config with passwords, per-device ACLs and TLS",
-        description="Write mosquitto.conf, a password file (PBKDF2-SHA512), an ACL file and "
-                    "credentials.json for a fleet of devices, edge workers, telemetry readers and "
-                    "policy agents.",
+        "broker-config", help="write a Mosquitto config with logins, per-device access rules, limits and TLS",
+        description="Write mosquitto.conf, the dynamic security plugin's dynamic-security.json "
+                    "(logins with PBKDF2-SHA512 passwords and access rules) and credentials.json for "
+                    "a fleet of devices, edge workers, telemetry readers and policy agents.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--devices", default="", metavar="IDS", help="comma-separated device ids (= user names)")
@@ -53,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "largest bundle input must fit)")
     parser.add_argument("--max-queued-messages", type=int, default=1000, metavar="N",
                         help="per-client queue bound for offline or slow clients (default 1000)")
+    parser.add_argument("--max-queued-bytes", type=int, default=64 * 1024 * 1024, metavar="N",
+                        help="per-client queue bound in bytes (default 64 MiB)")
+    parser.add_argument("--memory-limit-bytes", type=int, default=1024 * 1024 * 1024, metavar="N",
+                        help="the broker's whole heap, retained messages included (default 1 GiB)")
+    parser.add_argument("--bundle", action="append", default=[], metavar="ID",
+                        help="let devices request only these bundle ids (repeat; default: any bundle)")
+    parser.add_argument("--dynsec-plugin", metavar="FILE",
+                        help="path of mosquitto_dynamic_security.so (default: found in the usual places)")
     parser.set_defaults(func=run)
 
 
@@ -63,7 +74,7 @@ def _split(values: list[str] | str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import BrokerConfigError
-    from ..security.acl import FleetUsers, TlsListener, write_broker_config
+    from ..security.acl import BrokerLimits, FleetUsers, TlsListener, write_broker_config
     from ..transport.protocol import DEFAULT_PREFIX
 
     users = FleetUsers(devices=_split(args.devices), edges=_split(args.edge), readers=_split(args.reader),
@@ -81,9 +92,14 @@ def run(args: argparse.Namespace) -> int:
     files = write_broker_config(
         args.output, users, prefix=args.prefix or DEFAULT_PREFIX, port=None if args.no_plain else args.port,
         host=args.bind, tls=listener, persistence_dir=args.persistence_dir,
-        max_queued_messages=args.max_queued_messages, max_packet_bytes=args.max_packet_bytes,
+        limits=BrokerLimits(max_packet_bytes=args.max_packet_bytes, max_queued_messages=args.max_queued_messages,
+                            max_queued_bytes=args.max_queued_bytes, memory_limit_bytes=args.memory_limit_bytes),
+        bundles=_split(args.bundle), plugin=args.dynsec_plugin,
     )
-    print(f"wrote {files.config}, {files.password_file}, {files.acl_file}")
+    print(f"wrote {files.config} and {files.dynsec_file}")
     print(f"credentials for {len(users.names)} users in {files.credentials} (keep it secret)")
     print(f"start the broker with: mosquitto -c {files.config}")
+    if users.devices and not args.bundle:
+        print("note: devices may request any bundle id; give --bundle ID for each bundle served so that "
+              "they cannot leave retained messages on topics no edge watches (docs/security.md)")
     return 0

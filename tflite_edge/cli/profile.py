@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the demo and the live benchmark emulate with --device-profile)")
     parser.add_argument("--power-mw", type=float, metavar="MW",
                         help="record this device's power while computing (mW, measured) in the JSON profile")
-    add_backend_options(parser)
+    add_backend_options(parser, kernels=True)
     parser.set_defaults(func=run)
 
 
@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     bundle = load_bundle(args.bundle)
-    profile = profile_bundle(bundle, threads=args.threads, repeats=args.repeats, backend=args.backend)
+    profile = profile_bundle(bundle, threads=args.threads, repeats=args.repeats, backend=args.backend,
+                             kernels=args.kernels)
     document = profile.to_dict()
     if args.power_mw is not None:
         if not args.power_mw >= 0:
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(document)
         return 0
     threads = profile.threads or "default"
-    print(f"bundle {profile.bundle_id} on {profile.machine}, backend {profile.backend}, threads {threads}")
+    print(f"bundle {profile.bundle_id} on {profile.machine}, backend {profile.backend} ({profile.kernels} kernels), "
+          f"threads {threads}")
     for s in profile.segments:
         print(f"  segment {s.index}: median {s.median_ms:.3f} ms, p90 {s.p90_ms:.3f} ms, outputs {s.output_bytes:,} B")
     total = document["sum_of_segments_ms"]

@@ -7,25 +7,36 @@ two; TensorFlow is only imported when nothing else is installed or it is asked f
 Delegates: ``"edgetpu"`` (first Edge TPU), ``"edgetpu:usb"``, ``"edgetpu:usb:0"``,
 ``"edgetpu:pci:0"`` load ``libedgetpu.so.1``. A missing library or device is a
 ``DelegateError`` naming it, or, with ``allow_fallback=True``, a logged fallback to CPU.
+
+Kernels: ``"default"`` lets the runtime apply its default delegate (LiteRT applies XNNPACK,
+which is fast but rounds int8 results differently from the reference kernels);
+``"builtin"`` runs TFLite's builtin kernels only (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``),
+whose results are the same on LiteRT, tflite-runtime and across CPU architectures.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib
+import importlib.metadata
 import logging
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from .._native import native_stderr_logged
 from ..errors import BackendError, DelegateError, InputError
 
 __all__ = [
     "BACKEND_ORDER",
+    "KERNELS",
     "Backend",
+    "Interpreter",
+    "InterpreterFactory",
+    "InterpreterOptions",
     "SegmentInterpreter",
     "available_backends",
     "resolve_backend",
@@ -40,7 +51,9 @@ _BACKEND_MODULES = {
     "tf": "tensorflow",
 }
 _ALIASES = {"ai_edge_litert": "litert", "tflite_runtime": "tflite-runtime", "tensorflow": "tf", "tflite": "tf"}
+_DISTRIBUTIONS = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tf": "tensorflow"}
 SIGNATURE_KEY = "serving_default"
+KERNELS = ("default", "builtin")
 
 
 @dataclass(frozen=True)
@@ -50,13 +63,34 @@ class Backend:
     name: str
     interpreter_class: Callable[..., Any]
     load_delegate: Callable[..., Any]
+    op_resolver_type: Any = None  # the module's OpResolverType enum
+
+    @property
+    def version(self) -> str:
+        """The installed version of the backend's distribution ("unknown" when not recorded)."""
+        try:
+            return importlib.metadata.version(_DISTRIBUTIONS[self.name])
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    def resolver_options(self, kernels: str) -> dict[str, Any]:
+        """Interpreter keyword arguments selecting ``kernels`` (one of ``KERNELS``)."""
+        if kernels not in KERNELS:
+            raise BackendError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
+        if kernels == "default":
+            return {}
+        if self.op_resolver_type is None:
+            raise BackendError(f"{self.name} cannot choose its kernels; use --kernels default")
+        return {"experimental_op_resolver_type": self.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
 
 def _import_backend(name: str) -> Backend:
     module = importlib.import_module(_BACKEND_MODULES[name])
     if name == "tf":
-        return Backend(name, module.lite.Interpreter, module.lite.experimental.load_delegate)
-    return Backend(name, module.Interpreter, module.load_delegate)
+        lite = module.lite
+        return Backend(name, lite.Interpreter, lite.experimental.load_delegate,
+                       getattr(lite.experimental, "OpResolverType", None))
+    return Backend(name, module.Interpreter, module.load_delegate, getattr(module, "OpResolverType", None))
 
 
 def available_backends() -> list[str]:
@@ -132,6 +166,40 @@ def _load_edgetpu(backend: Backend, spec: str) -> Any:
         ) from e
 
 
+class Interpreter(Protocol):
+    """What a segment runner needs from an interpreter: run once on named tensors."""
+
+    @property
+    def backend_name(self) -> str:
+        ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ...
+
+
+# Makes the interpreter of one segment from its flatbuffer: (model bytes, label) -> interpreter.
+InterpreterFactory = Callable[[bytes, str], Interpreter]
+
+
+@dataclass(frozen=True)
+class InterpreterOptions:
+    """Which interpreter runs segments: backend name, threads, delegate, whether a missing
+    delegate falls back to the CPU, and which kernels (see the module docstring)."""
+
+    backend: str | None = None
+    num_threads: int | None = None
+    delegate: str | None = None
+    allow_fallback: bool = False
+    kernels: str = "default"
+
+    def make(self, model_content: bytes, label: str = "model") -> SegmentInterpreter:
+        """A ``SegmentInterpreter`` with these options (an ``InterpreterFactory``)."""
+        return SegmentInterpreter(
+            model_content, backend=self.backend, num_threads=self.num_threads, delegate=self.delegate,
+            allow_fallback=self.allow_fallback, kernels=self.kernels, label=label,
+        )
+
+
 class SegmentInterpreter:
     """One TFLite model with named inputs and outputs (its ``serving_default`` signature)."""
 
@@ -143,10 +211,13 @@ class SegmentInterpreter:
         num_threads: int | None = None,
         delegate: str | None = None,
         allow_fallback: bool = False,
+        kernels: str = "default",
         label: str = "model",
     ) -> None:
         self.backend = resolve_backend(backend)
         self.label = label
+        self.kernels = kernels
+        resolver = self.backend.resolver_options(kernels)
         delegates = []
         if delegate:
             try:
@@ -154,13 +225,19 @@ class SegmentInterpreter:
             except DelegateError as e:
                 if not allow_fallback:
                     raise
-                log.warning("%s; falling back to the CPU for %s", e, label)
+                # Log the text, not the exception: a log record that kept its traceback alive
+                # would keep this frame's locals, and LiteRT refuses to invoke an interpreter
+                # that something else still references.
+                log.warning("%s; falling back to the CPU for %s", str(e), label)
         self.delegate = delegate if delegates else None
         try:
-            self._interpreter = self.backend.interpreter_class(
-                model_content=model_content, experimental_delegates=delegates or None, num_threads=num_threads
-            )
-            self._interpreter.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate from C++ on every start: the log, not the terminal.
+            with native_stderr_logged(log, f"{self.backend.name} creating the interpreter for {label}"):
+                self._interpreter = self.backend.interpreter_class(
+                    model_content=model_content, experimental_delegates=delegates or None, num_threads=num_threads,
+                    **resolver,
+                )
+                self._interpreter.allocate_tensors()
             runner = self._interpreter.get_signature_runner(SIGNATURE_KEY)
             self.input_details: dict[str, dict[str, Any]] = runner.get_input_details()
             self.output_details: dict[str, dict[str, Any]] = runner.get_output_details()
@@ -175,6 +252,10 @@ class SegmentInterpreter:
             for name, d in self.input_details.items()
         }
         self._outputs = {name: d["index"] for name, d in self.output_details.items()}
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     @property
     def input_names(self) -> list[str]:

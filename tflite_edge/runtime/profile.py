@@ -40,11 +40,13 @@ class BundleProfile:
     chain_median_ms: float
     input_bytes: int
     cuts: tuple[tuple[str, int], ...]
+    kernels: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "bundle_id": self.bundle_id,
             "backend": self.backend,
+            "kernels": self.kernels,
             "threads": self.threads,
             "repeats": self.repeats,
             "machine": self.machine,
@@ -84,9 +86,10 @@ def profile_bundle(
     warmup: int = 5,
     backend: str | None = None,
     seed: int = 0,
+    kernels: str = "default",
 ) -> BundleProfile:
     """Median latency of each segment and of the whole chain on seeded random input."""
-    runner = BundleRunner(bundle, backend=backend, num_threads=threads)
+    runner = BundleRunner(bundle, backend=backend, num_threads=threads, kernels=kernels)
     manifest = bundle.manifest
     rng = np.random.default_rng(seed)
     sample = rng.uniform(0.0, 1.0, size=manifest.input.shape).astype(np.float32)
@@ -116,4 +119,5 @@ def profile_bundle(
         chain_median_ms=statistics.median(chain_times),
         input_bytes=manifest.segments[0].inputs[0].bytes,
         cuts=tuple((c.layer, c.activation_bytes) for c in manifest.cuts),
+        kernels=kernels,
     )

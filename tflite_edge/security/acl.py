@@ -1,50 +1,70 @@
-"""A Mosquitto 2.x configuration for a tflite-edge fleet: users, password file, ACLs, TLS.
+"""A Mosquitto 2.x configuration for a tflite-edge fleet: logins, access rules, limits, TLS.
+
+Authentication and access control are Mosquitto's dynamic security plugin
+(``mosquitto_dynamic_security.so``, shipped with Mosquitto 2.x), configured from one JSON
+file this module writes. Unlike a plain ``acl_file``, the plugin checks *subscriptions*
+against the rules (a refused subscription gets reason code 0x87), which matters for shared
+subscriptions: a device granted ``$share/GROUP/P/req/+`` would take its turn of every
+device's requests; and it binds a login to one client id, so a device cannot connect
+under another client's id and push it off the broker.
 
 Roles and what each may do (``P`` is the topic prefix, ``tflite-edge/v1`` by default; the
 topic scheme is ``docs/wire-format.md``'s):
 
-- device ``d``: publishes requests on ``P/req/+`` (any bundle) and its own
-  ``P/dev/d/telemetry``, ``status`` and ``experience``; reads its replies ``P/dev/d/res``
-  the signed policies on ``P/policy/+`` and the edge workers' presence ``P/edge/+``.
-- edge: reads ``P/req/+`` (through its shared subscription); publishes ``P/dev/+/res`` and
-  its retained presence on ``P/edge/+``.
+- device ``d``: publishes requests on ``P/req/+`` (or only on ``P/req/{bundle}`` for the
+  bundles given) and its own ``P/dev/d/telemetry``, ``status`` and ``experience``; reads its
+  replies ``P/dev/d/res``, the signed policies on ``P/policy/+``, the edge workers'
+  presence ``P/edge/+`` and load ``P/edge/+/load``, and its power budget ``P/dev/d/budget``.
+  Its connections log in as ``d``, ``d-telemetry``, ``d-policy`` and ``d-context``
+  (``transport.protocol.device_login``), each login bound to the client id of the same name
+  and sharing the device's password.
+- edge: reads ``P/req/+`` (directly or through ``$share/GROUP/P/req/...``); publishes
+  ``P/dev/+/res``, its retained presence on ``P/edge/+``, its load on ``P/edge/+/load``, and
+  on ``P/req/+`` only to delete a retained request.
 - reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``,
   ``P/policy/+`` and ``P/edge/+``.
-- agent (the online policy trainer): reads ``P/dev/+/experience`` and ``telemetry``;
-  publishes (retained) and reads ``P/policy/+``.
+- agent (the online policy trainer, the fleet's operator): reads ``P/dev/+/experience`` and
+  ``telemetry``; publishes (retained) and reads ``P/policy/+``; sets (retained) the devices'
+  power budgets on ``P/dev/+/budget``.
 
-So a device cannot read another device's results, cannot publish telemetry or replies in
-another device's name, and cannot answer requests. Anonymous clients are refused. Device
-ids are MQTT topic levels checked by ``transport.protocol.validate_device_id``; each
-device's user name is its id, so the broker ties a login to exactly one topic subtree.
+Anything not granted is refused, anonymous clients included. Device ids are MQTT topic
+levels checked by ``transport.protocol.validate_device_id``.
 
-Passwords are stored in Mosquitto 2's PBKDF2-SHA512 format
-(``user:$7$ITERATIONS$base64(salt)$base64(hash)``, 12-byte salt), the format
-``mosquitto_passwd`` writes, so no Mosquitto tool is needed to make the file.
+Passwords are stored as the plugin stores them: PBKDF2-SHA512 with a 12-byte salt, so no
+Mosquitto tool is needed to make the file.
 """
 
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BrokerConfigError, TfliteEdgeError
-from ..transport.protocol import DEFAULT_PREFIX, validate_prefix, validate_topic_level
+from ..transport.presence import presence_filter
+from ..transport.protocol import (
+    DEFAULT_PREFIX,
+    DEVICE_CONNECTIONS,
+    device_login,
+    validate_prefix,
+    validate_topic_level,
+)
 
 __all__ = [
     "ROLES",
     "FleetUsers",
     "TlsListener",
-    "hash_password",
-    "password_file_text",
-    "acl_text",
-    "security_config_lines",
+    "BrokerLimits",
+    "dynsec_password",
+    "dynsec_config",
+    "find_dynsec_plugin",
     "tls_listener_lines",
     "mosquitto_conf",
     "generate_password",
@@ -53,8 +73,11 @@ __all__ = [
 ]
 
 ROLES = ("device", "edge", "reader", "agent")
-PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; the passwords we generate are random 128-bit tokens
+PBKDF2_ITERATIONS = 101  # the plugin's default; the passwords we generate are random 128-bit tokens
 SALT_BYTES = 12
+DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+# Where distributions install the plugin (Debian/Ubuntu multiarch first).
+_PLUGIN_GLOBS = ("/usr/lib/*-linux-gnu*/", "/usr/lib/", "/usr/lib64/", "/usr/local/lib/", "/opt/homebrew/lib/")
 
 
 def _user_name(name: str, role: str) -> str:
@@ -62,7 +85,7 @@ def _user_name(name: str, role: str) -> str:
         validate_topic_level(name, f"{role} name")
     except TfliteEdgeError as e:
         raise BrokerConfigError(str(e)) from e
-    # ':' separates user and hash in the password file; spaces would split ACL lines.
+    # Kept out so that names work unquoted in URLs, shells and Mosquitto's own tools.
     if ":" in name or any(c.isspace() for c in name):
         raise BrokerConfigError(f"{role} name {name!r} must not contain ':' or spaces")
     return name
@@ -88,6 +111,12 @@ class FleetUsers:
                 seen[name] = role
         if not seen:
             raise BrokerConfigError("no users: give at least one device, edge or reader name")
+        for device in self.devices:
+            for login in self.logins_of(device)[1:]:
+                if login in seen:
+                    raise BrokerConfigError(
+                        f"{login!r} is the login of device {device}'s {login[len(device) + 1:]} connection; "
+                        f"rename the {seen[login]} {login!r}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -96,6 +125,12 @@ class FleetUsers:
     def _by_role(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         return (("device", self.devices), ("edge", self.edges), ("reader", self.readers), ("agent", self.agents))
 
+    def logins_of(self, name: str) -> tuple[str, ...]:
+        """The login names of user ``name``: one per connection for a device, else the name."""
+        if name in self.devices:
+            return tuple(device_login(name, connection) for connection in DEVICE_CONNECTIONS)
+        return (name,)
+
     def role_of(self, name: str) -> str:
         for role, names in self._by_role():
             if name in names:
@@ -103,24 +138,14 @@ class FleetUsers:
         raise KeyError(name)
 
 
-def hash_password(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
-    """Mosquitto 2's ``$7$`` PBKDF2-SHA512 hash of ``password`` (what follows ``user:``)."""
+def dynsec_password(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> dict[str, Any]:
+    """The ``password``, ``salt`` and ``iterations`` fields of a dynamic-security client."""
     if not password:
         raise BrokerConfigError("an empty password cannot be stored")
     salt = salt if salt is not None else os.urandom(SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def password_file_text(credentials: Mapping[str, str]) -> str:
-    """The contents of a Mosquitto ``password_file`` for ``{user: password}``."""
-    lines = []
-    for user, password in credentials.items():
-        _user_name(user, "user")
-        if "\n" in password:
-            raise BrokerConfigError(f"the password of {user!r} must not contain a newline")
-        lines.append(f"{user}:{hash_password(password)}")
-    return "\n".join(lines) + "\n"
+    return {"password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
+            "iterations": iterations}
 
 
 def generate_password() -> str:
@@ -128,62 +153,105 @@ def generate_password() -> str:
     return secrets.token_urlsafe(16)
 
 
-def acl_text(users: FleetUsers, prefix: str = DEFAULT_PREFIX) -> str:
-    """A Mosquitto ``acl_file`` giving each role exactly the topics it needs (see the module doc)."""
+def _allow(acltype: str, topic: str) -> dict[str, Any]:
+    return {"acltype": acltype, "topic": topic, "priority": 0, "allow": True}
+
+
+def _read(topic: str) -> list[dict[str, Any]]:
+    # Delivery and subscription are checked separately by the plugin: grant both.
+    kind = "subscribePattern" if "+" in topic or "#" in topic else "subscribeLiteral"
+    return [_allow("publishClientReceive", topic), _allow(kind, topic)]
+
+
+def _write(topic: str) -> dict[str, Any]:
+    return _allow("publishClientSend", topic)
+
+
+def _role_acls(role: str, name: str, prefix: str, bundles: Sequence[str]) -> list[dict[str, Any]]:
+    requests = [f"{prefix}/req/{bundle}" for bundle in bundles] or [f"{prefix}/req/+"]
+    if role == "device":
+        return [
+            *(_write(topic) for topic in requests),
+            *(_write(f"{prefix}/dev/{name}/{channel}") for channel in ("telemetry", "status", "experience")),
+            *_read(f"{prefix}/dev/{name}/res"),
+            *_read(f"{prefix}/policy/+"),
+            *_read(presence_filter(prefix)),
+            *_read(f"{prefix}/edge/+/load"),
+            *_read(f"{prefix}/dev/{name}/budget"),
+        ]
+    if role == "edge":
+        return [
+            *_read(f"{prefix}/req/+"),
+            _allow("subscribePattern", f"$share/+/{prefix}/req/+"),
+            _write(f"{prefix}/dev/+/res"),
+            _write(presence_filter(prefix)),  # retained presence, and its last will
+            _write(f"{prefix}/edge/+/load"),
+            _write(f"{prefix}/req/+"),  # only to delete a retained request (see EdgeWorker)
+        ]
+    if role == "reader":
+        return [*(acl for channel in ("telemetry", "status", "experience")
+                  for acl in _read(f"{prefix}/dev/+/{channel}")), *_read(f"{prefix}/policy/+"),
+                *_read(presence_filter(prefix))]
+    return [*_read(f"{prefix}/dev/+/experience"), *_read(f"{prefix}/dev/+/telemetry"),
+            *_read(f"{prefix}/policy/+"), _write(f"{prefix}/policy/+"), _write(f"{prefix}/dev/+/budget")]
+
+
+def _check_prefix(prefix: str) -> None:
     try:
         validate_prefix(prefix)
     except TfliteEdgeError as e:
         raise BrokerConfigError(str(e)) from e
-    if any(c.isspace() for c in prefix):
-        raise BrokerConfigError(f"topic prefix {prefix!r} must not contain spaces (ACL lines are space separated)")
-    out = [
-        "# tflite-edge broker ACL: generated by `tflite-edge broker-config`; regenerate rather than edit.",
-        "# Anything not granted here is denied. Topics follow docs/wire-format.md.",
-        "",
-    ]
-    for device in users.devices:
-        out += [
-            f"# device {device}",
-            f"user {device}",
-            f"topic write {prefix}/req/+",
-            f"topic read {prefix}/dev/{device}/res",
-            f"topic write {prefix}/dev/{device}/telemetry",
-            f"topic write {prefix}/dev/{device}/status",
-            f"topic write {prefix}/dev/{device}/experience",
-            f"topic read {prefix}/policy/+",
-            f"topic read {prefix}/edge/+",
-            "",
-        ]
-    for edge in users.edges:
-        out += [
-            f"# edge worker {edge}",
-            f"user {edge}",
-            f"topic read {prefix}/req/+",
-            f"topic write {prefix}/dev/+/res",
-            f"topic write {prefix}/edge/+",
-            "",
-        ]
-    for reader in users.readers:
-        out += [
-            f"# telemetry reader {reader}",
-            f"user {reader}",
-            f"topic read {prefix}/dev/+/telemetry",
-            f"topic read {prefix}/dev/+/status",
-            f"topic read {prefix}/dev/+/experience",
-            f"topic read {prefix}/policy/+",
-            f"topic read {prefix}/edge/+",
-            "",
-        ]
-    for agent in users.agents:
-        out += [
-            f"# policy agent {agent}",
-            f"user {agent}",
-            f"topic read {prefix}/dev/+/experience",
-            f"topic read {prefix}/dev/+/telemetry",
-            f"topic readwrite {prefix}/policy/+",
-            "",
-        ]
-    return "\n".join(out)
+
+
+def dynsec_config(
+    users: FleetUsers,
+    passwords: Mapping[str, str],
+    prefix: str = DEFAULT_PREFIX,
+    *,
+    bundles: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The dynamic-security plugin's configuration document: one role per device (and one
+    per other role), one client per login, everything not granted refused.
+
+    ``bundles`` (bundle ids) narrows what devices may request to ``P/req/{bundle}``, which
+    also bounds how many retained requests a device could leave on the broker.
+    """
+    _check_prefix(prefix)
+    for bundle in bundles:
+        try:
+            validate_topic_level(bundle, "bundle id")
+        except TfliteEdgeError as e:
+            raise BrokerConfigError(str(e)) from e
+    roles = [{"rolename": f"device:{d}", "acls": _role_acls("device", d, prefix, bundles)} for d in users.devices]
+    roles += [{"rolename": role, "acls": _role_acls(role, "", prefix, bundles)}
+              for role in ("edge", "reader", "agent") if getattr(users, f"{role}s")]
+    clients = []
+    for name in users.names:
+        role = users.role_of(name)
+        rolename = f"device:{name}" if role == "device" else role
+        for login in users.logins_of(name):
+            client: dict[str, Any] = {"username": login}
+            if role == "device":
+                client["clientid"] = login  # this login may connect only under this client id
+            clients.append({**client, **dynsec_password(passwords[name]), "roles": [{"rolename": rolename}]})
+    return {
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                             "unsubscribe": True},
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+
+
+def find_dynsec_plugin() -> Path:
+    """Where Mosquitto's dynamic security plugin is installed; ``BrokerConfigError`` if nowhere."""
+    for pattern in _PLUGIN_GLOBS:
+        for found in sorted(glob.glob(pattern + DYNSEC_PLUGIN)):
+            return Path(found)
+    raise BrokerConfigError(
+        f"Mosquitto's dynamic security plugin ({DYNSEC_PLUGIN}) was not found: install Mosquitto 2.x "
+        "(apt-get install mosquitto) or give its path with --dynsec-plugin"
+    )
 
 
 @dataclass(frozen=True)
@@ -213,15 +281,6 @@ class TlsListener:
                 object.__setattr__(self, name, Path(value))
 
 
-def security_config_lines(password_file: str | os.PathLike[str], acl_file: str | os.PathLike[str]) -> list[str]:
-    """Global lines that turn on authentication and the ACL (valid after any listener)."""
-    return [
-        "allow_anonymous false",
-        f"password_file {Path(password_file)}",
-        f"acl_file {Path(acl_file)}",
-    ]
-
-
 def tls_listener_lines(listener: TlsListener) -> list[str]:
     """The ``listener`` block of a TLS listener."""
     lines = [f"listener {listener.port}{f' {listener.host}' if listener.host else ''}"]
@@ -236,28 +295,60 @@ def tls_listener_lines(listener: TlsListener) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class BrokerLimits:
+    """What one client can make the broker hold (0 would mean "no limit" to Mosquitto, so it is refused).
+
+    ``max_packet_bytes`` bounds every message (requests of the largest bundle input must
+    fit); ``max_queued_messages`` and ``max_queued_bytes`` bound each client's queue (QoS 1
+    messages in flight and everything kept for an offline session); ``memory_limit_bytes``
+    caps the broker's heap as a whole, which also bounds retained messages and QoS 0 messages
+    waiting for a slow reader (Mosquitto drops a message that would pass it and disconnects
+    the client it came from or was going to).
+    """
+
+    max_packet_bytes: int = 16 * 1024 * 1024
+    max_queued_messages: int = 1000
+    max_queued_bytes: int = 64 * 1024 * 1024
+    memory_limit_bytes: int = 1024 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_packet_bytes < 1024:
+            raise BrokerConfigError("max_packet_bytes must be >= 1024 (0 would mean no limit)")
+        if self.max_queued_messages < 1 or self.max_queued_bytes < self.max_packet_bytes:
+            raise BrokerConfigError("max_queued_messages must be >= 1 and max_queued_bytes >= max_packet_bytes")
+        if self.memory_limit_bytes < 4 * self.max_packet_bytes:
+            raise BrokerConfigError("memory_limit_bytes must be at least 4 x max_packet_bytes")
+
+    def lines(self) -> list[str]:
+        return [
+            f"max_packet_size {self.max_packet_bytes}",
+            f"max_queued_messages {self.max_queued_messages}",
+            f"max_queued_bytes {self.max_queued_bytes}",
+            f"memory_limit {self.memory_limit_bytes}",
+        ]
+
+
 def mosquitto_conf(
     *,
-    password_file: str | os.PathLike[str],
-    acl_file: str | os.PathLike[str],
+    dynsec_file: str | os.PathLike[str],
+    plugin: str | os.PathLike[str] | None = None,
     port: int | None = 1883,
     host: str | None = None,
     tls: TlsListener | None = None,
     persistence_dir: str | os.PathLike[str] | None = None,
-    max_queued_messages: int = 1000,
-    max_packet_bytes: int = 16 * 1024 * 1024,
+    limits: BrokerLimits | None = None,
 ) -> str:
     """A complete ``mosquitto.conf``: an optional plain listener, an optional TLS listener,
-    no anonymous access, the password file and the ACL.
-
-    ``max_packet_bytes`` bounds what the broker accepts from any client (activation
-    frames of the largest bundle must fit); ``max_queued_messages`` bounds each offline
-    client's queue, so a slow or vanished consumer cannot grow the broker without limit.
-    """
-    if max_queued_messages < 1 or max_packet_bytes < 1024:
-        raise BrokerConfigError("max_queued_messages must be >= 1 and max_packet_bytes >= 1024 (0 would mean no limit)")
+    no anonymous access, the dynamic security plugin reading ``dynsec_file``, and the
+    memory bounds of ``limits``. ``plugin`` defaults to ``find_dynsec_plugin()``."""
     if port is None and tls is None:
         raise BrokerConfigError("the broker needs a listener: a plain port, a TLS listener or both")
+    limits = limits or BrokerLimits()
+    plugin_path = Path(plugin) if plugin is not None else find_dynsec_plugin()
+    if plugin is not None and not plugin_path.is_file():
+        raise BrokerConfigError(f"the dynamic security plugin {plugin_path} does not exist; give the path of "
+                                f"{DYNSEC_PLUGIN} (dpkg -L mosquitto | grep dynamic)")
     lines = [
         "# tflite-edge broker configuration: generated by `tflite-edge broker-config`.",
         "# Mosquitto 2.x. Clients log in with the user names and passwords in credentials.json.",
@@ -269,16 +360,18 @@ def mosquitto_conf(
         lines += ["", f"listener {port}{f' {host}' if host else ''}"]
     if tls is not None:
         lines += ["", *tls_listener_lines(tls)]
-    lines += ["", *security_config_lines(password_file, acl_file), ""]
+    lines += [
+        "",
+        "allow_anonymous false",
+        f"plugin {plugin_path}",
+        f"plugin_opt_config_file {Path(dynsec_file)}",
+        "",
+    ]
     if persistence_dir is not None:
         lines += ["persistence true", f"persistence_location {Path(persistence_dir)}/"]
     else:
         lines.append("persistence false")
-    lines += [
-        f"max_queued_messages {max_queued_messages}",
-        f"max_packet_size {max_packet_bytes}",
-        "",
-    ]
+    lines += [*limits.lines(), ""]
     return "\n".join(lines)
 
 
@@ -287,8 +380,7 @@ class BrokerFiles:
     """Where ``write_broker_config`` put each file."""
 
     config: Path
-    password_file: Path
-    acl_file: Path
+    dynsec_file: Path
     credentials: Path
 
 
@@ -322,15 +414,17 @@ def write_broker_config(
     host: str | None = None,
     tls: TlsListener | None = None,
     persistence_dir: str | os.PathLike[str] | None = None,
-    max_queued_messages: int = 1000,
-    max_packet_bytes: int = 16 * 1024 * 1024,
+    limits: BrokerLimits | None = None,
+    bundles: Sequence[str] = (),
+    plugin: str | os.PathLike[str] | None = None,
     absolute_paths: bool = True,
 ) -> BrokerFiles:
-    """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.json`` into ``out_dir``.
+    """Write ``mosquitto.conf``, ``dynamic-security.json`` and ``credentials.json`` into ``out_dir``.
 
     Passwords already in ``out_dir/credentials.json`` are kept, so re-running after adding a
     device rotates nothing; new users get random passwords. ``credentials.json`` (mode 0600)
-    maps each user to its role, password and a broker URL template to hand to the device.
+    maps each user to its role, password and login names, with a broker URL template to hand
+    to the device. Mosquitto reads the plugin's file at start: restart it after a change.
     """
     root = Path(out_dir)
     try:
@@ -338,23 +432,22 @@ def write_broker_config(
     except OSError as e:
         raise BrokerConfigError(f"cannot create {root}: {e.strerror}") from e
     base = root.resolve() if absolute_paths else root
-    files = BrokerFiles(base / "mosquitto.conf", base / "passwd", base / "acl", base / "credentials.json")
+    files = BrokerFiles(base / "mosquitto.conf", base / "dynamic-security.json", base / "credentials.json")
     known = _read_credentials(files.credentials)
     passwords = {name: known.get(name) or generate_password() for name in users.names}
     scheme, url_port = ("mqtts", tls.port) if tls is not None else ("mqtt", port)
     credentials = {
         "broker_url_template": f"{scheme}://USER:PASSWORD@BROKER_HOST:{url_port}",
         "prefix": prefix,
-        "users": {name: {"role": users.role_of(name), "password": passwords[name]} for name in users.names},
+        "users": {name: {"role": users.role_of(name), "password": passwords[name],
+                         "logins": list(users.logins_of(name))} for name in users.names},
     }
+    config = mosquitto_conf(dynsec_file=files.dynsec_file, plugin=plugin, port=port, host=host, tls=tls,
+                            persistence_dir=persistence_dir, limits=limits)
+    document = dynsec_config(users, passwords, prefix, bundles=bundles)
     try:
-        _private_write(files.password_file, password_file_text(passwords))
-        files.acl_file.write_text(acl_text(users, prefix))
-        files.config.write_text(mosquitto_conf(
-            password_file=files.password_file, acl_file=files.acl_file, port=port, host=host, tls=tls,
-            persistence_dir=persistence_dir, max_queued_messages=max_queued_messages,
-            max_packet_bytes=max_packet_bytes,
-        ))
+        _private_write(files.dynsec_file, json.dumps(document, indent=1) + "\n")
+        files.config.write_text(config)
         _private_write(files.credentials, json.dumps(credentials, indent=2) + "\n")
     except OSError as e:
         raise BrokerConfigError(f"cannot write the broker configuration into {root}: {e}") from e

@@ -70,6 +70,11 @@ class MosquittoBroker:
         return self._dir / "mosquitto.log"
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

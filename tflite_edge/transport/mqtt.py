@@ -11,42 +11,62 @@ Broker URL grammar::
     mqtt://[user[:password]@]host[:port]     plain TCP, default port 1883
     mqtts://[user[:password]@]host[:port]    TLS, default port 8883, system CA store
     mqtts://...?ca=CA.crt[&cert=CLIENT.crt&key=CLIENT.key]   own CA, mutual TLS
+    mqtt[s]://user@host[:port]?password_file=FILE             password read from FILE
 
 User name and password may be percent-encoded (``%40`` for ``@``). IPv6 hosts go in
 brackets: ``mqtt://[::1]:1883``. The TLS query options are described in
-``tflite_edge.security.tls``.
+``tflite_edge.security.tls``. A password in the URL shows in process lists; instead, name a
+file holding it (``password_file``, first line, at most 1 KiB) or set the environment
+variable ``TFLITE_EDGE_BROKER_PASSWORD``, which is used when the URL names a user and no
+password.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import re
+import socket
 import ssl
+import stat
 import time
 import urllib.parse
+import uuid
 import weakref
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ..errors import BrokerConnectionError, BrokerUrlError, TlsSettingsError
-from ..security.tls import TlsSettings, tls_settings_from_query
+from ..security.tls import TLS_QUERY_KEYS, TlsSettings, tls_settings_from_query
+from .protocol import device_login, validate_device_id
 
 __all__ = [
     "DEFAULT_PORTS",
     "BrokerAddress",
+    "MqttClient",
     "Will",
     "parse_broker_url",
     "make_client",
     "wait_connected",
     "connect_and_start",
     "broker_address",
+    "device_connection",
+    "PASSWORD_ENV",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+PASSWORD_ENV = "TFLITE_EDGE_BROKER_PASSWORD"
+PASSWORD_QUERY_KEY = "password_file"
+MAX_PASSWORD_FILE_BYTES = 1024
+_PROBE_AFTER_S = 0.2  # a loopback or LAN connection is up well before this
 _PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 
 
@@ -89,6 +109,30 @@ class BrokerAddress:
         return self.url
 
 
+class MqttClient(Protocol):
+    """The part of a paho-mqtt client that tflite-edge's MQTT users call (``make_client``
+    returns one); a fake with these methods can stand in for it in tests."""
+
+    def publish(self, topic: str, payload: bytes | None = None, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None) -> paho.MQTTMessageInfo:
+        ...
+
+    def subscribe(self, topic: str, qos: int = 0) -> tuple[MQTTErrorCode, int | None]:
+        ...
+
+    def is_connected(self) -> bool:
+        ...
+
+    def disconnect(self) -> MQTTErrorCode:
+        ...
+
+    def loop_start(self) -> MQTTErrorCode:
+        ...
+
+    def loop_stop(self) -> MQTTErrorCode:
+        ...
+
+
 @dataclass(frozen=True)
 class Will:
     """A last-will message the broker publishes when the client vanishes without DISCONNECT."""
@@ -108,21 +152,33 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise BrokerUrlError("broker URL is empty; use mqtt://HOST:PORT")
     text = url.strip()
     if "://" not in text:
-        raise BrokerUrlError(f"broker URL {text!r} has no scheme; use mqtt://{text} or mqtts://{text}")
+        typo = re.match(r"(?i)(mqtts?)(?::/?|//)(?!/)(.+)", text)
+        fixed = f"{typo.group(1).lower()}://{typo.group(2)}" if typo else f"mqtt://{text}"
+        raise BrokerUrlError(f"broker URL {_redact(text)!r} has no scheme://; did you mean {_redact(fixed)}?")
     parts = urllib.parse.urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise BrokerUrlError(
             f"broker URL scheme {parts.scheme!r} is not supported; use mqtt:// (TCP) or mqtts:// (TLS)"
         )
-    if parts.path not in ("", "/") or parts.fragment or (parts.query and scheme != "mqtts"):
-        raise BrokerUrlError(
-            f"broker URL {_redact(text)!r} must not have a path or fragment, and options (?ca=...) only with mqtts://"
-        )
+    if parts.path not in ("", "/") or parts.fragment:
+        raise BrokerUrlError(f"broker URL {_redact(text)!r} must not have a path or fragment")
     try:
-        options = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
-        tls_settings = tls_settings_from_query(dict(options) if parts.query else {})
-    except (TlsSettingsError, ValueError) as e:
+        options = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+                       if parts.query else [])
+    except ValueError as e:
+        raise BrokerUrlError(f"broker URL {_redact(text)!r}: {e}") from e
+    password_file = options.pop(PASSWORD_QUERY_KEY, None)
+    unknown = sorted(set(options) - set(TLS_QUERY_KEYS))
+    if unknown:
+        raise BrokerUrlError(f"broker URL {_redact(text)!r}: unknown option(s) {', '.join(unknown)}; the options "
+                             f"are {PASSWORD_QUERY_KEY} and, with mqtts://, {', '.join(TLS_QUERY_KEYS)}")
+    if options and scheme != "mqtts":
+        raise BrokerUrlError(f"broker URL {_redact(text)!r}: the TLS options ({', '.join(TLS_QUERY_KEYS)}) "
+                             "need mqtts://")
+    try:
+        tls_settings = tls_settings_from_query(options)
+    except TlsSettingsError as e:
         raise BrokerUrlError(f"broker URL {_redact(text)!r}: {e}") from e
     try:
         port = parts.port
@@ -135,6 +191,12 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise BrokerUrlError(f"broker URL {_redact(text)!r}: port 0 is not a broker port")
     username = urllib.parse.unquote(parts.username) if parts.username else None
     password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    if password_file is not None:
+        if password is not None:
+            raise BrokerUrlError("broker URL has both a password and password_file; keep only the file")
+        password = _read_password_file(password_file)
+    elif password is None and username is not None:
+        password = os.environ.get(PASSWORD_ENV) or None
     if password is not None and username is None:
         raise BrokerUrlError("broker URL has a password but no user name; use mqtt://USER:PASS@HOST")
     return BrokerAddress(
@@ -145,6 +207,30 @@ def parse_broker_url(url: str) -> BrokerAddress:
         password=password,
         tls_settings=tls_settings,
     )
+
+
+def _read_password_file(name: str) -> str:
+    """The first line of the file ``name`` (a regular file of at most 1 KiB)."""
+    if not name:
+        raise BrokerUrlError("broker URL option password_file needs a file name: ?password_file=FILE")
+    try:
+        # O_NONBLOCK: a FIFO in its place must not hang the start; only regular files are read.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BrokerUrlError(f"broker password file {name} is not a regular file")
+            data = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except OSError as e:
+        raise BrokerUrlError(f"cannot read the broker password file {name}: {e.strerror}") from e
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise BrokerUrlError(f"broker password file {name} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
+    try:
+        password = data.decode("utf-8").splitlines()[0] if data.strip() else ""
+    except UnicodeDecodeError as e:
+        raise BrokerUrlError(f"broker password file {name} is not UTF-8 text") from e
+    if not password:
+        raise BrokerUrlError(f"broker password file {name} is empty; put the password on its first line")
+    return password
 
 
 def _redact(text: str) -> str:
@@ -167,6 +253,7 @@ def make_client(
     ca_certs: str | None = None,
     session_expiry_s: int = 0,
     tls: TlsSettings | None = None,
+    max_packet_bytes: int | None = None,
 ) -> paho.Client:
     """A paho-mqtt 2.x MQTT 5 client for ``url``, configured but not yet running.
 
@@ -176,6 +263,8 @@ def make_client(
     should therefore be (re)made in ``on_connect``. ``session_expiry_s=0`` means the broker
     forgets the session on disconnect, which suits stateless clients. ``tls`` (or the
     URL's ``?ca=&cert=&key=`` options) sets the CA and the client certificate for mutual TLS.
+    ``max_packet_bytes`` asks the broker (MQTT 5 ``MaximumPacketSize``) never to deliver a
+    larger message to this client: it drops it instead.
     """
     address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
     client = paho.Client(
@@ -199,22 +288,79 @@ def make_client(
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     client.reconnect_delay_set(min_delay=min_reconnect_delay_s, max_delay=max_reconnect_delay_s)
     properties = None
-    if session_expiry_s:
+    if session_expiry_s or max_packet_bytes:
         from paho.mqtt.packettypes import PacketTypes
 
         properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = session_expiry_s
+        if session_expiry_s:
+            properties.SessionExpiryInterval = session_expiry_s
+        if max_packet_bytes:
+            properties.MaximumPacketSize = max_packet_bytes
     client.connect_async(address.host, address.port, keepalive=keepalive_s, properties=properties)
     # Remembered beside the client (not in its userdata, which belongs to the caller).
     _ADDRESSES[client] = address
     return client
 
 
-def wait_connected(client: paho.Client, timeout_s: float) -> None:
-    """Block until ``client`` is connected, or raise ``BrokerConnectionError`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
+def device_connection(url: str | BrokerAddress, device_id: str, connection: str = "") -> tuple[BrokerAddress, str]:
+    """The address (with its login) and the client id of one of a device's connections.
+
+    With a user name ``U`` in the URL the connection logs in as ``device_login(U, connection)``
+    and uses that name as its client id: a broker set up by ``broker-config`` binds each of
+    these logins to that one client id, so no other login can take the connection over. The
+    password is the device's. Without a user name (an open test broker) the request
+    connection gets a unique client id, so that several runtimes may share a device id.
+    """
+    address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
+    validate_device_id(device_id)
+    if address.username is None:
+        name = device_login(device_id, connection)
+        return address, name if connection else f"tfe-dev-{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    login = device_login(address.username, connection)
+    return dataclasses.replace(address, username=login), login
+
+
+def _diagnose(address: BrokerAddress, timeout_s: float) -> None:
+    """Raise ``BrokerConnectionError`` at once for an unknown host or a refused connection.
+
+    Called only when the client is not connected shortly after start, so a working set-up pays
+    nothing; a slow or filtered network is left to the caller's wait.
+    """
+    try:
+        socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, socket.gaierror) else str(e)
+        raise BrokerConnectionError(
+            f"unknown host {address.host!r} in the broker URL {address.url} ({reason}); check the host name"
+        ) from e
+    try:
+        with socket.create_connection((address.host, address.port), timeout=max(min(timeout_s, 2.0), 0.1)):
+            pass
+    except ConnectionRefusedError as e:
+        raise BrokerConnectionError(
+            f"connection refused by {address.host}:{address.port}: no MQTT broker listens there; "
+            f"start the broker or fix the port in {address.url}"
+        ) from e
+    except OSError:
+        pass
+
+
+def wait_connected(client: paho.Client, timeout_s: float, *, refusals: list[ReasonCode] | None = None) -> None:
+    """Block until ``client`` is connected, or raise ``BrokerConnectionError`` after ``timeout_s``,
+    or at once when the host is unknown or refuses the connection, or when the broker refuses
+    the login (a CONNACK reason appended to ``refusals`` by the caller's ``on_connect``)."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    diagnosed = False
     while not client.is_connected():
-        if time.monotonic() >= deadline:
+        if refusals:
+            raise BrokerConnectionError(_refusal_text(_broker_of(client), refusals[0]))
+        now = time.monotonic()
+        if not diagnosed and now - start >= _PROBE_AFTER_S and (address := _ADDRESSES.get(client)) is not None:
+            diagnosed = True
+            _diagnose(address, deadline - now)
+            continue
+        if now >= deadline:
             broker = _broker_of(client)
             raise BrokerConnectionError(
                 f"could not connect to the MQTT broker at {broker} within {timeout_s:g} s; "
@@ -223,14 +369,35 @@ def wait_connected(client: paho.Client, timeout_s: float) -> None:
         time.sleep(0.005)
 
 
+def _refusal_text(broker: str, reason: ReasonCode) -> str:
+    hint = {
+        134: "check the user name and password",
+        135: "this login may not connect (with this client id: a device's logins take only their own)",
+        133: "the client id is not accepted",
+    }.get(reason.value, "see the broker's log")
+    return f"the MQTT broker at {broker} refused the connection: {reason} ({hint})"
+
+
 def connect_and_start(client: paho.Client, timeout_s: float = 10.0) -> None:
     """Start the client's network loop thread and wait for the first connection."""
+    refusals: list[ReasonCode] = []
+    callback: Any = client.on_connect  # the caller's, called after the refusal is noted
+
+    def record(c: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            refusals.append(reason)
+        if callback is not None:
+            callback(c, userdata, flags, reason, props)
+
+    client.on_connect = record
     client.loop_start()
     try:
-        wait_connected(client, timeout_s)
+        wait_connected(client, timeout_s, refusals=refusals)
     except BrokerConnectionError:
         client.loop_stop()
         raise
+    finally:
+        client.on_connect = callback
 
 
 def broker_address(client: paho.Client) -> BrokerAddress | None:

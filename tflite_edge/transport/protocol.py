@@ -3,9 +3,13 @@
 Topics (``prefix`` defaults to ``tflite-edge/v1`` and is configurable)::
 
     {prefix}/req/{bundle_id}                 device -> edge: an activation frame
-    $share/{group}/{prefix}/req/+            what edge workers subscribe to (load shared)
+    $share/{group}/{prefix}/req/{bundle_id}  what edge workers subscribe to, one per bundle served
+                                             (load shared within a group; a request reaches only
+                                             the groups that serve its bundle)
     {prefix}/dev/{device_id}/res             edge -> device: replies (the request's ResponseTopic)
     {prefix}/dev/{device_id}/telemetry|status|experience   used by the telemetry subsystem
+    {prefix}/dev/{device_id}/budget          operator -> device: the power budget (retained)
+    {prefix}/edge/{worker_id}/load           edge -> devices: a worker's load (edge/load.py)
 
 A request is a PUBLISH whose payload is one activation frame (``wire.py``) and whose MQTT 5
 properties carry ``ResponseTopic``, ``CorrelationData`` (the request id, UTF-8),
@@ -38,6 +42,8 @@ from ..errors import ProtocolError, RemoteError, TopicError, UnknownBundleError
 __all__ = [
     "DEFAULT_PREFIX",
     "DEVICE_CHANNELS",
+    "DEVICE_CONNECTIONS",
+    "device_login",
     "ErrorCode",
     "Topics",
     "RequestHeader",
@@ -57,7 +63,10 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "tflite-edge/v1"
-DEVICE_CHANNELS = ("res", "telemetry", "status", "experience")
+DEVICE_CHANNELS = ("res", "telemetry", "status", "experience", "budget")
+# A device's MQTT connections besides its request connection ("" names that one). Brokers set
+# up by `broker-config` give each its own login, bound to a client id of the same name.
+DEVICE_CONNECTIONS = ("", "telemetry", "policy", "context")
 MAX_LEVEL_BYTES = 128
 MAX_PROPERTY_BYTES = 1024  # user property values we accept; the rest of the reply is the frame
 MAX_EXIT_NAMES = 64
@@ -115,6 +124,14 @@ def validate_device_id(device_id: str) -> str:
     return validate_topic_level(device_id, "device id")
 
 
+def device_login(user: str, connection: str = "") -> str:
+    """Login name and client id of a device's ``connection`` (one of ``DEVICE_CONNECTIONS``):
+    ``user`` for its requests, ``{user}-{connection}`` for the others."""
+    if connection not in DEVICE_CONNECTIONS:
+        raise TopicError(f"unknown device connection {connection!r}; one of {', '.join(map(repr, DEVICE_CONNECTIONS))}")
+    return f"{user}-{connection}" if connection else user
+
+
 def validate_prefix(prefix: str) -> str:
     """A topic prefix of one or more valid levels, without leading or trailing ``/``."""
     if not isinstance(prefix, str) or not prefix:
@@ -141,9 +158,11 @@ class Topics:
         """All request topics (one level per bundle)."""
         return f"{self.prefix}/req/+"
 
-    def shared_request_filter(self, group: str) -> str:
-        """The MQTT 5 shared subscription edge workers of ``group`` use."""
-        return f"$share/{validate_topic_level(group, 'group')}/{self.request_filter}"
+    def shared_request_filter(self, group: str, bundle_id: str | None = None) -> str:
+        """The MQTT 5 shared subscription edge workers of ``group`` use for ``bundle_id``
+        (for every bundle when None: only for tools that watch all requests)."""
+        topic = self.request(bundle_id) if bundle_id is not None else self.request_filter
+        return f"$share/{validate_topic_level(group, 'group')}/{topic}"
 
     def device(self, device_id: str, channel: str) -> str:
         if channel not in DEVICE_CHANNELS:
