@@ -9,7 +9,7 @@ import pytest
 from tflite_edge.demo import DemoOptions, run_demo
 from tflite_edge.demo.run import Progress
 from tflite_edge.demo.world import World, load_world, summarize_run
-from tflite_edge.errors import InputError
+from tflite_edge.errors import ScenarioError
 
 
 @pytest.mark.slow
@@ -55,17 +55,16 @@ def test_demo_cli_writes_results_to_stdout_and_refuses_bad_options(tmp_path):
 
 def test_a_scenario_file_is_read_and_checked(tmp_path):
     path = tmp_path / "world.json"
-    path.write_text(json.dumps({"device_speed": [[0, 1.0], [10, 0.5]], "power_budget_mw": [{"from_s": 20,
-                                                                                            "value": 800}]}))
+    path.write_text(json.dumps({"device_speed": [[0, 1.0], [10, 0.5]], "power_budget_mw": [[0, 2000], [20, 800]]}))
     world = load_world(path)
     assert world.value("device_speed", 5.0, 1.0) == 1.0 and world.value("device_speed", 12.0, 1.0) == 0.5
     assert world.value("power_budget_mw", 25.0, 2000.0) == 800.0
     assert world.change_times() == [10.0, 20.0] and world.phase(15.0) == 1 and world.phase(30.0) == 2
     path.write_text(json.dumps({"cpu_temperature": [[0, 1]]}))
-    with pytest.raises(InputError, match="unknown schedule"):
+    with pytest.raises(ScenarioError, match="unknown key"):
         load_world(path)
     path.write_text("{")
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(ScenarioError, match="not valid JSON"):
         load_world(path)
 
 
