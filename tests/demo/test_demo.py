@@ -13,12 +13,10 @@ from tflite_edge.errors import ScenarioError
 
 
 @pytest.mark.slow
-def test_demo_runs_the_shipped_loop_for_every_contender_and_writes_its_report(tmp_path, capsys, monkeypatch):
-    import tflite_edge.demo.live as live
-
-    monkeypatch.setattr(live.LiveConfig, "__init__", _with_steps(live.LiveConfig.__init__, 60))
+def test_demo_runs_the_shipped_loop_for_every_contender_and_writes_its_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    result = run_demo(DemoOptions(out=out, requests=10, interval_ms=20.0, epochs=1), Progress(sys.stderr))
+    options = DemoOptions(out=out, requests=10, interval_ms=20.0, epochs=1, policy_steps=60)
+    result = run_demo(options, Progress(sys.stderr))
     text = result.report.read_text()
     assert "## Live runs" in text and "## Live session of the learned policy" in text
     for name in ("learned", "planner-link-only", "planner-measured", "static final/local", "static exit_1/K0"):
@@ -34,17 +32,9 @@ def test_demo_runs_the_shipped_loop_for_every_contender_and_writes_its_report(tm
     assert any(line.startswith("report: ") for line in result.lines)
     assert "[7/7] done" in capsys.readouterr().err
     # A second run reuses the trained model and the trained policy.
-    run_demo(DemoOptions(out=out, requests=3, interval_ms=10.0, epochs=1), Progress(sys.stderr))
+    run_demo(DemoOptions(out=out, requests=10, interval_ms=20.0, epochs=1, policy_steps=60), Progress(sys.stderr))
     err = capsys.readouterr().err
     assert "reusing the trained model" in err and "reusing the policy" in err
-
-
-def _with_steps(init, steps):  # type: ignore[no-untyped-def]
-    def patched(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs["policy_steps"] = steps
-        init(self, *args, **kwargs)
-
-    return patched
 
 
 def test_demo_cli_writes_results_to_stdout_and_refuses_bad_options(tmp_path):
