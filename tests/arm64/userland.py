@@ -135,17 +135,35 @@ def arch_binfmt(arch: str) -> str:
     return str(RECIPE[arch]["qemu"]).removeprefix("qemu-")
 
 
+class CannotEmulate(RuntimeError):
+    """This machine cannot register QEMU with binfmt_misc (e.g. an unprivileged container)."""
+
+
 def _ensure_binfmt(arch: str) -> None:
     qemu = str(RECIPE[arch]["qemu"])
-    if not (BINFMT / "register").exists():
-        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
-    entry = BINFMT / qemu
-    if not entry.exists() or entry.read_text().splitlines()[0] != "enabled":
-        _run(["update-binfmts", "--enable", qemu])
-    flags = next((line for line in entry.read_text().splitlines() if line.startswith("flags:")), "")
+    try:
+        if not (BINFMT / "register").exists():
+            _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], stderr=subprocess.DEVNULL)
+        entry = BINFMT / qemu
+        if not entry.exists() or entry.read_text().splitlines()[0] != "enabled":
+            _run(["update-binfmts", "--enable", qemu], stderr=subprocess.DEVNULL)
+        flags = next((line for line in entry.read_text().splitlines() if line.startswith("flags:")), "")
+    except (subprocess.CalledProcessError, OSError) as e:
+        raise CannotEmulate(f"cannot register {qemu} with binfmt_misc ({e})") from e
     if "F" not in flags.split(":", 1)[-1]:
         # Without the fix-binary flag the kernel looks for the emulator inside the chroot.
-        raise RuntimeError(f"binfmt_misc entry {qemu} lacks the F flag ({flags.strip()}); reinstall qemu-user-static")
+        raise CannotEmulate(f"binfmt_misc entry {qemu} lacks the F flag ({flags.strip()}); reinstall qemu-user-static")
+
+
+def ready(arch: str = "arm64", *, log: bool = True) -> Userland:
+    """The userland for the current recipe, built if needed, with QEMU registered to run it.
+    Raises ``CannotEmulate`` where the machine cannot run foreign binaries."""
+    found = find_userland(arch)
+    if found is None:
+        return build(arch, log=log)
+    _ensure_host_tools(arch)
+    _ensure_binfmt(arch)
+    return found
 
 
 def debian_mirror() -> str:
@@ -261,10 +279,9 @@ def _cli(argv: Sequence[str] | None = None) -> int:
         print(f"{args.arch} tier skipped: {reason}")
         return 0
     try:
-        build(args.arch)
-    except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
-        print(f"{args.arch} tier skipped: building the userland failed ({e})")
-        return 0
+        ready(args.arch)
+    except CannotEmulate as e:
+        print(f"{args.arch} tier skipped: {e}")
     return 0
 
 
