@@ -39,6 +39,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from tflite_edge.arrays import load_array  # noqa: E402
 from tflite_edge.bundle import Bundle, load_bundle  # noqa: E402
 from tflite_edge.device import DeviceRuntime  # noqa: E402
 from tflite_edge.transport.broker import MosquittoBroker  # noqa: E402
@@ -123,7 +124,7 @@ def load_bundles(directory: Path) -> tuple[Bundle, Bundle, Bundle, np.ndarray]:
                    stdout=subprocess.DEVNULL)
     paths = [directory / name for name in ("digits", "light", "heavy")]
     digits, light, heavy = (load_bundle(path) for path in paths)
-    return digits, light, heavy, np.load(directory / "x.npy")
+    return digits, light, heavy, load_array(directory / "x.npy")
 
 
 def round_trips(broker: MosquittoBroker, digits: Bundle, x: np.ndarray, requests: int) -> None:

@@ -2,7 +2,10 @@
 
 Targets (bench/fuzz_targets.py): the activation decoder, the edge's MQTT request handler
 (with real interpreters of the digits bundle), the manifest loader, the telemetry parser,
-the serial codec and signed policy messages. Each case must be accepted or refused with
+the serial codec, signed policy messages, the array loader (file types and sizes: FIFOs,
+/dev/zero, sparse multi-GiB files; .npy header shapes and dtypes; NaN/Inf values) and bundle
+directories with one file replaced (loaded plainly and with signature verification). Each
+case must be accepted or refused with
 the module's typed error; anything else is a crash, and a case using more than 1 s of CPU
 time is a hang. Prints, per target: cases tried, accepted, refused, crashes, hangs and
 the slowest case.

@@ -35,6 +35,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from tflite_edge.arrays import load_array  # noqa: E402
 from tflite_edge.bundle import Bundle, load_bundle  # noqa: E402
 from tflite_edge.runtime import BundleRunner  # noqa: E402
 from tflite_edge.transport import wire  # noqa: E402
@@ -178,8 +179,7 @@ def main() -> None:
             bundle = load_bundle(args.bundle)
             if args.data is None:
                 parser.error("--bundle needs --data")
-            loaded = np.load(args.data, allow_pickle=False)
-            x = loaded["x"] if args.data.suffix == ".npz" else loaded
+            x = load_array(args.data, what="--data")
         elif args.mobilenet:
             bundle, x = mobilenet_bundle(Path(tmp))
         else:

@@ -410,6 +410,159 @@ def policy_message_target(bundle: Bundle) -> Target:
     return Target("policy message (agents/policy_message.py + signing)", cases, run, (PolicyError, SignatureError))
 
 
+# -- files: user arrays and bundle files ---------------------------------------------------
+
+_NPY_DESCRS = ("<f4", "<f8", "|i1", "|u1", "<i8", "<c8", "<c16", "|O", "<U3", "|b1", "<f2", ">f4", "[('a', '<f4')]",
+               "<V8", "bogus")
+_SHAPE_DIMS = st.sampled_from([0, 1, 2, 3, 8, 64, 10**9, 2**31, 2**62, -1])
+
+
+def _npy_header(descr: str, shape: tuple[Any, ...], fortran: bool) -> bytes:
+    text = f"{{'descr': {descr!r}, 'fortran_order': {fortran}, 'shape': {shape!r}, }}".encode()
+    text += b" " * ((64 - (10 + len(text) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+@st.composite
+def _npy_files(draw: st.DrawFn) -> bytes:
+    """.npy bytes: real arrays (with NaN/Inf sometimes), or a header claiming any shape and dtype."""
+    if draw(st.booleans()):
+        import io
+
+        shape = tuple(draw(st.lists(st.integers(0, 4), max_size=4)))
+        dtype = draw(st.sampled_from(["float32", "float64", "int8", "uint8", "complex64", "bool", "float16"]))
+        values = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).normal(size=shape).astype(dtype)
+        if values.size and dtype.startswith("float") and draw(st.booleans()):
+            values.flat[draw(st.integers(0, values.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        buffer = io.BytesIO()
+        np.save(buffer, values)
+        return buffer.getvalue()
+    shape = tuple(draw(st.lists(_SHAPE_DIMS, max_size=5))) if draw(st.integers(0, 9)) else draw(
+        st.sampled_from([(1.5,), ("a",), None, (True,)]))
+    header = _npy_header(draw(st.sampled_from(_NPY_DESCRS)), shape, draw(st.booleans()))
+    return header + draw(st.binary(max_size=64))
+
+
+@st.composite
+def _npz_files(draw: st.DrawFn) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    compression = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for key in draw(st.lists(st.sampled_from(["x", "y", "images", "x.npy"]), min_size=0, max_size=3, unique=True)):
+            archive.writestr(f"{key}.npy", draw(_npy_files()))
+    return buffer.getvalue()
+
+
+def _array_file_cases() -> st.SearchStrategy[tuple[str, Any]]:
+    """(kind, content): bytes written to a regular file, or a special file of some kind and size."""
+    contents = st.one_of(_npy_files(), _npz_files(), _byte_mutations(_npy_files()), _byte_mutations(_npz_files()),
+                         st.binary(max_size=128))
+    specials = st.sampled_from(["fifo", "dev_zero", "directory", "missing"]).map(lambda k: (k, None))
+    sparse = st.sampled_from([1 << 20, 1 << 32, 1 << 33]).map(lambda n: ("sparse", n))
+    return st.one_of(contents.map(lambda data: ("bytes", data)), specials, sparse)
+
+
+def _place(path: Any, kind: str, content: Any) -> None:
+    """Put a file of ``kind`` at ``path`` (which does not exist)."""
+    import os
+
+    if kind == "bytes":
+        path.write_bytes(content)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev_zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "sparse":
+        with open(path, "wb") as handle:
+            handle.truncate(content)  # no disk space used
+
+
+def _clear(path: Any) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def array_file_target() -> Target:
+    """The one array loader (arrays.py): file types and sizes, .npy header shapes and dtypes, non-finite values."""
+    import tempfile
+    from pathlib import Path
+
+    from tflite_edge.arrays import load_array
+    from tflite_edge.errors import InputError
+
+    path = Path(tempfile.mkdtemp(prefix="tfe-fuzz-arrays-")) / "input.npy"
+
+    def run(case: tuple[str, Any]) -> None:
+        kind, content = case
+        try:
+            if kind != "missing":
+                _place(path, kind, content)
+            load_array(path, what="input", max_bytes=1 << 24)
+        finally:
+            _clear(path)
+
+    return Target("array loader (arrays.py)", _array_file_cases(), run, (InputError,))
+
+
+def bundle_file_target(bundle: Bundle) -> Target:
+    """Bundle directories with one file replaced (FIFO, /dev/zero, sparse GiBs, a directory, other bytes),
+    loaded plainly and with signature verification."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tflite_edge.bundle import load_bundle
+    from tflite_edge.security.signing import (
+        generate_key_pair,
+        load_private_key,
+        load_public_key,
+        sign_bundle,
+        verify_bundle,
+    )
+
+    root = Path(tempfile.mkdtemp(prefix="tfe-fuzz-bundle-"))
+    pristine = root / "pristine"
+    shutil.copytree(bundle.path, pristine)
+    generate_key_pair(root / "k.pem", root / "k.pub")
+    sign_bundle(pristine, load_private_key(root / "k.pem"))
+    public = load_public_key(root / "k.pub")
+    names = sorted(p.name for p in pristine.iterdir())
+    work = root / "work"
+    replacement = st.one_of(
+        st.just(("keep", None)),
+        st.sampled_from(["fifo", "dev_zero", "directory", "missing"]).map(lambda k: (k, None)),
+        st.sampled_from([1 << 20, 1 << 32, 5 << 30]).map(lambda n: ("sparse", n)),
+        _byte_mutations(st.sampled_from([(pristine / n).read_bytes() for n in names])).map(lambda b: ("bytes", b)),
+    )
+    cases = st.tuples(st.sampled_from(names), replacement, st.booleans())
+
+    def run(case: tuple[str, tuple[str, Any], bool]) -> None:
+        name, (kind, content), signed = case
+        shutil.copytree(pristine, work)
+        try:
+            if kind != "keep":
+                (work / name).unlink()
+                if kind != "missing":
+                    _place(work / name, kind, content)
+            if signed:
+                verify_bundle(work, public)
+            else:
+                load_bundle(work)
+        finally:
+            shutil.rmtree(work)
+
+    return Target("bundle files (bundle/store.py + signing)", cases, run, (BundleError, SignatureError))
+
+
 def _finite_json(value: Any) -> bool:
     try:
         json.dumps(value, allow_nan=False)
@@ -421,4 +574,4 @@ def _finite_json(value: Any) -> bool:
 def make_targets(bundle: Bundle) -> list[Target]:
     """Every target, in report order."""
     return [wire_target(bundle), handler_target(bundle), manifest_target(bundle), telemetry_target(), serial_target(),
-            policy_message_target(bundle)]
+            policy_message_target(bundle), array_file_target(), bundle_file_target(bundle)]

@@ -42,11 +42,14 @@ Hierarchy::
     │   └── MicroModelError         TFLite Micro cannot run a segment (unsupported ops, arena too small)
     ├── PolicyError                 the exit/offload policy, its simulator or its training cannot run
     │   ├── TraceError              a bandwidth trace is missing, empty or malformed
+    │   ├── ScenarioError           a scenario file (schedules of the changing world) is malformed
     │   └── ProfileError            a latency profile or device profile does not fit the bundle
     └── SecurityError               signing, verification, TLS or broker access set-up failed
         ├── SigningKeyError         a key file is missing, unreadable, encrypted without a password or not Ed25519
         ├── SignatureError          a signature does not verify: tampered content or an untrusted key
         │   └── MissingSignatureError  the bundle or policy carries no signature at all
+        ├── RollbackError           a signed bundle or policy is older than one this device already used
+        ├── StateFileError          the device's state file (version floors) cannot be read or written
         ├── TlsSettingsError        a CA, certificate or key file for TLS is missing or unusable
         └── BrokerConfigError       a broker configuration (users, ACLs, password file) cannot be made
 
@@ -95,11 +98,14 @@ __all__ = [
     "MicroModelError",
     "PolicyError",
     "TraceError",
+    "ScenarioError",
     "ProfileError",
     "SecurityError",
     "SigningKeyError",
     "SignatureError",
     "MissingSignatureError",
+    "RollbackError",
+    "StateFileError",
     "TlsSettingsError",
     "BrokerConfigError",
 ]
@@ -285,6 +291,10 @@ class TraceError(PolicyError):
     """A bandwidth trace is missing, empty or malformed (expected lines of `time_s <tab> Mbit/s`)."""
 
 
+class ScenarioError(PolicyError):
+    """A scenario file (piecewise-constant schedules of device speed, edge load, budget, RTT) is malformed."""
+
+
 class ProfileError(PolicyError):
     """A latency profile or device profile does not fit the bundle it is used with."""
 
@@ -303,6 +313,14 @@ class SignatureError(SecurityError):
 
 class MissingSignatureError(SignatureError):
     """The bundle, policy or message carries no signature; sign it with `tflite-edge sign`."""
+
+
+class RollbackError(SecurityError):
+    """A signed bundle or policy is older than the version floor this device keeps: refused."""
+
+
+class StateFileError(SecurityError):
+    """The state file that keeps the version floors cannot be read, parsed or written."""
 
 
 class TlsSettingsError(SecurityError):

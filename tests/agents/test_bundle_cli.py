@@ -59,3 +59,19 @@ def test_policy_simulate_missing_traces(digits_bundle, digits_profile: Path, tmp
     code = main(["policy", "simulate", "--bundle", str(digits_bundle.path), "--profile", str(digits_profile),
                  "--traces", str(tmp_path)])
     assert code == 1 and "no trace files" in capsys.readouterr().err
+
+
+def test_policy_simulate_with_a_scenario_file(digits_bundle, digits_profile: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                              capsys) -> None:
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(json.dumps({"device_speed": [[0, 1.0], [10, 0.2]], "edge_load": [[0, 0.0], [15, 0.9]]}))
+    args = ["policy", "simulate", "--bundle", str(digits_bundle.path), "--profile", str(digits_profile),
+            "--synthetic", "2", "--requests", "60", "--device-slowdown", "2000", "--scenario", str(scenario),
+            "--policy", "device-only", "--json"]
+    assert main(args) == 0
+    slow = json.loads(capsys.readouterr().out)["results"][0]
+    scenario.write_text(json.dumps({"device_speed": [[0, 1.0]], "edge_load": [[0, 0.0]]}))
+    assert main(args) == 0
+    steady = json.loads(capsys.readouterr().out)["results"][0]
+    # Device-only pays for the throttling period the scenario file puts in.
+    assert slow["mean_latency_ms"] > 2 * steady["mean_latency_ms"]

@@ -137,3 +137,29 @@ def test_failed_conversion_leaves_nothing_behind(digits_model, tmp_path, monkeyp
     with pytest.raises(ConversionError, match="simulated"):
         convert(digits_model, tmp_path / "out", quantize="none")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-o", "EXISTING"], "already exists; choose another output or pass overwrite (--force)"),
+        (["--cut", "block_1_out", "--cut", "block_1_out"], "block_1_out named more than once"),
+        (["--cut", "block_1_out", "--auto-cuts", "2"], "not both"),
+        (["--auto-cuts", "-1"], "zero or positive"),
+        (["--auto-cuts", "1", "--quantize", "int8"], "needs calibration data"),
+        (["--list-cuts", "--cut", "block_1_out"], "drop --cut"),
+    ],
+)
+def test_convert_checks_its_options_before_loading_the_model(digits_model_file, tmp_path, extra, message):
+    import subprocess
+    import sys
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    extra = [str(existing) if a == "EXISTING" else a for a in extra]
+    output = [] if "-o" in extra else ["-o", str(tmp_path / "new")]
+    done = subprocess.run([sys.executable, "-m", "tflite_edge", "convert", str(digits_model_file), *output, *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [done.stderr.splitlines()[-1]] and message in done.stderr, done.stderr
+    assert "loading" not in done.stderr  # refused before the model (and TensorFlow) was loaded

@@ -14,7 +14,7 @@ from bench.fuzz_targets import Target, make_targets
 from tflite_edge.bundle import Bundle
 
 EXAMPLES = 300
-NAMES = ("wire", "handler", "manifest", "telemetry", "serial", "policy")
+NAMES = ("wire", "handler", "manifest", "telemetry", "serial", "policy", "arrays", "bundle files")
 
 
 @pytest.fixture(scope="module")

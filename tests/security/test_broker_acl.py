@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tflite_edge.errors import BrokerConfigError
+from tflite_edge.errors import BrokerConfigError, BrokerConnectionError
 from tflite_edge.security.acl import FleetUsers, TlsListener, mosquitto_conf, write_broker_config
 from tflite_edge.security.tls import TlsSettings
 from tflite_edge.transport.broker import MosquittoBroker, free_port
@@ -181,6 +181,11 @@ def test_wrong_password_and_anonymous_clients_are_refused(secured: SecuredBroker
     assert _connect_reason(secured.url("pi-2", secured.passwords["pi-1"]), "pi-2") in (134, 135)
     assert _connect_reason(f"mqtt://127.0.0.1:{secured.broker.port}", "anon") in (134, 135)
     assert _connect_reason(f"mqtt://nobody:x@127.0.0.1:{secured.broker.port}", "nobody") in (134, 135)
+    # The product's clients report a refused login at once, in one line, rather than after the timeout.
+    for url, client_id in ((secured.url("pi-1", "not-the-password"), "pi-1"), (secured.url("pi-1"), "pi-2")):
+        client = make_client(url, client_id)
+        with pytest.raises(BrokerConnectionError, match="refused the connection: Not authorized|Bad user name"):
+            connect_and_start(client, timeout_s=60)
 
 
 def test_a_device_cannot_read_another_devices_results(secured: SecuredBroker) -> None:
@@ -295,7 +300,7 @@ def test_the_products_device_connections_run_together_under_their_logins(secured
     from tflite_edge.telemetry.publisher import TelemetryPublisher
 
     reader = Client(secured.url("dash"), "dash-device", subscribe=(TOPICS.device("pi-1", "status"),))
-    offload = OffloadClient(secured.url("pi-1"), "pi-1")
+    offload = OffloadClient.over_mqtt(secured.url("pi-1"), "pi-1")
     publisher = TelemetryPublisher("pi-1", broker_url=secured.url("pi-1"), period_s=0.2).start()
     try:
         _wait_for(lambda: TOPICS.device("pi-1", "status") in reader.topics(), 5)

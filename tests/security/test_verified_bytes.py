@@ -140,8 +140,8 @@ def test_edge_cli_with_workers_serves_what_it_verified_even_if_the_directory_is_
     ready = threading.Event()
     aside: list[Path] = []
 
-    def open_then_swap(path, keys):
-        bundle = real_open(path, keys)
+    def open_then_swap(path, keys, *rest):
+        bundle = real_open(path, keys, *rest)
         aside.append(swap(Path(path))[0])  # between the check and the workers' start
         return bundle
 

@@ -28,9 +28,10 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +45,10 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from ..telemetry.schema import ExperienceRecord
-    from ..telemetry.subscriber import Received
+    from ..telemetry.subscriber import Received, TelemetrySubscriber
+    from ..transport.mqtt import MqttClient
 
-__all__ = ["CONTEXT_KEYS", "ExperienceReplay", "OnlineAgent", "OnlineTrainer"]
+__all__ = ["CONTEXT_KEYS", "AgentConfig", "ExperienceReplay", "OnlineAgent", "OnlineTrainer", "UpdateSchedule"]
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +169,16 @@ class OnlineTrainer:
         contexts, actions, rewards = replay.arrays()
         features = self.features_policy.features(**contexts).astype(np.float32)
         tf = self.tf
+        from .training import AUTOGRAPH_NOISE
+
         loss = float("nan")
-        for _ in range(steps):
-            rows = self._rng.integers(len(actions), size=self.batch_size)
-            loss = float(self._learn(tf.constant(features[rows]), tf.constant(actions[rows]),
-                                     tf.constant(rewards[rows])))
-            self.steps_done.assign_add(1)
+        with warnings.catch_warnings():  # the first call traces TF-Agents' code through AutoGraph
+            warnings.filterwarnings("ignore", message=AUTOGRAPH_NOISE, category=SyntaxWarning)
+            for _ in range(steps):
+                rows = self._rng.integers(len(actions), size=self.batch_size)
+                loss = float(self._learn(tf.constant(features[rows]), tf.constant(actions[rows]),
+                                         tf.constant(rewards[rows])))
+                self.steps_done.assign_add(1)
         self._checkpointer.save(global_step=self.steps_done)
         return loss
 
@@ -189,6 +195,36 @@ class OnlineTrainer:
         return out_dir
 
 
+@dataclass(frozen=True)
+class UpdateSchedule:
+    """When and how the online agent learns: every ``update_every_s`` with at least
+    ``min_new_records`` new records, ``steps`` gradient steps on batches of ``batch_size``
+    from a replay of the last ``capacity`` records (``seed`` for the batches)."""
+
+    update_every_s: float = 30.0
+    min_new_records: int = 64
+    steps: int = 100
+    batch_size: int = 64
+    capacity: int = 50_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Where the online agent publishes and keeps its state.
+
+    ``bundle_id`` (when given) must be the policy's bundle; ``topic`` defaults to
+    ``{prefix}/policy/{bundle_id}``; ``work_dir`` to ``POLICY_DIR/online``.
+    """
+
+    bundle_id: str | None = None
+    prefix: str = "tflite-edge/v1"
+    topic: str | None = None
+    work_dir: str | os.PathLike[str] | None = None
+    connect_timeout_s: float = 10.0
+    schedule: UpdateSchedule = field(default_factory=UpdateSchedule)
+
+
 class OnlineAgent:
     """Collects experience over MQTT, updates the policy, and publishes signed versions.
 
@@ -202,44 +238,36 @@ class OnlineAgent:
         broker_url: str,
         policy_dir: str | os.PathLike[str],
         private_key: Ed25519PrivateKey,
+        config: AgentConfig = AgentConfig(),
         *,
-        bundle_id: str | None = None,
-        prefix: str = "tflite-edge/v1",
-        topic: str | None = None,
-        work_dir: str | os.PathLike[str] | None = None,
-        update_every_s: float = 30.0,
-        min_new_records: int = 64,
-        steps: int = 100,
-        batch_size: int = 64,
-        capacity: int = 50_000,
-        seed: int = 0,
-        connect_timeout_s: float = 10.0,
         on_publish: Callable[[int, Path], None] | None = None,
     ) -> None:
+        self.config = config
+        schedule = config.schedule
         self.policy_dir = Path(policy_dir)
-        self.work_dir = Path(work_dir) if work_dir is not None else self.policy_dir / "online"
+        self.work_dir = Path(config.work_dir) if config.work_dir is not None else self.policy_dir / "online"
         base = TFLitePolicy(self.policy_dir)
-        if bundle_id is not None and base.bundle_id != bundle_id:
-            raise PolicyError(f"{self.policy_dir} was trained for bundle {base.bundle_id!r}, not {bundle_id!r}")
+        if config.bundle_id is not None and base.bundle_id != config.bundle_id:
+            raise PolicyError(f"{self.policy_dir} was trained for bundle {base.bundle_id!r}, not {config.bundle_id!r}")
         self.bundle_id = base.bundle_id
-        self.topic = topic or policy_topic(prefix, self.bundle_id)
-        self.prefix = prefix
+        self.topic = config.topic or policy_topic(config.prefix, self.bundle_id)
+        self.prefix = config.prefix
         self.private_key = private_key
-        self.update_every_s = update_every_s
-        self.min_new_records = min_new_records
-        self.steps = steps
-        self.batch_size = batch_size
-        self.seed = seed
-        self.connect_timeout_s = connect_timeout_s
+        self.update_every_s = schedule.update_every_s
+        self.min_new_records = schedule.min_new_records
+        self.steps = schedule.steps
+        self.batch_size = schedule.batch_size
+        self.seed = schedule.seed
+        self.connect_timeout_s = config.connect_timeout_s
         self.on_publish = on_publish
-        self.replay = ExperienceReplay(base.labels, capacity)
+        self.replay = ExperienceReplay(base.labels, schedule.capacity)
         self.version = self._read_state()
         self.updates = 0
         self.policy_rejections_reported = 0
         self._broker_url = broker_url
         self._trainer: OnlineTrainer | None = None
-        self._client: Any = None
-        self._subscriber: Any = None
+        self._client: MqttClient | None = None
+        self._subscriber: TelemetrySubscriber | None = None
         self._used = 0
 
     # -- state --------------------------------------------------------------------------

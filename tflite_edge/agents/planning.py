@@ -11,6 +11,7 @@ instance, not when the link is volatile).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import PolicyError
+from .cost import action_cost, transmit_ms
 from .objectives import Objective
 
 if TYPE_CHECKING:
@@ -31,7 +33,12 @@ _FIELDS = ("device_ms", "edge_ms", "megabits", "accuracy", "offloaded")
 @dataclass(frozen=True, eq=False)
 class PlanningModel:
     """Per-action constants: device compute at nominal speed, edge compute when idle,
-    megabits sent, exit accuracy, and whether the action offloads."""
+    megabits sent, exit accuracy, and whether the action offloads.
+
+    ``device_segment_ms`` is every segment's device time at nominal speed (speed 1): a
+    device divides it by its measured segment times to know its speed (empty in policies
+    trained before it was recorded).
+    """
 
     device_ms: np.ndarray
     edge_ms: np.ndarray
@@ -41,6 +48,7 @@ class PlanningModel:
     device_power_mw: float
     radio_alpha_mw_per_mbps: float
     radio_beta_mw: float
+    device_segment_ms: tuple[float, ...] = ()
 
     @classmethod
     def from_simulator(cls, simulator: Simulator) -> PlanningModel:
@@ -64,6 +72,7 @@ class PlanningModel:
             device_power_mw=simulator.device.compute_power_mw,
             radio_alpha_mw_per_mbps=simulator.radio.alpha_mw_per_mbps,
             radio_beta_mw=simulator.radio.beta_mw,
+            device_segment_ms=tuple(float(v) for v in np.diff(simulator.device_cum_ms)),
         )
 
     @property
@@ -88,17 +97,20 @@ class PlanningModel:
         device_speed: np.ndarray | float,
         edge_load: np.ndarray | float,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted (latency_ms, energy_mj), each (requests, actions)."""
-        throughput = np.maximum(np.atleast_1d(np.asarray(throughput_mbps, dtype=np.float64)), 1e-6)[:, None]
-        rtt = np.atleast_1d(np.asarray(rtt_ms, dtype=np.float64))[:, None]
-        speed = np.atleast_1d(np.asarray(device_speed, dtype=np.float64))[:, None]
-        load = np.minimum(np.atleast_1d(np.asarray(edge_load, dtype=np.float64)), 0.95)[:, None]
-        device_ms = self.device_ms / speed
-        transmit_ms = self.megabits / throughput * 1000.0
-        latency = device_ms + self.offloaded * (transmit_ms + rtt) + self.edge_ms / (1.0 - load)
-        energy = (self.device_power_mw * device_ms / 1000.0
-                  + self.radio_alpha_mw_per_mbps * self.megabits + self.radio_beta_mw * transmit_ms / 1000.0)
-        return latency, energy
+        """Predicted (latency_ms, energy_mj), each (requests, actions), from the cost model."""
+        def column(value: np.ndarray | float) -> np.ndarray:
+            return np.atleast_1d(np.asarray(value, dtype=np.float64))[:, None]
+
+        return self._cost(column(throughput_mbps), column(rtt_ms), column(device_speed), column(edge_load))
+
+    def _cost(self, throughput_mbps: np.ndarray | float, rtt_ms: np.ndarray | float,
+              device_speed: np.ndarray | float, edge_load: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        return action_cost(
+            device_ms=self.device_ms, edge_ms=self.edge_ms, megabits=self.megabits, offloaded=self.offloaded,
+            transmit_ms=transmit_ms(self.megabits, throughput_mbps), rtt_ms=rtt_ms, device_speed=device_speed,
+            edge_load=edge_load, device_power_mw=self.device_power_mw,
+            radio_alpha_mw_per_mbps=self.radio_alpha_mw_per_mbps, radio_beta_mw=self.radio_beta_mw,
+        )
 
     def predicted_rewards(
         self,
@@ -133,11 +145,7 @@ class PlanningModel:
         power_budget_mw: float,
     ) -> np.ndarray:
         """:meth:`predicted_rewards` for one context, in a few microseconds (the device's path)."""
-        device_ms = self.device_ms / device_speed
-        transmit_ms = self.megabits * (1000.0 / max(throughput_mbps, 1e-6))
-        latency = device_ms + self.offloaded * (transmit_ms + rtt_ms) + self.edge_ms / (1.0 - min(edge_load, 0.95))
-        energy = (self.device_power_mw / 1000.0) * device_ms + self.radio_alpha_mw_per_mbps * self.megabits
-        energy += (self.radio_beta_mw / 1000.0) * transmit_ms
+        latency, energy = self._cost(throughput_mbps, rtt_ms, device_speed, edge_load)
         return objective.reward(latency_ms=latency, energy_mj=energy, correct=self.accuracy,
                                 exit_accuracy=self.accuracy, deadline_ms=float(deadline_ms),
                                 energy_budget_mj=power_budget_mw * deadline_ms / 1000.0)
@@ -145,7 +153,7 @@ class PlanningModel:
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {k: [float(v) for v in getattr(self, k)] for k in _FIELDS}
         doc.update(device_power_mw=self.device_power_mw, radio_alpha_mw_per_mbps=self.radio_alpha_mw_per_mbps,
-                   radio_beta_mw=self.radio_beta_mw)
+                   radio_beta_mw=self.radio_beta_mw, device_segment_ms=list(self.device_segment_ms))
         return doc
 
     @classmethod
@@ -153,12 +161,15 @@ class PlanningModel:
         try:
             arrays = {k: np.asarray(doc[k], dtype=np.float64) for k in _FIELDS}
             scalars = {k: float(doc[k]) for k in ("device_power_mw", "radio_alpha_mw_per_mbps", "radio_beta_mw")}
+            segment_ms = tuple(float(v) for v in doc.get("device_segment_ms", ()))
         except (KeyError, TypeError, ValueError) as e:
             raise PolicyError(f"malformed planning model: {e}") from e
         shapes = {a.shape for a in arrays.values()}
         if len(shapes) != 1 or len(next(iter(shapes))) != 1 or not all(np.all(np.isfinite(a)) for a in arrays.values()):
             raise PolicyError("malformed planning model: per-action lists must be finite and of equal length")
-        return cls(**arrays, **scalars)  # type: ignore[arg-type]
+        if not all(math.isfinite(v) and v >= 0 for v in segment_ms):
+            raise PolicyError("malformed planning model: device_segment_ms must be non-negative numbers")
+        return cls(**arrays, **scalars, device_segment_ms=segment_ms)  # type: ignore[arg-type]
 
 
 def policy_feature_names(simulator: Simulator) -> list[str]:

@@ -14,13 +14,16 @@ import numpy as np
 
 from ..errors import ProfileError
 from ..telemetry.energy import RADIO_MODELS, RadioPowerModel
+from .cost import energy_mj
 
 __all__ = ["RADIO_MODELS", "RadioPowerModel", "get_radio", "transmit_energy_mj"]
 
 
 def transmit_energy_mj(radio: RadioPowerModel, megabits: np.ndarray | float, transmit_ms: np.ndarray) -> np.ndarray:
-    """Energy of sending ``megabits`` in ``transmit_ms``: ``(α·rate + β)·t = α·bits + β·t`` (mJ)."""
-    return radio.alpha_mw_per_mbps * np.asarray(megabits, dtype=np.float64) + radio.beta_mw * transmit_ms / 1000.0
+    """Energy of sending ``megabits`` in ``transmit_ms``: ``(α·rate + β)·t = α·bits + β·t`` (mJ),
+    the radio part of :func:`.cost.energy_mj`."""
+    return energy_mj(device_ms=0.0, megabits=megabits, transmit_ms=transmit_ms, device_power_mw=0.0,
+                     radio_alpha_mw_per_mbps=radio.alpha_mw_per_mbps, radio_beta_mw=radio.beta_mw)
 
 
 def get_radio(name: str) -> RadioPowerModel:

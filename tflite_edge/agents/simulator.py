@@ -27,17 +27,19 @@ therefore evaluates whole episodes, for one action per request or for every acti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..bundle.manifest import Manifest
 from ..errors import PolicyError, ProfileError
+from .cost import action_cost
 from .objectives import Objective
 from .planning import PlanningModel
 from .profiles import LatencyProfile, Platform, get_platform
-from .radio import RadioPowerModel, get_radio, transmit_energy_mj
+from .radio import RadioPowerModel, get_radio
+from .scenario import SCHEDULED_QUANTITIES, Schedule
 from .traces import Trace
 
 __all__ = [
@@ -128,6 +130,14 @@ class Scenario:
     Deadlines are drawn per request from ``deadline_ms`` when given, else from
     ``deadline_factors`` × the device-only latency of the final exit at nominal speed (so
     one scenario suits bundles of any size).
+
+    The world changes within an episode: device speed and edge load drift (a random walk
+    of step ``drift``), and with the given probabilities an episode has a throttling period
+    (device speed × ``throttle_factor``), a burst of edge load from other tenants (load at
+    least ``load_burst``) and a drop of the power budget (× ``budget_drop_factor`` from a
+    random request on). Periods last ``event_share`` of the episode. ``schedules`` (from a
+    scenario file, :mod:`.scenario`) replace the random draws of the quantities they name,
+    and episodes then start at the beginning of their trace.
     """
 
     request_interval_s: float = 0.5
@@ -140,6 +150,19 @@ class Scenario:
     edge_load: tuple[float, float] = (0.0, 0.8)
     drift: float = 0.03  # per-request random-walk step of device speed and edge load
     estimate_window_s: float = 2.0  # how far back the throughput estimate looks
+    throttle_probability: float = 0.5
+    throttle_factor: tuple[float, float] = (0.25, 0.6)
+    load_burst_probability: float = 0.5
+    load_burst: tuple[float, float] = (0.7, 0.95)
+    budget_drop_probability: float = 0.5
+    budget_drop_factor: tuple[float, float] = (0.2, 0.5)
+    event_share: tuple[float, float] = (0.1, 0.4)
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.schedules) - set(SCHEDULED_QUANTITIES)
+        if unknown:
+            raise PolicyError(f"scenario schedules for unknown quantities: {', '.join(sorted(unknown))}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,11 +270,7 @@ class Simulator:
         seg = np.asarray(profile.segment_ms, dtype=np.float64)
         self.device_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.device.slowdown)))
         self.edge_cum_ms = np.concatenate((np.zeros(1), np.cumsum(seg * self.edge.slowdown)))
-        # Bytes sent for partition K: segment 0's (quantized) inputs for K = 0, the activation
-        # at cut K-1 after that, nothing when everything runs locally.
-        input_bytes = sum(t.bytes for t in manifest.segments[0].inputs) or manifest.input.bytes
-        sizes = [input_bytes, *(c.activation_bytes for c in manifest.cuts), 0]
-        self.partition_megabits = np.array(sizes, dtype=np.float64) * 8e-6
+        self.partition_megabits = np.array(manifest.partition_bytes(), dtype=np.float64) * 8e-6
         self.actions = self._enumerate_actions(tuple(thresholds))
         self._action_exit = np.array([a.exit for a in self.actions])
         self._action_partition = np.array([a.partition for a in self.actions])
@@ -293,9 +312,13 @@ class Simulator:
         count = requests if requests is not None else max(1, int(trace.duration_s / sc.request_interval_s))
         if count < 1:
             raise PolicyError("an episode needs at least one request")
-        t_s = rng.uniform(0.0, trace.duration_s) + np.arange(count) * sc.request_interval_s
+        start_s = 0.0 if sc.schedules else rng.uniform(0.0, trace.duration_s)
+        elapsed_s = np.arange(count) * sc.request_interval_s
+        t_s = start_s + elapsed_s
         est, std = trace.window_stats(t_s, sc.estimate_window_s)
         rtt = np.full(count, rng.uniform(*sc.rtt_ms))
+        if "rtt_ms" in sc.schedules:
+            rtt = sc.schedules["rtt_ms"].at(elapsed_s)
         if sc.rtt_jitter_ms > 0:
             rtt = rtt + rng.exponential(sc.rtt_jitter_ms, count)
         rtt_est = np.concatenate((rtt[:1], rtt[:-1]))
@@ -304,11 +327,30 @@ class Simulator:
         )
         deadline = choices[rng.integers(choices.size, size=count)]
         budget = np.full(count, rng.uniform(*sc.power_budget_mw))
+        if rng.random() < sc.budget_drop_probability:
+            budget[rng.integers(count):] *= rng.uniform(*sc.budget_drop_factor)
         speed = self._walk(rng, sc.device_speed, count)
+        if rng.random() < sc.throttle_probability:
+            speed[self._period(rng, count)] *= rng.uniform(*sc.throttle_factor)
         load = self._walk(rng, sc.edge_load, count)
+        if rng.random() < sc.load_burst_probability:
+            period = self._period(rng, count)
+            load[period] = np.maximum(load[period], rng.uniform(*sc.load_burst))
+        if "power_budget_mw" in sc.schedules:
+            budget = sc.schedules["power_budget_mw"].at(elapsed_s)
+        if "device_speed" in sc.schedules:
+            speed = sc.schedules["device_speed"].at(elapsed_s)
+        if "edge_load" in sc.schedules:
+            load = sc.schedules["edge_load"].at(elapsed_s)
         sample_index = None if self.samples is None else rng.integers(self.samples.correct.shape[0], size=count)
         return Episode(trace, seed, t_s, est, std, rtt, rtt_est, deadline, budget, speed, load, sample_index,
                        self.reference_ms)
+
+    def _period(self, rng: np.random.Generator, count: int) -> slice:
+        """A random stretch of requests lasting ``event_share`` of the episode."""
+        length = max(1, int(round(rng.uniform(*self.scenario.event_share) * count)))
+        start = int(rng.integers(max(count - length, 0) + 1))
+        return slice(start, start + length)
 
     def _walk(self, rng: np.random.Generator, bounds: tuple[float, float], count: int) -> np.ndarray:
         low, high = bounds
@@ -365,7 +407,7 @@ class Simulator:
 
     def _evaluate(self, episode: Episode, actions: np.ndarray) -> Outcomes:
         n = self.manifest.num_segments
-        speed, load, rtt = episode.device_speed, np.minimum(episode.edge_load, 0.95), episode.rtt_ms
+        speed = episode.device_speed
         # Transfer time depends only on the partition: compute it once per K.
         tx_ms: dict[int, np.ndarray] = {}
         for k in np.unique(self._action_partition):
@@ -380,15 +422,14 @@ class Simulator:
             seg_taken = self._exit_segment[taken]
             local = seg_taken < act.partition
             k = min(act.partition, n)
-            device_ms = np.where(local, self.device_cum_ms[seg_taken + 1], self.device_cum_ms[k]) / speed
-            if k < n:
-                edge_ms = np.where(local, 0.0, (self.edge_cum_ms[seg_taken + 1] - self.edge_cum_ms[k]) / (1 - load))
-                link_ms = np.where(local, 0.0, tx_ms[k] + rtt)
-                radio_mj = np.where(local, 0.0, transmit_energy_mj(self.radio, self.partition_megabits[k], tx_ms[k]))
-            else:
-                edge_ms = link_ms = radio_mj = np.zeros(len(episode))
-            latency = device_ms + link_ms + edge_ms
-            energy = self.device.compute_power_mw * device_ms / 1000.0 + radio_mj
+            latency, energy = action_cost(
+                device_ms=np.where(local, self.device_cum_ms[seg_taken + 1], self.device_cum_ms[k]),
+                edge_ms=self.edge_cum_ms[np.minimum(seg_taken + 1, n)] - self.edge_cum_ms[k],
+                megabits=self.partition_megabits[k], offloaded=~local,
+                transmit_ms=tx_ms[k] if k < n else 0.0, rtt_ms=episode.rtt_ms, device_speed=speed,
+                edge_load=episode.edge_load, device_power_mw=self.device.compute_power_mw,
+                radio_alpha_mw_per_mbps=self.radio.alpha_mw_per_mbps, radio_beta_mw=self.radio.beta_mw,
+            )
             accuracy = self._exit_accuracy[taken]
             if self.samples is not None:
                 correct = self.samples.correct[episode.sample_index, taken].astype(np.float64)

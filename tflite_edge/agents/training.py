@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .._native import native_stderr_logged
 from ..errors import PolicyError
 from .evaluate import episodes_for
 from .objectives import Objective
@@ -60,7 +62,13 @@ __all__ = [
     "train_policy",
 ]
 
+log = logging.getLogger(__name__)
+
 AGENTS = ("neural-epsilon-greedy", "linucb")
+# AutoGraph compiles TF-Agents' code into temporary files whose `is ()` comparisons make
+# Python warn at every trace; the user can do nothing about them.
+AUTOGRAPH_NOISE = r'"is( not)?" with a literal'
+
 POLICY_FORMAT = 1
 
 
@@ -69,8 +77,15 @@ def import_tf_agents() -> Any:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import tensorflow as tf
-        import tf_agents  # noqa: F401
+        # absl, CUDA probing and Gym's deprecation notice: the log (-v), not the terminal.
+        with native_stderr_logged(log, "TensorFlow and TF-Agents start-up"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import tensorflow as tf
+            import tf_agents  # noqa: F401
+            from tf_agents.bandits.agents import lin_ucb_agent, neural_epsilon_greedy_agent  # noqa: F401
+            from tf_agents.policies import policy_saver  # noqa: F401
+
+            tf.config.list_physical_devices()  # device probing logs land in the capture too
     except ImportError as e:
         raise PolicyError(
             f"training needs TensorFlow and TF-Agents ({e.name} is missing): pip install 'tflite-edge[agents]'"
@@ -246,7 +261,18 @@ def train_policy(
     ``progress(step, loss)`` is called every ``progress_every`` steps; ``record`` is stored
     in policy.json as is (the CLI keeps its simulation options there).
     """
-    config = config or TrainConfig()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=AUTOGRAPH_NOISE, category=SyntaxWarning)
+        return _train_policy(simulator, traces, objective, Path(output_dir), config or TrainConfig(),
+                             progress=progress, progress_every=progress_every, record=record, restart=restart,
+                             on_resume=on_resume)
+
+
+def _train_policy(
+    simulator: Simulator, traces: Sequence[Trace], objective: Objective, out: Path, config: TrainConfig, *,
+    progress: Callable[[int, float], None] | None, progress_every: int, record: dict[str, Any] | None,
+    restart: bool, on_resume: Callable[[int], None] | None,
+) -> TrainResult:
     if not traces:
         raise PolicyError("training needs at least one trace")
     tf = import_tf_agents()
@@ -254,7 +280,6 @@ def train_policy(
     from tf_agents.trajectories import trajectory
     from tf_agents.utils import common
 
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tf.random.set_seed(config.seed)
     tf.config.experimental.enable_op_determinism()  # the same seed gives the same policy
@@ -311,11 +336,7 @@ def train_policy(
 
     # Devices exploit: export the greedy policy (an epsilon-greedy policy wraps it).
     greedy = getattr(agent.policy, "wrapped_policy", agent.policy)
-    with warnings.catch_warnings():
-        # TF-Agents' distribution specs are not registered types; the SavedModel is only a step
-        # on the way to the TFLite file, so TensorFlow's note about reloading it elsewhere is noise.
-        warnings.filterwarnings("ignore", message="Encoding a StructuredValue")
-        tflite = export_tflite(tf, greedy, features, out)
+    tflite = export_tflite(tf, greedy, features, out)
     metadata = policy_metadata(
         simulator, objective, config,
         agent=config.agent, trained_steps=int(step_counter.numpy()), final_loss=loss,
@@ -326,8 +347,31 @@ def train_policy(
     return TrainResult(out, int(step_counter.numpy()), loss, seconds, len(tflite), metadata, resumed_from=first)
 
 
+def _demote_signature_renames(record: logging.LogRecord) -> bool:
+    """PolicySaver's names such as `0/step_type` are renamed for tf.function (absl warns on
+    each): information only, shown with -v."""
+    if "is not a valid tf.function parameter name" not in record.getMessage():
+        return True
+    record.levelno, record.levelname = logging.INFO, "INFO"
+    return logging.getLogger().isEnabledFor(logging.INFO)
+
+
 def export_tflite(tf: Any, policy: Any, features: int, out: Path) -> bytes:
     """Save ``policy`` with PolicySaver, then convert its greedy action to ``policy.tflite``."""
+    absl = logging.getLogger("absl")
+    absl.addFilter(_demote_signature_renames)
+    try:
+        with warnings.catch_warnings():
+            # TF-Agents' distribution specs are not registered types; the SavedModel is only a step
+            # on the way to the TFLite file, so TensorFlow's note about reloading it elsewhere is noise.
+            warnings.filterwarnings("ignore", message="Encoding a StructuredValue")
+            warnings.filterwarnings("ignore", message=AUTOGRAPH_NOISE, category=SyntaxWarning)
+            return _export_tflite(tf, policy, features, out)
+    finally:
+        absl.removeFilter(_demote_signature_renames)
+
+
+def _export_tflite(tf: Any, policy: Any, features: int, out: Path) -> bytes:
     from tf_agents.policies import policy_saver
     from tf_agents.trajectories import time_step as ts
 

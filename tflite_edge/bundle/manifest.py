@@ -491,6 +491,16 @@ class Manifest:
                 return spec
         raise KeyError(f"unknown exit {name!r}; this bundle has {', '.join(self.exit_names)}")
 
+    def partition_bytes(self) -> tuple[int, ...]:
+        """Bytes of tensor data a device sends to the edge for each partition ``K = 0..num_segments``.
+
+        ``K = 0`` sends segment 0's (quantized) input, ``0 < K < num_segments`` the activation
+        at cut ``K - 1``, and ``K = num_segments`` (everything local) nothing. Frame headers
+        (``transport.wire``) come on top.
+        """
+        first = self.segments[0].inputs
+        return (first[0].bytes if first else self.input.bytes, *(c.activation_bytes for c in self.cuts), 0)
+
     def fused_span(self, start: int, stop: int) -> FusedSpec | None:
         """The fused file covering exactly segments [start, stop), if the bundle has one."""
         return next((f for f in self.fused if f.start == start and f.stop == stop), None)

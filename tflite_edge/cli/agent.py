@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agents.online import OnlineAgent
+    from ..agents.online import AgentConfig, OnlineAgent, UpdateSchedule
     from ..bundle import load_bundle
     from ..errors import InputError
     from ..security.signing import load_private_key
@@ -75,10 +75,12 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    schedule = UpdateSchedule(update_every_s=args.update_every_s, min_new_records=args.min_records,
+                              steps=args.steps, batch_size=args.batch_size, capacity=args.replay, seed=args.seed)
+    config = AgentConfig(bundle_id=bundle.manifest.bundle_id, prefix=args.prefix, topic=args.topic,
+                         work_dir=args.work_dir, schedule=schedule)
     agent = OnlineAgent(
-        args.broker, args.policy_dir, key, bundle_id=bundle.manifest.bundle_id, prefix=args.prefix, topic=args.topic,
-        work_dir=args.work_dir, update_every_s=args.update_every_s, min_new_records=args.min_records,
-        steps=args.steps, batch_size=args.batch_size, capacity=args.replay, seed=args.seed,
+        args.broker, args.policy_dir, key, config,
         on_publish=lambda version, path: progress(f"agent: published policy version {version} from {path}"),
     )
     progress(f"agent: loading the policy in {args.policy_dir} (TensorFlow, TF-Agents)")

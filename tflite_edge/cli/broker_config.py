@@ -99,4 +99,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {files.config} and {files.dynsec_file}")
     print(f"credentials for {len(users.names)} users in {files.credentials} (keep it secret)")
     print(f"start the broker with: mosquitto -c {files.config}")
+    if users.devices and not args.bundle:
+        print("note: devices may request any bundle id; give --bundle ID for each bundle served so that "
+              "they cannot leave retained messages on topics no edge watches (docs/security.md)")
     return 0

@@ -9,7 +9,14 @@ from typing import Any
 
 from ..runtime.backends import BACKEND_ORDER, KERNELS
 
-__all__ = ["add_backend_options", "add_bundle_key_option", "open_bundle", "print_json", "progress"]
+__all__ = [
+    "add_backend_options",
+    "add_bundle_key_option",
+    "add_state_file_option",
+    "open_bundle",
+    "print_json",
+    "progress",
+]
 
 
 def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True, kernels: bool = False) -> None:
@@ -46,12 +53,33 @@ def add_bundle_key_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_bundle(path: str, key_paths: list[str]) -> Any:
-    """The bundle at ``path``: checksum-verified, and signature-verified when keys are given."""
+def add_state_file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-file", metavar="FILE",
+        help="keep the highest signed bundle version (with --bundle-key) and policy version used here in FILE, "
+             "and refuse older ones after a restart (rollback protection; see docs/security.md)",
+    )
+
+
+def open_bundle(path: str, key_paths: list[str], state_file: str | None = None) -> Any:
+    """The bundle at ``path``: checksum-verified, and signature-verified when keys are given.
+
+    With keys and ``state_file``, a signed bundle whose ``bundle_version`` is below the
+    highest one used here for the same model is refused, and a higher one raises the floor.
+    """
     if key_paths:
         from ..security.signing import load_public_keys, verify_bundle
 
-        return verify_bundle(path, load_public_keys(key_paths))
+        bundle = verify_bundle(path, load_public_keys(key_paths))
+        if state_file is not None:
+            from ..security.floors import VersionFloors
+
+            floors = VersionFloors(state_file)
+            manifest = bundle.manifest
+            floors.check("bundle", manifest.model_name, manifest.bundle_version,
+                         f"signed bundle {path} ({manifest.model_name})")
+            floors.raise_to("bundle", manifest.model_name, manifest.bundle_version)
+        return bundle
     from ..bundle import load_bundle
 
     return load_bundle(path)

@@ -49,8 +49,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..converters import convert, graph_from_keras, load_array, load_keras_model, load_labeled
+    from pathlib import Path
 
+    from ..arrays import load_array, load_labeled
+    from ..converters import convert, graph_from_keras, load_keras_model
+    from ..converters.convert import check_options
+    from ..errors import InputError, ModelLoadError
+
+    # Everything that can be checked without the model is checked before loading it (seconds)
+    # and converting (minutes): the options, the output, and the data files.
+    if not Path(args.model).is_file():
+        raise ModelLoadError(f"{args.model} does not exist or is not a file")
+    if args.list_cuts:
+        extra = [o for o, given in (("--cut", args.cut), ("--auto-cuts", args.auto_cuts is not None)) if given]
+        if extra:
+            raise InputError(f"--list-cuts only lists the valid cuts; drop {' and '.join(extra)}")
+    else:
+        check_options(args.output, cuts=args.cut, auto_cuts=args.auto_cuts, quantize=args.quantize,
+                      has_calibration=args.calibration is not None, overwrite=args.force)
+    calibration = None
+    if args.calibration:
+        calibration = load_array(args.calibration, what="--calibration")[: args.max_calibration]
+    validation = load_labeled(args.validation, what="--validation") if args.validation else None
     progress(f"loading {args.model}")
     model = load_keras_model(args.model)
     if args.list_cuts:
@@ -59,10 +79,6 @@ def run(args: argparse.Namespace) -> int:
         for name in graph.valid_cuts():
             print(f"{name}\t{'x'.join(map(str, sizes[name] or ()))}")
         return 0
-    calibration = None
-    if args.calibration:
-        calibration = load_array(args.calibration, "calibration data")[: args.max_calibration]
-    validation = load_labeled(args.validation) if args.validation else None
     bundle = convert(
         model, args.output, cuts=args.cut, auto_cuts=args.auto_cuts, quantize=args.quantize,
         calibration=calibration, validation=validation, overwrite=args.force, progress=progress, fuse=args.fuse,

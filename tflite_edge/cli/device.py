@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import add_backend_options, add_bundle_key_option, open_bundle
+from .common import add_backend_options, add_bundle_key_option, add_state_file_option, open_bundle
 from .summary import FallbackSummary
 
 
@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundle", required=True, help="bundle directory (the edge must serve the same bundle)")
     parser.add_argument("--id", default="device", metavar="ID",
                         help="device id, one MQTT topic level: no '/', '+', '#' (default: device)")
-    parser.add_argument("--input", required=True, metavar="X.npy", help="float32 samples, (N, ...) or one sample")
+    parser.add_argument("--input", required=True, metavar="X.npy",
+                        help="float32 samples, (N, ...) or one sample: .npy, or .npz with array x")
     parser.add_argument("--exit", metavar="NAME", help="target exit (default: the bundle's last exit)")
     parser.add_argument("--partition", type=int, metavar="K",
                         help="segments [0, K) run here, the rest on the edge; 0 sends the raw input "
@@ -73,11 +74,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     live.add_argument("--public-key", action="append", default=[], metavar="PUB.pem",
                       help="trusted Ed25519 public key of the policy signer (repeatable, for key rotation)")
     live.add_argument("--power-budget-mw", type=float, default=2000.0, metavar="MW",
-                      help="the power budget the policy sees (default: 2000)")
+                      help="the power budget the policy sees (default: 2000); an operator overrides it at run "
+                           "time on the retained topic {prefix}/dev/ID/budget, and a discharging battery scales it")
+    live.add_argument("--edge-load-stale-s", type=float, default=5.0, metavar="S",
+                      help="ignore edge load reports older than S seconds (default: 5)")
     parser.add_argument("--interval-ms", type=float, default=0.0, metavar="MS",
                         help="start one request every MS milliseconds (default: back to back)")
     add_backend_options(parser, kernels=True)
     add_bundle_key_option(parser)
+    add_state_file_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -97,17 +102,15 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..arrays import load_array
     from ..device import DeviceRuntime, ExitRule, Plan
 
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
+    x = load_array(args.input, what="--input")
     rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
     _check_policy_options(args)
     with DeviceRuntime(
-        open_bundle(args.bundle, args.bundle_key), broker_url=args.broker, device_id=args.id, backend=args.backend,
-        num_threads=args.threads, kernels=args.kernels,
+        open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,
+        backend=args.backend, num_threads=args.threads, kernels=args.kernels,
         delegate=args.delegate, prefix=args.prefix, codec=args.codec, qos=args.qos,
         connect_timeout_s=args.connect_timeout_s, link_mbps=args.emulate_link_mbps,
         require_broker=not args.start_without_broker,
@@ -183,7 +186,8 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
             prefix=args.prefix, policy_topic=args.policy_topic, public_key_paths=args.public_key,
             backend=args.backend, telemetry_period_s=args.telemetry_period_s,
             connect_timeout_s=args.connect_timeout_s, require_broker=not args.start_without_broker,
-            power_budget_mw=args.power_budget_mw,
+            power_budget_mw=args.power_budget_mw, edge_load_stale_s=args.edge_load_stale_s,
+            state_file=args.state_file,
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
 

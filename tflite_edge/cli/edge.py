@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from .common import add_backend_options, add_bundle_key_option, open_bundle
+from .common import add_backend_options, add_bundle_key_option, add_state_file_option, open_bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
     add_backend_options(parser)
     add_bundle_key_option(parser)
+    add_state_file_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     # Verified here, once, before any worker starts: checksums always, signatures with
     # --bundle-key. Workers get these verified bytes, never the paths to read again.
-    bundles = [open_bundle(path, args.bundle_key) for path in args.bundle]
+    bundles = [open_bundle(path, args.bundle_key, args.state_file) for path in args.bundle]
     ids = ", ".join(b.bundle_id for b in bundles)
 
     def ready() -> None:

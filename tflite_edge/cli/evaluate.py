@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from ..arrays import load_labeled
 from ..bundle import load_bundle
 from ..errors import InputError
 from ..runtime import BundleRunner
@@ -29,19 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data.files or "y" not in data.files:
-                raise InputError(f"{path} must hold arrays x and y, it has {data.files}")
-            x, y = data["x"], data["y"]
-    except (OSError, ValueError, AttributeError) as e:
-        raise InputError(f"cannot read {path} as an .npz file: {e}") from e
+    x, y = load_labeled(path, what="--data")
     return x, (y.argmax(axis=-1) if y.ndim > 1 else y).astype(np.int64)
 
 
 def run(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args.bundle)
     x, y = _load(args.data)
+    bundle = load_bundle(args.bundle)
     runner = BundleRunner(bundle, backend=args.backend, num_threads=args.threads, kernels=args.kernels)
     predictions = runner.predict(x)
     report: dict[str, dict[str, float]] = {

@@ -211,11 +211,14 @@ class _PyserialLink:
 def run_bridge(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..arrays import load_array
     from ..device import ExitRule
     from ..firmware_bridge.gateway import Gateway
     from .device import finish, parse_thresholds
     from .summary import FallbackSummary
 
+    # Checked before the MCU and the broker are touched.
+    x = load_array(args.input, what="--input") if args.input is not None else None
     partition = args.partition
     rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
     with Gateway(
@@ -229,17 +232,13 @@ def run_bridge(args: argparse.Namespace) -> int:
               f"{caps.arena_bytes} bytes", file=sys.stderr, flush=True)
         if partition is None:
             partition = 1 if args.broker else gateway.bundle.manifest.num_segments
-        if args.input is None:
+        if x is None:
             # Telemetry only: the publisher thread reads the MCU's power every period.
             deadline = time.monotonic() + args.duration_s if args.duration_s else None
             with _stop_on_signals() as stop:
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     stop.wait(0.2)
             return 0
-        try:
-            x = np.load(args.input, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
         sample_shape = gateway.bundle.manifest.input.shape[1:]
         samples = x[np.newaxis] if x.shape == sample_shape else x
         summary = FallbackSummary()

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def derived_totals(bundle: Bundle) -> dict[str, Any]:
     """Figures computed from the manifest: sizes and the bytes sent at each partition point."""
     m = bundle.manifest
-    sent = [m.segments[0].inputs[0].bytes, *(c.activation_bytes for c in m.cuts), 0]
+    sent = m.partition_bytes()
     return {
         "num_segments": m.num_segments,
         "num_exits": len(m.exits),

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..errors import SigningKeyError
+from ..errors import InputError, SigningKeyError
 from .common import print_json
 
 PASSWORD_HELP = ("name of an environment variable holding the private key's password "
@@ -36,11 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "bundle.json, which pins every segment's sha256), policy.sig for a policy directory "
                     "(it covers every file in it).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  tflite-edge sign bundle --key keys/release.key",
+        epilog="example:\n  tflite-edge sign bundle --key keys/release.key --bundle-version 3",
     )
     sign.add_argument("path", help="bundle directory or policy directory")
     sign.add_argument("--key", required=True, metavar="FILE", help="Ed25519 private key (PEM)")
     sign.add_argument("--password-env", metavar="VAR", help=PASSWORD_HELP)
+    sign.add_argument("--bundle-version", type=int, metavar="N",
+                      help="record release number N in bundle.json before signing; devices and edges with "
+                           "--state-file never go back to a lower one")
     sign.set_defaults(func=run_sign)
 
     verify = subparsers.add_parser(
@@ -87,7 +90,10 @@ def run_sign(args: argparse.Namespace) -> int:
 
     key = load_private_key(args.key, _password(args.password_env))
     path = Path(args.path)
-    signature = sign_bundle(path, key) if _is_bundle(path) else sign_policy(path, key)
+    if args.bundle_version is not None and not _is_bundle(path):
+        raise InputError("--bundle-version applies to bundles; policies carry their version in their message")
+    signature = (sign_bundle(path, key, bundle_version=args.bundle_version) if _is_bundle(path)
+                 else sign_policy(path, key))
     print(f"signed {path} with key {key_id(key.public_key())}: {signature}")
     return 0
 

@@ -116,6 +116,9 @@ def add_simulation_options(parser: argparse.ArgumentParser) -> None:
                         help="deadlines drawn per request (default: 0.5, 1, 2 × device-only latency)")
     parser.add_argument("--interval-s", type=float, default=0.5, metavar="S",
                         help="time between requests (default 0.5)")
+    parser.add_argument("--scenario", metavar="FILE.json",
+                        help="schedules of device_speed, edge_load, power_budget_mw and rtt_ms over trace time "
+                             "(format in docs/policy.md); default: random throttling, load bursts and budget drops")
     parser.add_argument("--data", metavar="D.npz",
                         help="labelled data (x, y) for per-sample correctness and early-exit thresholds")
     parser.add_argument("--thresholds", type=float, nargs="+", metavar="T",
@@ -130,15 +133,18 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """(simulator, traces, objective) described by the shared options."""
     from dataclasses import replace
 
-    import numpy as np
-
     from ..agents import Objective, Scenario, load_traces, markov_trace
     from ..agents.from_bundle import collect_exit_samples, profile_for_bundle
     from ..agents.profiles import Platform, get_platform, load_profile
+    from ..agents.scenario import load_scenario_file
     from ..agents.simulator import Simulator
+    from ..arrays import load_labeled
     from ..bundle import load_bundle
-    from ..errors import InputError
 
+    # The small files first, so a bad scenario or data file is reported before any long work
+    # (profiling, simulation) starts.
+    schedules = load_scenario_file(args.scenario) if args.scenario else {}
+    labelled = load_labeled(args.data, what="--data") if args.data else None
     bundle = load_bundle(args.bundle)
     if args.profile:
         profile = load_profile(args.profile, bundle.manifest)
@@ -154,17 +160,15 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         )
     edge = Platform("edge", args.edge_slowdown, 0.0)
     scenario = Scenario(request_interval_s=args.interval_s)
+    if schedules:
+        scenario = replace(scenario, schedules=schedules)
     if args.rtt_ms:
         scenario = replace(scenario, rtt_ms=tuple(args.rtt_ms))
     if args.deadline_ms:
         scenario = replace(scenario, deadline_ms=tuple(args.deadline_ms))
     samples = None
-    if args.data:
-        try:
-            with np.load(args.data, allow_pickle=False) as data:
-                x, y = data["x"], data["y"]
-        except (OSError, KeyError, ValueError) as e:
-            raise InputError(f"cannot read x and y from {args.data}: {e}") from e
+    if labelled is not None:
+        x, y = labelled
         progress(f"running the bundle on {min(len(x), 500)} samples for per-sample exit results")
         samples = collect_exit_samples(bundle, x, y, backend=args.backend)
     if args.traces:
@@ -208,7 +212,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def _simulation_record(args: argparse.Namespace) -> dict[str, object]:
     keys = ("objective", "accuracy_floor", "miss_penalty", "device", "device_slowdown", "device_power_mw",
-            "edge_slowdown", "radio", "rtt_ms", "deadline_ms", "interval_s", "thresholds", "requests", "seed")
+            "edge_slowdown", "radio", "rtt_ms", "deadline_ms", "interval_s", "scenario", "thresholds", "requests",
+            "seed")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -234,8 +239,8 @@ def run_train(args: argparse.Namespace) -> int:
               f"checkpoints already hold {result.steps} steps, nothing more to train (raise --steps to continue)")
     else:
         print(f"wrote {result.policy_dir / 'policy.tflite'} ({result.tflite_bytes:,} B) and policy.json: "
-              f"{result.steps - result.resumed_from} steps in {result.seconds:.1f} s "
-              f"({result.steps} in all), final loss {result.final_loss:.5f}")
+              f"{result.steps - result.resumed_from} steps in {result.seconds:.1f} s"
+              f"{f' ({result.steps} in all)' if result.resumed_from else ''}, final loss {result.final_loss:.5f}")
     print("evaluate it: " + evaluate_command(args, result.policy_dir))
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from ..arrays import load_array
 from ..bundle import load_bundle
 from ..errors import InputError
 from ..runtime import BundleRunner
@@ -19,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "axis) and write each requested exit's float32 output under the exit's name.",
     )
     parser.add_argument("bundle", help="bundle directory")
-    parser.add_argument("--input", required=True, metavar="X.npy", help="float32 inputs, (N, ...) or one sample")
+    parser.add_argument("--input", required=True, metavar="X.npy",
+                        help="float32 inputs, (N, ...) or one sample: .npy, or .npz with array x")
     parser.add_argument("--exit", default="all", metavar="NAME|all", help="exit to write (default: all)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file")
     add_backend_options(parser, kernels=True)
@@ -27,11 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    x = load_array(args.input, what="--input")
     bundle = load_bundle(args.bundle)
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {args.input} as an .npy array: {e}") from e
     exits = None if args.exit == "all" else [args.exit]
     if exits:
         try:

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..arrays import load_array, load_labeled
 from ..bundle import QUANTIZATION_MODES, Bundle, CutSpec, ExitSpec, FusedSpec, Manifest, SegmentSpec, write_bundle
-from ..bundle.store import sha256_hex
+from ..bundle.store import check_replaceable, sha256_hex
 from ..errors import CalibrationError, ConversionError, CutError, InputError, ModelLoadError
 from ..runtime import BundleRunner
 from .flatbuffer import WholeModel, extract_segment, read_whole_model
@@ -31,7 +32,9 @@ from .graph import LayerGraph, auto_cuts, graph_from_keras
 from .verify import assert_bundle_matches, exit_accuracies, fused_matching_chain, keras_exit_accuracies
 from .whole import convert_whole_model, import_tensorflow_quietly
 
-__all__ = ["ConversionResult", "convert", "convert_model", "load_keras_model", "load_array", "load_labeled"]
+__all__ = [
+    "ConversionResult", "check_options", "convert", "convert_model", "load_keras_model", "load_array", "load_labeled",
+]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -61,30 +64,6 @@ def load_keras_model(path: str | os.PathLike[str]) -> Any:
     if not hasattr(model, "operations") or not getattr(model, "inputs", None):
         raise ModelLoadError(f"{path} holds a {type(model).__name__}; convert needs a functional Keras model")
     return model
-
-
-def load_array(path: str | os.PathLike[str], what: str, key: str = "x") -> np.ndarray:
-    """An array from a ``.npy`` file, or the ``key`` array of a ``.npz`` file."""
-    path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise CalibrationError(f"{what} {path} is not a readable .npy/.npz file: {e}") from e
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            if key not in data.files:
-                raise CalibrationError(f"{what} {path} has arrays {data.files}; expected one named {key!r}")
-            return np.asarray(data[key])
-    return np.asarray(data)
-
-
-def load_labeled(path: str | os.PathLike[str], what: str = "validation data") -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``y`` from an ``.npz`` file."""
-    x = load_array(path, what, "x")
-    y = load_array(path, what, "y")
-    if len(x) != len(y):
-        raise CalibrationError(f"{what} {path}: x has {len(x)} samples but y has {len(y)}")
-    return x, y
 
 
 def _check_samples(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -152,17 +131,8 @@ def convert_model(
 ) -> ConversionResult:
     """`convert`, also returning the whole converted model and the float model's accuracy."""
     say = progress or (lambda message: log.info("%s", message))
-    if quantize not in QUANTIZATION_MODES:
-        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
-    if cuts and auto_cuts:
-        raise InputError("give either explicit cuts or a number of automatic cuts, not both")
-    if Path(output_dir).exists() and not overwrite:
-        raise ConversionError(f"{output_dir} already exists; choose another output or pass overwrite (--force)")
-    if quantize == "int8" and calibration is None:
-        raise CalibrationError(
-            "int8 quantization needs calibration data: pass --calibration FILE.npy (a few hundred "
-            "representative inputs), or choose --quantize float16, dynamic or none"
-        )
+    check_options(output_dir, cuts=cuts, auto_cuts=auto_cuts, quantize=quantize,
+                  has_calibration=calibration is not None, overwrite=overwrite)
     if isinstance(model, (str, os.PathLike)):
         say(f"loading {model}")
         model = load_keras_model(model)
@@ -227,6 +197,28 @@ def convert_model(
     bundle = write_bundle(output_dir, final, files, overwrite=overwrite)
     say(f"wrote {output_dir} (bundle {bundle.bundle_id})")
     return ConversionResult(bundle, whole_bytes, float_accuracy)
+
+
+def check_options(
+    output_dir: str | os.PathLike[str], *, cuts: Sequence[str] = (), auto_cuts: int | None = None,
+    quantize: str = "int8", has_calibration: bool = False, overwrite: bool = False,
+) -> None:
+    """The checks of `convert`'s options that need no model: callers run them before loading one."""
+    if quantize not in QUANTIZATION_MODES:
+        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
+    if cuts and auto_cuts:
+        raise InputError("give either explicit cuts or a number of automatic cuts, not both")
+    if auto_cuts is not None and auto_cuts < 0:
+        raise CutError("--auto-cuts must be zero or positive")
+    repeated = sorted({c for c in cuts if list(cuts).count(c) > 1})
+    if repeated:
+        raise CutError(f"cut layer(s) {', '.join(repeated)} named more than once; give each cut once")
+    check_replaceable(Path(output_dir), overwrite=overwrite)  # --force replaces only a bundle
+    if quantize == "int8" and not has_calibration:
+        raise CalibrationError(
+            "int8 quantization needs calibration data: pass --calibration FILE.npy (a few hundred "
+            "representative inputs), or choose --quantize float16, dynamic or none"
+        )
 
 
 def auto_cuts_for(graph: LayerGraph, count: int, quantize: str) -> list[str]:

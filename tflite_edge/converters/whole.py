@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from .._native import native_stderr_logged
 from ..errors import CalibrationError, ConversionError
 
 __all__ = ["convert_whole_model"]
@@ -76,7 +75,7 @@ def _run_converter(tf: Any, converter: Any, quantize: str, calibration: np.ndarr
     # its settings from C++ to stderr, and TensorFlow warns that int8 input needs no input
     # statistics (we set them by calibration): keep all of it in the debug log.
     captured = io.StringIO()
-    with tempfile.TemporaryFile(mode="w+b") as native, _native_stderr_to(native):
+    with native_stderr_logged(log, "converter output (C++)"):
         try:
             with contextlib.redirect_stdout(captured), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
@@ -84,8 +83,8 @@ def _run_converter(tf: Any, converter: Any, quantize: str, calibration: np.ndarr
         except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
             raise ConversionError(f"TFLite conversion failed ({quantize}): {e}") from e
         finally:
-            native.seek(0)
-            log.debug("converter output:\n%s%s", captured.getvalue(), native.read().decode(errors="replace"))
+            if captured.getvalue().strip():
+                log.info("converter output:\n%s", captured.getvalue().rstrip())
 
 
 def import_tensorflow_quietly() -> None:
@@ -93,26 +92,10 @@ def import_tensorflow_quietly() -> None:
     set up: oneDNN notes, CUDA probing) moved to the debug log instead of the terminal."""
     if "tensorflow" in sys.modules:
         return
-    with tempfile.TemporaryFile(mode="w+b") as native:
-        with _native_stderr_to(native):
-            import tensorflow
+    with native_stderr_logged(log, "TensorFlow start-up"):
+        import tensorflow
 
-            tensorflow.config.list_physical_devices()  # device probing logs (no CUDA here) land here too
-        native.seek(0)
-        log.debug("TensorFlow start-up:\n%s", native.read().decode(errors="replace"))
-
-
-@contextlib.contextmanager
-def _native_stderr_to(target: Any) -> Iterator[None]:
-    """Point file descriptor 2 at ``target`` (C++ code writes there, bypassing sys.stderr)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        os.dup2(target.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        tensorflow.config.list_physical_devices()  # device probing logs (no CUDA here) land here too
 
 
 def _layer_names(model: Any) -> set[str]:

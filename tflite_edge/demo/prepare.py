@@ -33,6 +33,9 @@ class Prepared:
 
 def prepare(out: Path, say: Callable[[str], None], *, epochs: int = EPOCHS) -> Prepared:
     """Train (or reuse) the 32x32 digits model, convert it to int8 and profile the bundle."""
+    from ..converters.whole import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # TensorFlow's C++ start-up lines go to the log, not the terminal
     import keras
 
     from .. import zoo

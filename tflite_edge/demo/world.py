@@ -40,7 +40,7 @@ from ..agents.planning import PlanningModel
 from ..agents.simulator import Action
 from ..bundle import Bundle
 from ..device.emulation import DeviceProfile, Emulation, TraceUplink
-from ..device.policy_loop import PolicyRunner, PolicySlot, attached_telemetry
+from ..device.policy_loop import PolicyRunner, PolicySlot, RunnerOptions, attached_telemetry
 from ..errors import InputError
 
 __all__ = ["Contender", "LiveWorld", "PlannerPolicy", "StaticPolicy", "World", "contenders", "default_world",
@@ -239,8 +239,9 @@ def run_contender(live: LiveWorld, contender: Contender, *, device_id: str | Non
             emulation=emulation))
         telemetry = stack.enter_context(attached_telemetry(runtime, live.broker_url, prefix="tflite-edge/v1",
                                                            period_s=1.0))
+        options: RunnerOptions = {} if contender.probes else {"probe_every": 10**9}
         runner = _RecordingRunner(runtime, PolicySlot(contender.policy), telemetry, deadline_ms=live.deadline_ms,
-                                  **({} if contender.probes else {"probe_every": 10**9}))
+                                  **options)
         if live.flood is not None:
             stack.callback(live.flood, False)
         emulation.reset_stats()  # the warm-up is not part of the run

@@ -25,23 +25,39 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
+from ..agents.cost import energy_mj as energy_model_mj
+from ..agents.cost import measured_energy_mj
 from ..agents.tflite_policy import TFLitePolicy
 from ..errors import PolicyError, TfliteEdgeError
+from .context import POWER_SUPPLY_ROOT, ContextSubscriber, EdgeLoadTracker, PowerBudget, measured_device_speed
 from .plan import ExitRule, Plan
 from .result import InferenceResult
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as paho
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
     from ..bundle.manifest import Manifest
+    from ..security.floors import VersionFloors
     from ..telemetry.publisher import TelemetryPublisher
+    from ..transport.mqtt import MqttClient
     from .runtime import DeviceRuntime
 
-__all__ = ["LiveContext", "PolicyReceiver", "PolicyRunner", "PolicySlot", "attached_telemetry", "policy_session"]
+__all__ = [
+    "LiveContext",
+    "PolicyReceiver",
+    "PolicyRunner",
+    "PolicySlot",
+    "RunnerOptions",
+    "attached_telemetry",
+    "policy_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +66,16 @@ class PolicySlot:
     """The device's current policy and a newer one waiting to be swapped in between requests.
 
     The receiver's network thread calls ``offer``; the request loop calls ``current``, which
-    performs the swap, so a request always runs start to end with one policy.
+    performs the swap, so a request always runs start to end with one policy. With
+    ``floors`` (a ``VersionFloors`` state file) and ``floor_key`` (the bundle id), the
+    highest accepted version survives restarts: an older one is refused even by a freshly
+    started device.
     """
 
-    def __init__(self, policy: TFLitePolicy | None, version: int = 0) -> None:
+    def __init__(self, policy: TFLitePolicy | None, version: int = 0, *, floors: VersionFloors | None = None,
+                 floor_key: str = "") -> None:
         self._lock = threading.Lock()
+        self._floors, self._floor_key = floors, floor_key
         self._policy, self._version = policy, version
         self._pending: tuple[TFLitePolicy, int] | None = None
         self.swaps = 0
@@ -78,6 +99,9 @@ class PolicySlot:
             if version <= newest:
                 raise PolicyError(f"policy version {version} is not newer than version {newest}: ignored "
                                   "(a replayed or out-of-order update)")
+            if self._floors is not None:
+                self._floors.check("policy", self._floor_key, version, f"policy version {version}")
+                self._floors.raise_to("policy", self._floor_key, version)  # persisted before it can go live
             self._pending = (policy, version)
 
     def reject(self, reason: str) -> None:
@@ -147,7 +171,7 @@ class PolicyReceiver:
         self._client_id = client_id
         self._device_id = device_id
         self._connect_timeout_s = connect_timeout_s
-        self._client: Any = None
+        self._client: MqttClient | None = None
         self.received = 0
 
     def start(self, *, require_broker: bool = True) -> PolicyReceiver:
@@ -185,11 +209,12 @@ class PolicyReceiver:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if not reason_code.is_failure:
             client.subscribe(self.topic, qos=1)
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self.received += 1
         self.handle(bytes(message.payload))
 
@@ -234,15 +259,42 @@ class LiveContext:
         return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
-class PolicyRunner:
-    """Runs requests on ``runtime`` with the policy in ``slot``, deciding from ``telemetry.context()``.
+class RunnerOptions(TypedDict, total=False):
+    """``PolicyRunner``'s optional keywords (what ``policy_session`` passes on)."""
 
-    Until the first transfer has been measured the uplink is assumed to be
-    ``prior_uplink_mbps`` and the RTT ``prior_rtt_ms``. A policy that keeps answering
-    locally would leave the uplink estimate stale, so after ``probe_every`` requests without
-    an offload one request offloads the fewest bytes (the most accurate such action) to
-    measure the link. ``power_budget_mw``, ``device_speed`` and ``edge_load`` are the
-    features the device cannot measure here; they default to nominal values.
+    device_speed: float
+    edge_load: float
+    prior_uplink_mbps: float
+    prior_rtt_ms: float
+    probe_every: int
+    std_window: int
+
+
+class PolicyRunner:
+    """Runs requests on ``runtime`` with the policy in ``slot``, deciding from measured features.
+
+    Before every decision :meth:`context` measures (see docs/policy.md, "what the policy sees"):
+
+    * the uplink and RTT from ``telemetry.context()``; until the first transfer has been
+      measured they are ``prior_uplink_mbps`` and ``prior_rtt_ms``;
+    * the device speed from the runtime's measured segment times against the policy's
+      nominal ones (:func:`.context.measured_device_speed`); ``device_speed`` until the
+      runtime has measured a segment, or for a policy that does not record them;
+    * the edge load from ``edge_load_tracker`` (workers' reports, ignored once older than
+      its ``stale_after_s``); ``edge_load`` when there is no fresh report;
+    * the power budget from ``budget`` (operator topic, configured value, battery);
+      ``power_budget_mw`` when no ``budget`` is given.
+
+    After each request :attr:`measurements` holds what was measured for it, as numbers
+    (``*_measured`` flags are 1 for a measurement, 0 for a prior or estimate; ``power_mw``
+    is the telemetry's latest power reading, ``power_measured`` 1 only for a real sensor),
+    and the experience record carries them next to the context. The reward's energy is
+    the measured power × the request's duration when a real sensor measures the device,
+    else the cost model's estimate (:func:`tflite_edge.agents.cost.energy_mj`).
+
+    A policy that keeps answering locally would leave the uplink estimate stale, so after
+    ``probe_every`` requests without an offload one request offloads the fewest bytes (the
+    most accurate such action) to measure the link.
     """
 
     def __init__(
@@ -259,6 +311,8 @@ class PolicyRunner:
         prior_rtt_ms: float = 50.0,
         probe_every: int = 25,
         std_window: int = 10,
+        edge_load_tracker: EdgeLoadTracker | None = None,
+        budget: PowerBudget | None = None,
     ) -> None:
         if not deadline_ms > 0 or not math.isfinite(deadline_ms):
             raise PolicyError(f"a policy needs a positive deadline, got {deadline_ms} ms")
@@ -269,9 +323,12 @@ class PolicyRunner:
         self.power_budget_mw = power_budget_mw
         self.device_speed = device_speed
         self.edge_load = edge_load
+        self.edge_load_tracker = edge_load_tracker
+        self.budget = budget
         self.prior_uplink_mbps = prior_uplink_mbps
         self.prior_rtt_ms = prior_rtt_ms
         self.probe_every = probe_every
+        self.measurements: dict[str, float | None] = {}
         self._estimates: deque[float] = deque(maxlen=std_window)
         self._since_offload = 0
         self._last_estimate: float | None = None
@@ -284,8 +341,15 @@ class PolicyRunner:
             raise PolicyError(f"the policy was trained for bundle {policy.bundle_id!r}, the device runs "
                               f"{runtime.manifest.bundle_id!r}; train one for this bundle")
 
+    def measured_device_speed(self, policy: TFLitePolicy) -> float | None:
+        """The device's speed relative to what ``policy`` was trained for; None when not measurable."""
+        measured = getattr(self.runtime, "segment_ms", None)
+        if not measured:
+            return None
+        return measured_device_speed(policy.planning_model.device_segment_ms, measured)
+
     def context(self) -> LiveContext:
-        """The measured context now (priors where nothing has been measured yet)."""
+        """The measured context now (priors where nothing has been measured yet); see the class docstring."""
         measured = self.telemetry.context() if self.telemetry is not None else {}
         uplink = measured.get("uplink_mbps")
         if uplink is not None and uplink != self._last_estimate:
@@ -296,11 +360,29 @@ class PolicyRunner:
             uplink = min(uplink if uplink is not None else math.inf, self._timeout_bound_mbps)
         rtt = measured.get("rtt_ms")
         std = float(np.std(self._estimates)) if len(self._estimates) > 1 else 0.0
+        policy, _ = self.slot.current()
+        speed = self.measured_device_speed(policy)
+        load, load_age_s = self.edge_load_tracker.load() if self.edge_load_tracker is not None else (None, None)
+        budget, budget_source = (self.budget.current() if self.budget is not None
+                                 else (self.power_budget_mw, "configured"))
+        sensor = getattr(self.telemetry, "power_sensor", None)
+        power_mw = measured.get("power_mw")
+        self.measurements = {
+            "device_speed_measured": float(speed is not None),
+            "edge_load_measured": float(load is not None),
+            "edge_load_age_s": load_age_s,
+            "power_mw": power_mw,
+            "power_measured": float(power_mw is not None and sensor is not None
+                                    and not getattr(sensor, "estimated", True)),
+            "power_budget_operator": float(budget_source.startswith("operator")),
+            "power_budget_battery": float(budget_source.endswith("+battery")),
+        }
         return LiveContext(
             throughput_mbps=uplink if uplink is not None else self.prior_uplink_mbps,
             throughput_std_mbps=std, rtt_ms=rtt if rtt is not None else self.prior_rtt_ms,
-            deadline_ms=self.deadline_ms, power_budget_mw=self.power_budget_mw, device_speed=self.device_speed,
-            edge_load=self.edge_load,
+            deadline_ms=self.deadline_ms, power_budget_mw=budget,
+            device_speed=speed if speed is not None else self.device_speed,
+            edge_load=load if load is not None else self.edge_load,
         )
 
     def decide(self, policy: TFLitePolicy, context: LiveContext) -> tuple[int, bool]:
@@ -342,16 +424,23 @@ class PolicyRunner:
 
     def reward(self, policy: TFLitePolicy, result: InferenceResult, context: LiveContext,
                label: int | None) -> tuple[float, float]:
-        """(reward under the policy's objective, energy estimate in mJ) of a finished request."""
+        """(reward under the policy's objective, energy in mJ) of a finished request: measured
+        power × duration with a real power sensor, else the cost model's estimate."""
         manifest = self.runtime.manifest
         accuracy = manifest.exit(result.exit).accuracy
         accuracy = float(accuracy) if accuracy is not None else 0.0
         correct = float(result.top1_class == label) if label is not None else accuracy
         plan = policy.planning_model
-        energy_mj = (plan.device_power_mw / 1000.0) * result.device_ms
-        if result.request_bytes:
-            energy_mj += (plan.radio_alpha_mw_per_mbps * result.request_bytes * 8 / 1e6
-                          + plan.radio_beta_mw / 1000.0 * result.transfer_ms)
+        power_mw = self.measurements.get("power_mw")
+        if self.measurements.get("power_measured") and power_mw is not None:
+            energy_mj = float(measured_energy_mj(power_mw, result.total_ms))
+        else:
+            energy_mj = float(energy_model_mj(
+                device_ms=result.device_ms, megabits=result.request_bytes * 8e-6,
+                transmit_ms=result.transfer_ms if result.request_bytes else 0.0,
+                device_power_mw=plan.device_power_mw, radio_alpha_mw_per_mbps=plan.radio_alpha_mw_per_mbps,
+                radio_beta_mw=plan.radio_beta_mw,
+            ))
         value = policy.objective.reward(
             latency_ms=np.array(result.total_ms), energy_mj=np.array(energy_mj), correct=np.array(correct),
             exit_accuracy=np.array(accuracy), deadline_ms=self.deadline_ms,
@@ -365,7 +454,7 @@ class PolicyRunner:
             return
         reward, energy_mj = self.reward(policy, result, context, label)
         action = policy.actions[index]
-        extra = {}
+        extra = dict(self.measurements)
         rejected = self.slot.rejected
         if rejected != self._reported_rejections:
             # Rejected updates travel with the next record, so the agent's operator sees them.
@@ -442,7 +531,11 @@ def policy_session(
     telemetry_period_s: float = 5.0,
     connect_timeout_s: float = 10.0,
     require_broker: bool = True,
-    **runner_options: Any,
+    power_budget_mw: float = 2000.0,
+    edge_load_stale_s: float = 5.0,
+    battery_root: str | None = str(POWER_SUPPLY_ROOT),
+    state_file: str | None = None,
+    **runner_options: Unpack[RunnerOptions],
 ) -> Iterator[PolicyRunner]:
     """Everything a device needs to decide with a policy: telemetry (the context and the
     experience), the policy (from ``policy_dir``, or the first signed update), and, with
@@ -450,7 +543,13 @@ def policy_session(
 
     ``policy_topic=""`` means the default topic ``{prefix}/policy/{bundle_id}``. With
     ``require_broker=False`` (and a local policy) the device starts while the broker is down
-    and decides from the priors until measurements arrive.
+    and decides from the priors until measurements arrive. ``state_file`` keeps the highest
+    accepted policy version across restarts (``security.floors``).
+
+    The runner measures the edge's load from the workers' reports on
+    ``{prefix}/edge/+/load`` (ignored after ``edge_load_stale_s``) and takes its power budget
+    from ``power_budget_mw``, the retained operator topic ``{prefix}/dev/{device_id}/budget``
+    and the battery under ``battery_root`` (None: ignore batteries).
     """
     from ..agents.policy_message import policy_topic as default_topic
 
@@ -459,7 +558,13 @@ def policy_session(
     if policy_topic is not None and not public_key_paths:
         raise PolicyError("a policy topic needs the signer's public key (--public-key PUB.pem): "
                           "devices take only signed policies")
-    slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None)
+    floors = None
+    if state_file is not None:
+        from ..security.floors import VersionFloors
+
+        floors = VersionFloors(state_file)
+    slot = PolicySlot(TFLitePolicy(policy_dir, backend=backend) if policy_dir is not None else None,
+                      floors=floors, floor_key=runtime.manifest.bundle_id)
     with contextlib.ExitStack() as stack:
         telemetry = stack.enter_context(attached_telemetry(
             runtime, broker_url, prefix=prefix, period_s=telemetry_period_s, connect_timeout_s=connect_timeout_s,
@@ -475,4 +580,11 @@ def policy_session(
             stack.callback(receiver.stop)
             if policy_dir is None:
                 slot.wait_for_policy(connect_timeout_s)
-        yield PolicyRunner(runtime, slot, telemetry, deadline_ms=deadline_ms, **runner_options)
+        tracker = EdgeLoadTracker(stale_after_s=edge_load_stale_s)
+        budget = PowerBudget(power_budget_mw, battery_root=battery_root)
+        subscriber = ContextSubscriber(broker_url, device_id=runtime.device_id, prefix=prefix, edge_load=tracker,
+                                       budget=budget, connect_timeout_s=connect_timeout_s)
+        subscriber.start(require_broker=require_broker)
+        stack.callback(subscriber.stop)
+        yield PolicyRunner(runtime, slot, telemetry, deadline_ms=deadline_ms, power_budget_mw=power_budget_mw,
+                           edge_load_tracker=tracker, budget=budget, **runner_options)

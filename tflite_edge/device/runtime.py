@@ -25,17 +25,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 import numpy as np
 
 from ..bundle import Bundle, load_bundle
-from ..errors import RemoteError, TransportError, WireFormatError
+from ..errors import InputError, RemoteError, TransportError, WireFormatError
+from ..runtime.backends import InterpreterFactory
 from ..runtime.chain import BundleRunner, dequantize
 from ..transport.clock import ClockOffset
-from ..transport.protocol import DEFAULT_PREFIX, RequestHeader, remote_error, validate_device_id
-from ..transport.wire import CODECS, decode_frame, encode_tensor, expect_activation, parse_header
+from ..transport.link import SYSTEM_CLOCK, Clock, MessageLink
+from ..transport.protocol import RequestHeader, remote_error
+from ..transport.wire import decode_frame, encode_tensor, expect_activation, parse_header
 from .breaker import CircuitBreaker
+from .config import DeviceConfig, DeviceOptions
 from .offload import OffloadClient, Reply
 from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
 from .result import InferenceResult
@@ -53,59 +56,66 @@ EMA_WEIGHT = 0.2
 
 
 class DeviceRuntime:
-    """Runs requests on a device, offloading to edge workers over MQTT when the plan says so.
+    """Runs requests on a device, offloading to edge workers when the plan says so.
 
-    ``broker_url=None`` makes a local-only runtime (any offload falls back at once).
-    ``on_result`` is called with every result (for telemetry); exceptions it raises are
-    logged and never affect the request. With ``raise_remote_errors=True`` an edge's
-    error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
-    ``link_mbps`` emulates a link of that speed in both directions (a token bucket), for
-    measuring partitions on loopback. ``emulation`` (``device.emulation.Emulation``) makes
-    this machine behave like another device: each segment lasts the latency of its device
-    profile and offload requests wait for its uplink; results include the added time.
+    Settings come as a ``DeviceConfig`` and/or as its flat keywords (``device_id``,
+    ``backend``, ``num_threads``, ``delegate``, ``allow_fallback``, ``prefix``, ``codec``,
+    ``qos``, ``connect_timeout_s``, ``default_timeout_ms``, ``raise_remote_errors``,
+    ``warmup``, ``require_broker``: see ``DeviceOptions``). With ``raise_remote_errors=True``
+    an edge's error reply (e.g. ``UnknownBundleError``) is raised instead of falling back.
     ``require_broker=False`` starts even when the broker is down (requests fall back until
     the background connection succeeds); by default an unreachable broker is an error.
+
+    The edge is reached through ``link`` (any ``MessageLink``) or an MQTT link to
+    ``broker_url``; with neither the runtime is local-only (any offload falls back at
+    once). ``runner`` replaces the segment runner, ``interpreters`` the interpreter
+    factory of the default one and ``clock`` the time source (tests pass fakes).
+    ``on_result`` is called with every result (for telemetry); exceptions it raises are
+    logged and never affect the request.
+
+    Emulation, for measuring partitions on a fast host: ``link_mbps`` wraps the link in an
+    ``EmulatedLink`` of that speed in both directions (token buckets). ``emulation``
+    (``device.emulation.Emulation``) makes this machine behave like another device: each
+    segment lasts the latency of its device profile and offload requests wait for its
+    uplink; results include the added time.
     """
 
     def __init__(
         self,
         bundle: Bundle | str | os.PathLike[str],
+        config: DeviceConfig | None = None,
         *,
         broker_url: str | None = None,
-        device_id: str = "device",
-        backend: str | None = None,
-        num_threads: int | None = None,
-        delegate: str | None = None,
-        allow_fallback: bool = False,
-        kernels: str = "default",
-        prefix: str = DEFAULT_PREFIX,
-        codec: str = "none",
-        qos: int = 0,
-        connect_timeout_s: float = 10.0,
-        default_timeout_ms: float = 10_000.0,
+        link: MessageLink | None = None,
+        runner: BundleRunner | None = None,
+        interpreters: InterpreterFactory | None = None,
         on_result: ResultHook | None = None,
-        raise_remote_errors: bool = False,
-        warmup: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
         link_mbps: float | None = None,
         emulation: Emulation | None = None,
-        require_broker: bool = True,
+        **options: Unpack[DeviceOptions],
     ) -> None:
+        self.config = config = DeviceConfig.from_options(config, **options)
+        if broker_url is not None and link is not None:
+            raise InputError("give a broker URL or a link, not both")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
         self.manifest = self.bundle.manifest
-        self.device_id = validate_device_id(device_id)
-        if codec not in CODECS:
-            raise TransportError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-        self.codec = codec
-        self.default_timeout_ms = default_timeout_ms
+        self.device_id = config.device_id
+        self.codec = config.codec
+        self.default_timeout_ms = config.default_timeout_ms
         self.on_result = on_result
-        self.raise_remote_errors = raise_remote_errors
-        self.runner = BundleRunner(
-            self.bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback,
-            kernels=kernels,
-        )
+        self.raise_remote_errors = config.raise_remote_errors
+        if runner is None:
+            settings = config.interpreter
+            runner = BundleRunner(self.bundle, backend=settings.backend, num_threads=settings.num_threads,
+                                  delegate=settings.delegate, allow_fallback=settings.allow_fallback,
+                                  interpreters=interpreters, kernels=settings.kernels)
+        self.runner = runner
         self.emulation = emulation
-        # Latencies and deadlines are measured on the emulated device's clock when emulating.
-        self._now: Callable[[], float] = emulation.clock if emulation is not None else time.perf_counter
+        # Host time of segment runs (what an emulation stretches), and the time latencies and
+        # deadlines are measured in: the emulated device's clock when emulating.
+        self._host_now: Callable[[], float] = time.perf_counter if emulation is not None else clock.now
+        self._now: Callable[[], float] = emulation.clock if emulation is not None else clock.now
         self.segment_ms = [0.0] * self.manifest.num_segments
         self._lock = threading.Lock()
         self.clock = ClockOffset()  # edge clock minus this clock, from replies; dates requests for the edge
@@ -115,17 +125,23 @@ class DeviceRuntime:
         for spec in self.manifest.exits:
             self._exits_by_segment.setdefault(spec.segment, []).append(spec.name)
         self.offload: OffloadClient | None = None
-        self.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker(clock=clock.now)
         self._no_worker_logged = False
-        if warmup:
+        if config.warmup:
             self.warmup()
         if broker_url is not None:
-            self.offload = OffloadClient(
-                broker_url, self.device_id, prefix=prefix, qos=qos, connect_timeout_s=connect_timeout_s,
-                link_mbps=link_mbps,
-                uplink_delay_s=emulation.send_delay_s if emulation is not None and emulation.uplink else None,
-                require_broker=require_broker,
-            )
+            from ..transport.mqtt import device_connection
+            from ..transport.mqtt_link import MqttLink
+
+            link = MqttLink(*device_connection(broker_url, self.device_id))
+        if link is not None:
+            uplink = emulation.send_delay_s if emulation is not None and emulation.uplink else None
+            if link_mbps is not None or uplink is not None:
+                from .link import EmulatedLink
+
+                link = (EmulatedLink.at_rate(link, link_mbps, uplink_delay_s=uplink, clock=clock)
+                        if link_mbps is not None else EmulatedLink(link, uplink_delay_s=uplink, clock=clock))
+            self.offload = OffloadClient(link, self.device_id, config.offload, clock=clock)
 
     # -- lifecycle -------------------------------------------------------------------
     def warmup(self, rounds: int = 2) -> list[float]:
@@ -134,9 +150,9 @@ class DeviceRuntime:
         for _ in range(rounds):
             seen = {self.manifest.input.name: self.runner.quantize_input(x)}
             for index in range(self.manifest.num_segments):
-                start = time.perf_counter()
+                start = self._host_now()
                 seen.update(self.runner.run_segment(index, seen))
-                host_ms = (time.perf_counter() - start) * 1e3
+                host_ms = (self._host_now() - start) * 1e3
                 # Estimated at the emulated speed without sleeping through the warm-up.
                 self.segment_ms[index] = host_ms if self.emulation is None else self.emulation.target_ms(index, host_ms)
         return list(self.segment_ms)
@@ -215,9 +231,9 @@ class DeviceRuntime:
 
     def _run_fused(self, stop: int, seen: dict[str, np.ndarray]) -> float:
         """Run segments [0, stop) as one fused interpreter; returns the time in ms."""
-        start = time.perf_counter()
+        start = self._host_now()
         seen.update(self.runner.run(seen, start=0, stop=stop))
-        elapsed_ms = (time.perf_counter() - start) * 1e3
+        elapsed_ms = (self._host_now() - start) * 1e3
         # The fallback budget needs per-segment times: share the measurement out in
         # proportion to the current estimates (equal shares before any).
         estimates = self.segment_ms[:stop]
@@ -228,12 +244,12 @@ class DeviceRuntime:
         return elapsed_ms
 
     def _run_segment(self, index: int, seen: dict[str, np.ndarray]) -> float:
-        start = time.perf_counter()
+        start = self._host_now()
         seen.update(self.runner.run_segment(index, seen))
         if self.emulation is not None:  # waits until the emulated device would have finished
             elapsed_s = self.emulation.finish_segment(index, start)
         else:
-            elapsed_s = time.perf_counter() - start
+            elapsed_s = self._host_now() - start
         elapsed_ms = elapsed_s * 1e3
         # Moving average: the fallback budget follows the device's current speed.
         self.segment_ms[index] += EMA_WEIGHT * (elapsed_ms - self.segment_ms[index])

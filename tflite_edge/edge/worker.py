@@ -8,7 +8,9 @@ should serve different bundles (a bundle served by two groups is computed by bot
 Workers keep no state between requests: killing one loses only the requests it held, which
 devices then finish locally.
 
-A request published with the retain flag is not answered: the worker deletes the retained
+A worker asks the broker (MQTT 5 ``MaximumPacketSize``) to deliver no message larger than
+the largest request its bundles can take (``max_request_bytes``), so junk of any size
+costs it nothing. A request published with the retain flag is not answered: the worker deletes the retained
 copy (an empty retained message on its topic), so a device cannot park large messages on
 the broker under a request topic.
 
@@ -16,6 +18,10 @@ Every worker also announces itself: a retained presence message listing its bund
 ``{prefix}/edge/{worker_id}``, cleared by its last will when it vanishes and by itself when
 it stops (see ``transport.presence``), so devices stop offloading at once when no worker
 for their bundle is online.
+
+Every worker measures its own load (busy share, compute time against the fastest seen)
+and publishes it every ``load_period_s`` on ``{prefix}/edge/{worker_id}/load`` (see
+:mod:`.load`), so devices can take the edge's load into their decisions.
 """
 
 from __future__ import annotations
@@ -50,12 +56,14 @@ from ..transport.protocol import (
     validate_topic_level,
 )
 from .handler import EdgeHandler, EdgeReply
+from .load import LoadMeter, edge_load_topic
 
 __all__ = ["DEFAULT_GROUP", "EdgeWorker", "serve"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "tflite-edge"
+REQUEST_OVERHEAD_BYTES = 64 * 1024  # frame header, names, topic and MQTT properties of a request
 
 
 class EdgeWorker:
@@ -80,6 +88,7 @@ class EdgeWorker:
         delegate: str | None = None,
         allow_fallback: bool = False,
         codec: str = "none",
+        load_period_s: float | None = 1.0,
     ) -> None:
         self.group = validate_topic_level(group, "group")
         self.topics = Topics(prefix)
@@ -92,10 +101,16 @@ class EdgeWorker:
         self.worker_id = worker_id or f"tfe-edge-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.served = 0
         self.failed = 0
+        self.load_meter = LoadMeter(window_s=max(2.0, 2 * (load_period_s or 1.0)))
+        self.load_period_s = load_period_s
+        self.load_topic = edge_load_topic(self.topics.prefix, validate_topic_level(self.worker_id, "worker id"))
+        self._stop_load = threading.Event()
+        self._load_thread: threading.Thread | None = None
         self._subscribed = threading.Event()
         self.presence_topic = presence_topic(self.topics.prefix, self.worker_id)
         # The broker clears this worker's presence when it vanishes without a DISCONNECT.
-        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True))
+        self._client = make_client(broker_url, self.worker_id, will=Will(self.presence_topic, b"", qos=1, retain=True),
+                                   max_packet_bytes=self.max_request_bytes)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -114,7 +129,32 @@ class EdgeWorker:
             )
         log.info("edge worker %s serving %s in group %s", self.worker_id, ", ".join(self.handler.bundle_ids),
                  self.group)
+        if self.load_period_s is not None and self._load_thread is None:
+            self._stop_load.clear()
+            self._load_thread = threading.Thread(target=self._publish_load, name=f"load-{self.worker_id}",
+                                                 daemon=True)
+            self._load_thread.start()
         return self
+
+    def publish_load(self) -> None:
+        """Publish the load of the last window now (the background thread does so every ``load_period_s``)."""
+        message = self.load_meter.snapshot().to_message(self.worker_id, self.group)
+        self._client.publish(self.load_topic, message, qos=0)
+
+    def _publish_load(self) -> None:
+        assert self.load_period_s is not None
+        while not self._stop_load.wait(self.load_period_s):
+            if self._client.is_connected():
+                self.publish_load()
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest MQTT packet a valid request for these bundles can be: the largest
+        segment input, with room for a codec's worst-case growth, the frame header, the topic
+        and the properties."""
+        largest = max(spec.bytes for runner in self.handler.runners.values()
+                      for segment in runner.manifest.segments for spec in segment.inputs)
+        return largest + largest // 64 + REQUEST_OVERHEAD_BYTES
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -122,7 +162,11 @@ class EdgeWorker:
         return tuple(self.topics.shared_request_filter(self.group, bundle_id) for bundle_id in self.handler.bundle_ids)
 
     def stop(self) -> None:
-        """Clear this worker's presence, disconnect and stop the network thread."""
+        """Clear this worker's presence, stop publishing its load, disconnect and stop the network thread."""
+        self._stop_load.set()
+        if self._load_thread is not None:
+            self._load_thread.join(timeout=5)
+            self._load_thread = None
         try:
             if self._client.is_connected():
                 info = self._client.publish(self.presence_topic, b"", qos=1, retain=True)
@@ -176,11 +220,17 @@ class EdgeWorker:
             # Only {prefix}/dev/{id}/res: a request must not make the edge publish elsewhere.
             log.warning("request on %s without a usable ResponseTopic dropped", message.topic)
             return
+        started = time.perf_counter()
+        properties = user_properties(props)
         try:
-            reply = self._answer(message.topic, message.payload, user_properties(props), correlation)
+            reply = self._answer(message.topic, message.payload, properties, correlation)
         except Exception as e:  # a worker must survive anything a request can trigger
             log.exception("unexpected failure answering a request on %s", message.topic)
             reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
+        self.load_meter.record(
+            time.perf_counter() - started, kind=(message.topic, len(message.payload), properties.get("exit")),
+            compute_s=reply.header.edge_us / 1e6 if reply is not None and reply.header.ok else None,
+        )
         if reply is None:  # shed: past its deadline, nobody waits for it
             return
         if reply.header.ok:

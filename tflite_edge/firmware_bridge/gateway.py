@@ -140,12 +140,10 @@ class Gateway:
                 ).start()
             self.runtime = DeviceRuntime(
                 self.bundle, broker_url=broker_url, device_id=device_id, prefix=prefix, backend=backend,
-                on_result=self.publisher.observe_result if self.publisher else None, warmup=False,
+                on_result=self.publisher.observe_result if self.publisher else None,
+                runner=self.runner,  # segment 0 runs on the MCU
                 **runtime_options,
             )
-            # The runtime's public runner attribute: its segment 0 now runs on the MCU.
-            self.runtime.runner = self.runner
-            self.runtime.warmup()
         except BaseException:
             self.close()
             raise

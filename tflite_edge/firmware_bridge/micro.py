@@ -11,18 +11,15 @@ them to the bundle's tensor names with ``layout.segment_layout``.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._native import capture_native_stderr
 from ..errors import MicroModelError
 from .messages import TensorDesc
 
@@ -35,28 +32,6 @@ _ARENA_FLOOR_BYTES = 4 * 1024
 _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
 _MISSING_CUSTOM = re.compile(r"Didn't find op for custom opcode '([^']+)'")
-# Only one thread at a time may redirect the process's stderr.
-_STDERR_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _capture_stderr() -> Iterator[list[str]]:
-    """Collect what C++ code writes to file descriptor 2 (TFLM's MicroPrintf) inside the block."""
-    captured: list[str] = []
-    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
-        saved = os.dup(2)
-        try:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield captured
-            finally:
-                os.dup2(saved, 2)
-        finally:
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read().decode("utf-8", errors="replace"))
-
-
 def _runtime() -> Any:
     try:
         from tflite_micro.python.tflite_micro import runtime
@@ -124,7 +99,7 @@ class MicroModel:
         self.label = label
         self.model_bytes = len(model)
         self.arena_bytes = max(_ARENA_FLOOR_BYTES, arena_bytes or max(_PROBE_MIN_BYTES, 10 * len(model)))
-        with _capture_stderr() as log:
+        with capture_native_stderr() as log:
             try:
                 self._interpreter = runtime.Interpreter.from_bytes(bytes(model), arena_size=self.arena_bytes)
                 failure: Exception | None = None
@@ -133,7 +108,7 @@ class MicroModel:
         if failure is not None:
             raise _diagnose(log[0], label, self.arena_bytes) from failure
         # Counting tensors means asking for one past the end, which TFLM reports on stderr.
-        with _capture_stderr():
+        with capture_native_stderr():
             self.inputs = self._details(self._interpreter.get_input_details)
             self.outputs = self._details(self._interpreter.get_output_details)
         self.arena_used_bytes = self._measure_arena()
@@ -150,7 +125,7 @@ class MicroModel:
             index += 1
 
     def _measure_arena(self) -> int:
-        with _capture_stderr() as log:
+        with capture_native_stderr() as log:
             self._interpreter.print_allocations()
         match = _ARENA_TOTAL.search(log[0])
         return int(match.group(1)) if match else 0
@@ -166,7 +141,7 @@ class MicroModel:
                     f"got {array.dtype.name}{list(array.shape)}"
                 )
             self._interpreter.set_input(np.ascontiguousarray(array), index)
-        with _capture_stderr() as log:
+        with capture_native_stderr() as log:
             try:
                 start = time.perf_counter_ns()
                 self._interpreter.invoke()

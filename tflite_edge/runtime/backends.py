@@ -23,16 +23,20 @@ import logging
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from .._native import native_stderr_logged
 from ..errors import BackendError, DelegateError, InputError
 
 __all__ = [
     "BACKEND_ORDER",
     "KERNELS",
     "Backend",
+    "Interpreter",
+    "InterpreterFactory",
+    "InterpreterOptions",
     "SegmentInterpreter",
     "available_backends",
     "resolve_backend",
@@ -162,6 +166,40 @@ def _load_edgetpu(backend: Backend, spec: str) -> Any:
         ) from e
 
 
+class Interpreter(Protocol):
+    """What a segment runner needs from an interpreter: run once on named tensors."""
+
+    @property
+    def backend_name(self) -> str:
+        ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ...
+
+
+# Makes the interpreter of one segment from its flatbuffer: (model bytes, label) -> interpreter.
+InterpreterFactory = Callable[[bytes, str], Interpreter]
+
+
+@dataclass(frozen=True)
+class InterpreterOptions:
+    """Which interpreter runs segments: backend name, threads, delegate, whether a missing
+    delegate falls back to the CPU, and which kernels (see the module docstring)."""
+
+    backend: str | None = None
+    num_threads: int | None = None
+    delegate: str | None = None
+    allow_fallback: bool = False
+    kernels: str = "default"
+
+    def make(self, model_content: bytes, label: str = "model") -> SegmentInterpreter:
+        """A ``SegmentInterpreter`` with these options (an ``InterpreterFactory``)."""
+        return SegmentInterpreter(
+            model_content, backend=self.backend, num_threads=self.num_threads, delegate=self.delegate,
+            allow_fallback=self.allow_fallback, kernels=self.kernels, label=label,
+        )
+
+
 class SegmentInterpreter:
     """One TFLite model with named inputs and outputs (its ``serving_default`` signature)."""
 
@@ -193,11 +231,13 @@ class SegmentInterpreter:
                 log.warning("%s; falling back to the CPU for %s", str(e), label)
         self.delegate = delegate if delegates else None
         try:
-            self._interpreter = self.backend.interpreter_class(
-                model_content=model_content, experimental_delegates=delegates or None, num_threads=num_threads,
-                **resolver,
-            )
-            self._interpreter.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate from C++ on every start: the log, not the terminal.
+            with native_stderr_logged(log, f"{self.backend.name} creating the interpreter for {label}"):
+                self._interpreter = self.backend.interpreter_class(
+                    model_content=model_content, experimental_delegates=delegates or None, num_threads=num_threads,
+                    **resolver,
+                )
+                self._interpreter.allocate_tensors()
             runner = self._interpreter.get_signature_runner(SIGNATURE_KEY)
             self.input_details: dict[str, dict[str, Any]] = runner.get_input_details()
             self.output_details: dict[str, dict[str, Any]] = runner.get_output_details()
@@ -212,6 +252,10 @@ class SegmentInterpreter:
             for name, d in self.input_details.items()
         }
         self._outputs = {name: d["index"] for name, d in self.output_details.items()}
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     @property
     def input_names(self) -> list[str]:

@@ -17,15 +17,17 @@ segments run their CPU file through the delegate, which leaves them on the CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from ..arrays import check_values
 from ..bundle import Bundle, MeasuredOn, TensorSpec
 from ..errors import DelegateError, InputError
-from .backends import SegmentInterpreter
+from .backends import Interpreter, InterpreterFactory, InterpreterOptions, resolve_backend
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,12 @@ def softmax_confidence(probabilities: np.ndarray) -> tuple[int, float]:
 
 
 class BundleRunner:
-    """Runs any contiguous range of a bundle's segments locally."""
+    """Runs any contiguous range of a bundle's segments locally.
+
+    Interpreters come from ``interpreters`` (an ``InterpreterFactory``: a flatbuffer and a
+    label in, an interpreter out), by default TFLite interpreters made with the backend,
+    thread, delegate and fallback keywords. Tests pass a factory of fakes.
+    """
 
     def __init__(
         self,
@@ -92,44 +99,38 @@ class BundleRunner:
         delegate: str | None = None,
         allow_fallback: bool = False,
         use_fused: bool = True,
+        interpreters: InterpreterFactory | None = None,
         kernels: str = "default",
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.kernels = kernels
         self._edgetpu = isinstance(delegate, str) and delegate.split(":", 1)[0] == "edgetpu"
-        self._options = {
-            "backend": backend,
-            "num_threads": num_threads,
-            "delegate": delegate,
-            "allow_fallback": allow_fallback,
-            "kernels": kernels,
-        }
+        self._options = InterpreterOptions(backend, num_threads, delegate, allow_fallback, kernels)
+        self._factory: InterpreterFactory = interpreters or self._options.make
         self.use_fused = use_fused
-        self._interpreters: dict[int, SegmentInterpreter] = {}
-        self._fused: dict[tuple[int, int], SegmentInterpreter] = {}
+        self._interpreters: dict[int, Interpreter] = {}
+        self._fused: dict[tuple[int, int], Interpreter] = {}
         self._range_checks_left = INPUT_RANGE_CHECKS
 
-    def interpreter(self, index: int) -> SegmentInterpreter:
+    def interpreter(self, index: int) -> Interpreter:
         if index not in self._interpreters:
             self._interpreters[index] = self._open(index)
         return self._interpreters[index]
 
-    def _open(self, index: int) -> SegmentInterpreter:
+    def _open(self, index: int) -> Interpreter:
         label = f"segment {index}"
         if self._edgetpu and self.manifest.segments[index].variant("edgetpu") is not None:
             compiled = self.bundle.read_variant(index, "edgetpu")
             try:
-                return SegmentInterpreter(compiled, label=f"{label} (Edge TPU)",
-                                          **{**self._options, "allow_fallback": False})  # type: ignore[arg-type]
+                return dataclasses.replace(self._options, allow_fallback=False).make(compiled, f"{label} (Edge TPU)")
             except DelegateError as e:
-                if not self._options["allow_fallback"]:
+                if not self._options.allow_fallback:
                     raise
                 # The compiled file cannot run without the delegate: fall back to the CPU file.
                 log.warning("%s; running %s on the CPU", str(e), label)
-                return SegmentInterpreter(self.bundle.read_segment(index), label=label,
-                                          **{**self._options, "delegate": None})  # type: ignore[arg-type]
-        return SegmentInterpreter(self.bundle.read_segment(index), label=label, **self._options)  # type: ignore[arg-type]
+                return dataclasses.replace(self._options, delegate=None).make(self.bundle.read_segment(index), label)
+        return self._factory(self.bundle.read_segment(index), label)
 
     def has_fused(self, start: int, stop: int) -> bool:
         """Whether ``run(start=start, stop=stop)`` runs one fused interpreter (never in place of
@@ -138,28 +139,27 @@ class BundleRunner:
             return False
         return self.use_fused and self.manifest.fused_span(start, stop) is not None
 
-    def fused_interpreter(self, start: int, stop: int) -> SegmentInterpreter:
+    def fused_interpreter(self, start: int, stop: int) -> Interpreter:
         key = (start, stop)
         if key not in self._fused:
-            self._fused[key] = SegmentInterpreter(
-                self.bundle.read_fused(start, stop), label=f"fused segments [{start}, {stop})",
-                **self._options,  # type: ignore[arg-type]
-            )
+            self._fused[key] = self._factory(self.bundle.read_fused(start, stop), f"fused segments [{start}, {stop})")
         return self._fused[key]
 
     @property
     def backend_name(self) -> str:
-        return self.interpreter(0).backend.name
+        return self.interpreter(0).backend_name
 
     def measured_on(self) -> MeasuredOn:
         """What runs this chain (backend, its version, kernels, CPU), as the manifest records it."""
-        backend = self.interpreter(0).backend
+        backend = resolve_backend(self.interpreter(0).backend_name)
         return MeasuredOn(backend.name, backend.version, self.kernels, platform.machine())
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """One float sample (with or without the batch axis) to segment 0's input tensor."""
         spec = self.manifest.segments[0].inputs[0]
         x = np.asarray(x)
+        # Nothing is computed from NaN, infinity or complex numbers (quantizing would hide them).
+        check_values(x, "input")
         if x.shape == spec.shape[1:]:
             x = x[np.newaxis]
         if x.shape != spec.shape:

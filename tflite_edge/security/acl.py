@@ -13,17 +13,19 @@ topic scheme is ``docs/wire-format.md``'s):
 
 - device ``d``: publishes requests on ``P/req/+`` (or only on ``P/req/{bundle}`` for the
   bundles given) and its own ``P/dev/d/telemetry``, ``status`` and ``experience``; reads its
-  replies ``P/dev/d/res``, the signed policies on ``P/policy/+`` and the edge workers'
-  presence ``P/edge/+``. Its connections log in as ``d``, ``d-telemetry`` and ``d-policy``
+  replies ``P/dev/d/res``, the signed policies on ``P/policy/+``, the edge workers'
+  presence ``P/edge/+`` and load ``P/edge/+/load``, and its power budget ``P/dev/d/budget``.
+  Its connections log in as ``d``, ``d-telemetry``, ``d-policy`` and ``d-context``
   (``transport.protocol.device_login``), each login bound to the client id of the same name
   and sharing the device's password.
 - edge: reads ``P/req/+`` (directly or through ``$share/GROUP/P/req/...``); publishes
-  ``P/dev/+/res``, its retained presence on ``P/edge/+``, and on ``P/req/+`` only to delete
-  a retained request.
+  ``P/dev/+/res``, its retained presence on ``P/edge/+``, its load on ``P/edge/+/load``, and
+  on ``P/req/+`` only to delete a retained request.
 - reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``,
   ``P/policy/+`` and ``P/edge/+``.
-- agent (the online policy trainer): reads ``P/dev/+/experience`` and ``telemetry``;
-  publishes (retained) and reads ``P/policy/+``.
+- agent (the online policy trainer, the fleet's operator): reads ``P/dev/+/experience`` and
+  ``telemetry``; publishes (retained) and reads ``P/policy/+``; sets (retained) the devices'
+  power budgets on ``P/dev/+/budget``.
 
 Anything not granted is refused, anonymous clients included. Device ids are MQTT topic
 levels checked by ``transport.protocol.validate_device_id``.
@@ -174,6 +176,8 @@ def _role_acls(role: str, name: str, prefix: str, bundles: Sequence[str]) -> lis
             *_read(f"{prefix}/dev/{name}/res"),
             *_read(f"{prefix}/policy/+"),
             *_read(presence_filter(prefix)),
+            *_read(f"{prefix}/edge/+/load"),
+            *_read(f"{prefix}/dev/{name}/budget"),
         ]
     if role == "edge":
         return [
@@ -181,6 +185,7 @@ def _role_acls(role: str, name: str, prefix: str, bundles: Sequence[str]) -> lis
             _allow("subscribePattern", f"$share/+/{prefix}/req/+"),
             _write(f"{prefix}/dev/+/res"),
             _write(presence_filter(prefix)),  # retained presence, and its last will
+            _write(f"{prefix}/edge/+/load"),
             _write(f"{prefix}/req/+"),  # only to delete a retained request (see EdgeWorker)
         ]
     if role == "reader":
@@ -188,7 +193,7 @@ def _role_acls(role: str, name: str, prefix: str, bundles: Sequence[str]) -> lis
                   for acl in _read(f"{prefix}/dev/+/{channel}")), *_read(f"{prefix}/policy/+"),
                 *_read(presence_filter(prefix))]
     return [*_read(f"{prefix}/dev/+/experience"), *_read(f"{prefix}/dev/+/telemetry"),
-            *_read(f"{prefix}/policy/+"), _write(f"{prefix}/policy/+")]
+            *_read(f"{prefix}/policy/+"), _write(f"{prefix}/policy/+"), _write(f"{prefix}/dev/+/budget")]
 
 
 def _check_prefix(prefix: str) -> None:

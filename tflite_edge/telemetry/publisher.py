@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import PowerSensorError, TelemetryError
@@ -51,6 +51,14 @@ from .schema import (
 from .system import SystemMonitor
 from .window import RequestObservation, WindowStats, observation_from_result, sanitized
 
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from ..transport.mqtt import MqttClient, Will
+    from ..transport.protocol import Topics
+
 __all__ = ["DEFAULT_PREFIX", "QOS", "TelemetryPublisher", "status_payload", "status_will"]
 
 log = logging.getLogger(__name__)
@@ -59,7 +67,7 @@ DEFAULT_PREFIX = "tflite-edge/v1"
 QOS = {"status": 1, "telemetry": 1, "experience": 1}
 
 
-def _topics(prefix: str) -> Any:
+def _topics(prefix: str) -> Topics:
     from ..transport.protocol import Topics
 
     return Topics(prefix)
@@ -70,7 +78,7 @@ def status_payload(device_id: str, state: str, reason: str | None) -> bytes:
     return encode(StatusMessage(device_id, state, time.time(), reason, f"tflite-edge {__version__}"))
 
 
-def status_will(device_id: str, prefix: str = DEFAULT_PREFIX) -> Any:
+def status_will(device_id: str, prefix: str = DEFAULT_PREFIX) -> Will:
     """The last will to pass to ``make_client`` so the broker announces ``offline`` for this device."""
     from ..transport.mqtt import Will
 
@@ -96,7 +104,7 @@ class TelemetryPublisher:
         device_id: str,
         *,
         broker_url: str | None = None,
-        client: Any = None,
+        client: MqttClient | None = None,
         prefix: str = DEFAULT_PREFIX,
         period_s: float = 5.0,
         experience_interval_s: float = 1.0,
@@ -122,7 +130,7 @@ class TelemetryPublisher:
         self.system = system or SystemMonitor()
         self.connect_timeout_s = connect_timeout_s
         self._broker_url = broker_url
-        self._client = client
+        self._client: MqttClient | None = client
         self._owns_client = client is None
         self._lock = threading.Lock()
         self._window = WindowStats()
@@ -152,13 +160,14 @@ class TelemetryPublisher:
             from ..transport.mqtt import connect_and_start, device_connection, make_client
 
             assert self._broker_url is not None
-            self._client = make_client(
+            client = make_client(
                 *device_connection(self._broker_url, self.device_id, "telemetry"),
                 will=status_will(self.device_id, self.prefix),
             )
-            self._client.on_publish = self._on_publish
-            self._client.on_connect = self._on_connect
-            connect_and_start(self._client, self.connect_timeout_s)
+            client.on_publish = self._on_publish
+            client.on_connect = self._on_connect
+            self._client = client
+            connect_and_start(client, self.connect_timeout_s)
         else:
             self._publish_status("online", None)
         self._stop.clear()
@@ -372,7 +381,8 @@ class TelemetryPublisher:
     def _connected(self) -> bool:
         return self._client is not None and bool(self._client.is_connected())
 
-    def _publish(self, channel: str, payload: bytes, *, retain: bool = False) -> Any:
+    def _publish(self, channel: str, payload: bytes, *, retain: bool = False) -> paho.MQTTMessageInfo | None:
+        assert self._client is not None
         info = self._client.publish(self.topic[channel], payload, qos=QOS[channel], retain=retain)
         if info.rc != 0:
             log.info("publishing %s failed (rc %s)", channel, info.rc)
@@ -380,7 +390,7 @@ class TelemetryPublisher:
         self.published[channel] += 1
         return info
 
-    def _publish_status(self, state: str, reason: str | None) -> Any:
+    def _publish_status(self, state: str, reason: str | None) -> paho.MQTTMessageInfo | None:
         if self._client is None:
             return None
         return self._publish("status", status_payload(self.device_id, state, reason), retain=True)
@@ -436,12 +446,14 @@ class TelemetryPublisher:
 
     # ------------------------------------------------------------ paho callbacks (network thread)
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if not reason_code.is_failure:
             # Again after every reconnect: the last will may have said offline meanwhile.
             self._publish_status("online", None)
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         now = time.monotonic()
         with self._lock:
             sent_at = self._sent_at.pop(mid, None)

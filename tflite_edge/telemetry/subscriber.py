@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import TelemetryError, TelemetrySchemaError
+from ..files import open_regular
 from .schema import ExperienceBatch, StatusMessage, TelemetryMessage, decode
 
 __all__ = [
@@ -239,6 +240,7 @@ def render_table(views: list[DeviceView]) -> str:
 # ---------------------------------------------------------------- recordings
 
 MAX_RECORDING_LINE_BYTES = 512 * 1024
+MAX_RECORDING_BYTES = 1 << 36  # recordings grow for days; a bound against /dev/zero, not a budget
 
 
 def write_received(stream: IO[str], received: Received) -> None:
@@ -248,16 +250,22 @@ def write_received(stream: IO[str], received: Received) -> None:
 
 def read_recording(path: str | Path) -> Iterator[Received]:
     """The messages of a recording, validated again; unreadable lines are an error naming the line."""
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as e:
-        raise TelemetryError(f"cannot read the recording {path}: {e.strerror or e}") from e
-    with handle:
-        for number, line in enumerate(handle, start=1):
+    # A regular file only (a FIFO or a device would block or never end), read line by line
+    # with each line bounded before it is decoded.
+    raw, _ = open_regular(path, what="recording", max_bytes=MAX_RECORDING_BYTES, error=TelemetryError)
+    with raw:
+        for number, data in enumerate(iter(lambda: raw.readline(MAX_RECORDING_LINE_BYTES + 1), b""), start=1):
+            if len(data) > MAX_RECORDING_LINE_BYTES:
+                raise TelemetryError(f"{path}:{number}: line longer than {MAX_RECORDING_LINE_BYTES} bytes")
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TelemetryError(
+                    f"{path} is not a telemetry recording (line {number} is not UTF-8 text); record one with "
+                    "`tflite-edge telemetry --record FILE`"
+                ) from e
             if not line.strip():
                 continue
-            if len(line) > MAX_RECORDING_LINE_BYTES:
-                raise TelemetryError(f"{path}:{number}: line longer than {MAX_RECORDING_LINE_BYTES} bytes")
             try:
                 entry = json.loads(line)
                 doc = entry["message"]

@@ -35,10 +35,12 @@ import urllib.parse
 import uuid
 import weakref
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ..errors import BrokerConnectionError, BrokerUrlError, TlsSettingsError
 from ..security.tls import TLS_QUERY_KEYS, TlsSettings, tls_settings_from_query
@@ -47,6 +49,7 @@ from .protocol import device_login, validate_device_id
 __all__ = [
     "DEFAULT_PORTS",
     "BrokerAddress",
+    "MqttClient",
     "Will",
     "parse_broker_url",
     "make_client",
@@ -104,6 +107,30 @@ class BrokerAddress:
 
     def __str__(self) -> str:
         return self.url
+
+
+class MqttClient(Protocol):
+    """The part of a paho-mqtt client that tflite-edge's MQTT users call (``make_client``
+    returns one); a fake with these methods can stand in for it in tests."""
+
+    def publish(self, topic: str, payload: bytes | None = None, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None) -> paho.MQTTMessageInfo:
+        ...
+
+    def subscribe(self, topic: str, qos: int = 0) -> tuple[MQTTErrorCode, int | None]:
+        ...
+
+    def is_connected(self) -> bool:
+        ...
+
+    def disconnect(self) -> MQTTErrorCode:
+        ...
+
+    def loop_start(self) -> MQTTErrorCode:
+        ...
+
+    def loop_stop(self) -> MQTTErrorCode:
+        ...
 
 
 @dataclass(frozen=True)
@@ -226,6 +253,7 @@ def make_client(
     ca_certs: str | None = None,
     session_expiry_s: int = 0,
     tls: TlsSettings | None = None,
+    max_packet_bytes: int | None = None,
 ) -> paho.Client:
     """A paho-mqtt 2.x MQTT 5 client for ``url``, configured but not yet running.
 
@@ -235,6 +263,8 @@ def make_client(
     should therefore be (re)made in ``on_connect``. ``session_expiry_s=0`` means the broker
     forgets the session on disconnect, which suits stateless clients. ``tls`` (or the
     URL's ``?ca=&cert=&key=`` options) sets the CA and the client certificate for mutual TLS.
+    ``max_packet_bytes`` asks the broker (MQTT 5 ``MaximumPacketSize``) never to deliver a
+    larger message to this client: it drops it instead.
     """
     address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
     client = paho.Client(
@@ -258,11 +288,14 @@ def make_client(
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     client.reconnect_delay_set(min_delay=min_reconnect_delay_s, max_delay=max_reconnect_delay_s)
     properties = None
-    if session_expiry_s:
+    if session_expiry_s or max_packet_bytes:
         from paho.mqtt.packettypes import PacketTypes
 
         properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = session_expiry_s
+        if session_expiry_s:
+            properties.SessionExpiryInterval = session_expiry_s
+        if max_packet_bytes:
+            properties.MaximumPacketSize = max_packet_bytes
     client.connect_async(address.host, address.port, keepalive=keepalive_s, properties=properties)
     # Remembered beside the client (not in its userdata, which belongs to the caller).
     _ADDRESSES[client] = address
@@ -312,13 +345,16 @@ def _diagnose(address: BrokerAddress, timeout_s: float) -> None:
         pass
 
 
-def wait_connected(client: paho.Client, timeout_s: float) -> None:
+def wait_connected(client: paho.Client, timeout_s: float, *, refusals: list[ReasonCode] | None = None) -> None:
     """Block until ``client`` is connected, or raise ``BrokerConnectionError`` after ``timeout_s``,
-    or at once when the host is unknown or refuses the connection."""
+    or at once when the host is unknown or refuses the connection, or when the broker refuses
+    the login (a CONNACK reason appended to ``refusals`` by the caller's ``on_connect``)."""
     start = time.monotonic()
     deadline = start + timeout_s
     diagnosed = False
     while not client.is_connected():
+        if refusals:
+            raise BrokerConnectionError(_refusal_text(_broker_of(client), refusals[0]))
         now = time.monotonic()
         if not diagnosed and now - start >= _PROBE_AFTER_S and (address := _ADDRESSES.get(client)) is not None:
             diagnosed = True
@@ -333,14 +369,35 @@ def wait_connected(client: paho.Client, timeout_s: float) -> None:
         time.sleep(0.005)
 
 
+def _refusal_text(broker: str, reason: ReasonCode) -> str:
+    hint = {
+        134: "check the user name and password",
+        135: "this login may not connect (with this client id: a device's logins take only their own)",
+        133: "the client id is not accepted",
+    }.get(reason.value, "see the broker's log")
+    return f"the MQTT broker at {broker} refused the connection: {reason} ({hint})"
+
+
 def connect_and_start(client: paho.Client, timeout_s: float = 10.0) -> None:
     """Start the client's network loop thread and wait for the first connection."""
+    refusals: list[ReasonCode] = []
+    callback: Any = client.on_connect  # the caller's, called after the refusal is noted
+
+    def record(c: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            refusals.append(reason)
+        if callback is not None:
+            callback(c, userdata, flags, reason, props)
+
+    client.on_connect = record
     client.loop_start()
     try:
-        wait_connected(client, timeout_s)
+        wait_connected(client, timeout_s, refusals=refusals)
     except BrokerConnectionError:
         client.loop_stop()
         raise
+    finally:
+        client.on_connect = callback
 
 
 def broker_address(client: paho.Client) -> BrokerAddress | None:

@@ -8,6 +8,8 @@ Topics (``prefix`` defaults to ``tflite-edge/v1`` and is configurable)::
                                              the groups that serve its bundle)
     {prefix}/dev/{device_id}/res             edge -> device: replies (the request's ResponseTopic)
     {prefix}/dev/{device_id}/telemetry|status|experience   used by the telemetry subsystem
+    {prefix}/dev/{device_id}/budget          operator -> device: the power budget (retained)
+    {prefix}/edge/{worker_id}/load           edge -> devices: a worker's load (edge/load.py)
 
 A request is a PUBLISH whose payload is one activation frame (``wire.py``) and whose MQTT 5
 properties carry ``ResponseTopic``, ``CorrelationData`` (the request id, UTF-8),
@@ -61,10 +63,10 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "tflite-edge/v1"
-DEVICE_CHANNELS = ("res", "telemetry", "status", "experience")
+DEVICE_CHANNELS = ("res", "telemetry", "status", "experience", "budget")
 # A device's MQTT connections besides its request connection ("" names that one). Brokers set
 # up by `broker-config` give each its own login, bound to a client id of the same name.
-DEVICE_CONNECTIONS = ("", "telemetry", "policy")
+DEVICE_CONNECTIONS = ("", "telemetry", "policy", "context")
 MAX_LEVEL_BYTES = 128
 MAX_PROPERTY_BYTES = 1024  # user property values we accept; the rest of the reply is the frame
 MAX_EXIT_NAMES = 64
