@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import add_backend_options, add_bundle_key_option, add_state_file_option, open_bundle
+from .common import (
+    add_backend_options,
+    add_bundle_key_option,
+    add_codec_option,
+    add_prefix_option,
+    add_state_file_option,
+    open_bundle,
+)
 from .summary import FallbackSummary
 
 
@@ -46,9 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
     parser.add_argument("--entropy", action="store_true",
                         help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
-    parser.add_argument("--codec", default="none", choices=("none", "zlib", "lz4", "zstd"),
-                        help="activation compression (default: none; see bench/bench_wire.py for when it pays)")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_codec_option(parser, "activation compression (default: none; see bench/bench_wire.py for when it pays)")
+    add_prefix_option(parser)
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
     parser.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S",
                         help="how long to wait for the broker at start (default: 10)")
@@ -105,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..arrays import load_array
     from ..device import DeviceRuntime, ExitRule, Plan
+    from ..transport.protocol import ThresholdKind
 
     x = load_array(args.input, what="--input")
-    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
     _check_policy_options(args)
     with DeviceRuntime(
         open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,
