@@ -315,6 +315,24 @@ def test_the_products_device_connections_run_together_under_their_logins(secured
         reader.close()
 
 
+def test_the_context_connection_reads_edge_load_and_its_own_budget(secured: SecuredBroker) -> None:
+    """pi-1-context hears the edge workers' load and the budget the agent (operator) sets for pi-1."""
+    from tflite_edge.device.context import ContextSubscriber, EdgeLoadTracker, PowerBudget, budget_topic
+
+    tracker, budget = EdgeLoadTracker(), PowerBudget(2000.0, battery_root=None)
+    edge = Client(secured.url("edge-1"), "edge-load")
+    agent = Client(secured.url("trainer"), "trainer-budget")
+    try:
+        with ContextSubscriber(secured.url("pi-1"), device_id="pi-1", prefix=TOPICS.prefix, edge_load=tracker,
+                               budget=budget):
+            edge.publish(f"{TOPICS.prefix}/edge/edge-1/load", b'{"worker_id": "edge-1", "load": 0.5}')
+            agent.publish(budget_topic(TOPICS.prefix, "pi-1"), b"900")
+            _wait_for(lambda: tracker.load()[0] == 0.5 and budget.current()[0] == 900.0, 5)
+    finally:
+        edge.close()
+        agent.close()
+
+
 def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
     policy = f"{TOPICS.prefix}/policy/abc"
     pi2 = Client(secured.url("pi-2-policy"), "pi-2-policy", subscribe=(f"{TOPICS.prefix}/policy/+",))

@@ -222,20 +222,18 @@ class ContextSubscriber:
         if budget is not None:
             self.topics[budget_topic(prefix, device_id)] = budget.handle
         self._budget_topic = budget_topic(prefix, device_id)
-        self._broker_url = broker_url
-        from ..transport.protocol import device_login
+        from ..transport.mqtt import device_connection
 
-        self._client_id = device_login(device_id, "context")
-        self._device_id = device_id
+        # Its own login and client id ({device}-context) on a broker set up by `broker-config`.
+        self._address, self._client_id = device_connection(broker_url, device_id, "context")
         self._connect_timeout_s = connect_timeout_s
         self._subscribed = threading.Event()
         self._client: Any = None
 
     def start(self, *, require_broker: bool = True) -> ContextSubscriber:
-        from ..transport.mqtt import connect_and_start, device_connection, make_client
+        from ..transport.mqtt import connect_and_start, make_client
 
-        # The device's own "context" login and client id (bound to each other by broker-config).
-        client = make_client(*device_connection(self._broker_url, self._device_id, "context"))
+        client = make_client(self._address, self._client_id)
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *args: self._subscribed.set()
         client.on_message = self._on_message
