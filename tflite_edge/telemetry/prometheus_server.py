@@ -60,16 +60,23 @@ class PrometheusServer:
             stdout=self._log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + ready_timeout_s
-        while not self._ready():
-            if time.monotonic() > deadline:
-                self.close()
-                raise TelemetryError(f"prometheus did not become ready in {ready_timeout_s:g} s; see {self.log_path}")
-            time.sleep(0.2)
+        try:
+            while not self._ready():
+                if time.monotonic() > deadline:
+                    raise TelemetryError(f"prometheus did not become ready in {ready_timeout_s:g} s; see "
+                                         f"{self.log_path}")
+                time.sleep(0.2)
+        except BaseException:
+            self.close()
+            raise
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-1000:]
-            raise TelemetryError(f"prometheus exited (code {self.proc.returncode}): {tail}")
+            log = self.log_path.read_text(errors="replace")
+            if "address already in use" in log:
+                raise TelemetryError(f"prometheus cannot listen on {self.url}: the port is in use; choose another "
+                                     "(tflite-edge monitor --prometheus-port PORT)")
+            raise TelemetryError(f"prometheus exited (code {self.proc.returncode}); its log: {self.log_path}")
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
                 return bool(response.status == 200)
