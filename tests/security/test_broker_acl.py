@@ -131,8 +131,8 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert oct(files.dynsec_file.stat().st_mode & 0o777) == "0o600"
     document = json.loads(files.dynsec_file.read_text())
     clients = {c["username"]: c for c in document["clients"]}
-    assert set(clients) == {"pi-1", "pi-1-telemetry", "pi-1-policy", "pi-2", "pi-2-telemetry", "pi-2-policy",
-                            "edge-1", "dash", "trainer"}
+    assert set(clients) == {"pi-1", "pi-1-telemetry", "pi-1-policy", "pi-1-context", "pi-2", "pi-2-telemetry",
+                            "pi-2-policy", "pi-2-context", "edge-1", "dash", "trainer"}
     # Every device login is bound to the client id of the same name; the others connect freely.
     assert all(c.get("clientid") == name for name, c in clients.items() if name.startswith("pi-"))
     assert all("clientid" not in clients[name] for name in ("edge-1", "dash", "trainer"))
@@ -140,7 +140,7 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert document["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False,
                                             "subscribe": False, "unsubscribe": True}
     first = json.loads(files.credentials.read_text())["users"]
-    assert first["pi-1"]["logins"] == ["pi-1", "pi-1-telemetry", "pi-1-policy"]
+    assert first["pi-1"]["logins"] == ["pi-1", "pi-1-telemetry", "pi-1-policy", "pi-1-context"]
     # Regenerating (say, after adding a device) keeps every existing password.
     more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",), agents=("trainer",))
     again = json.loads(write_broker_config(tmp_path, more).credentials.read_text())["users"]
@@ -296,21 +296,43 @@ def test_a_device_cannot_take_over_another_clients_id(secured: SecuredBroker) ->
 
 
 def test_the_products_device_connections_run_together_under_their_logins(secured: SecuredBroker) -> None:
-    """The device's request connection, telemetry publisher and policy receiver log in as
-    pi-1, pi-1-telemetry and pi-1-policy from one URL with pi-1's credentials."""
+    """The device's request connection, telemetry publisher and context subscriber log in as
+    pi-1, pi-1-telemetry and pi-1-context from one URL with pi-1's credentials, side by side."""
+    from tflite_edge.device.context import ContextSubscriber, EdgeLoadTracker
     from tflite_edge.device.offload import OffloadClient
     from tflite_edge.telemetry.publisher import TelemetryPublisher
 
     reader = Client(secured.url("dash"), "dash-device", subscribe=(TOPICS.device("pi-1", "status"),))
     offload = OffloadClient.over_mqtt(secured.url("pi-1"), "pi-1")
     publisher = TelemetryPublisher("pi-1", broker_url=secured.url("pi-1"), period_s=0.2).start()
+    context = ContextSubscriber(secured.url("pi-1"), device_id="pi-1", prefix=TOPICS.prefix,
+                                edge_load=EdgeLoadTracker(), budget=None).start()
     try:
         _wait_for(lambda: TOPICS.device("pi-1", "status") in reader.topics(), 5)
-        assert offload.connected
+        assert offload.connected and context._subscribed.is_set()
     finally:
+        context.stop()
         publisher.stop()
         offload.close()
         reader.close()
+
+
+def test_the_context_connection_reads_edge_load_and_its_own_budget(secured: SecuredBroker) -> None:
+    """pi-1-context hears the edge workers' load and the budget the agent (operator) sets for pi-1."""
+    from tflite_edge.device.context import ContextSubscriber, EdgeLoadTracker, PowerBudget, budget_topic
+
+    tracker, budget = EdgeLoadTracker(), PowerBudget(2000.0, battery_root=None)
+    edge = Client(secured.url("edge-1"), "edge-load")
+    agent = Client(secured.url("trainer"), "trainer-budget")
+    try:
+        with ContextSubscriber(secured.url("pi-1"), device_id="pi-1", prefix=TOPICS.prefix, edge_load=tracker,
+                               budget=budget):
+            edge.publish(f"{TOPICS.prefix}/edge/edge-1/load", b'{"worker_id": "edge-1", "load": 0.5}')
+            agent.publish(budget_topic(TOPICS.prefix, "pi-1"), b"900")
+            _wait_for(lambda: tracker.load()[0] == 0.5 and budget.current()[0] == 900.0, 5)
+    finally:
+        edge.close()
+        agent.close()
 
 
 def test_only_agents_publish_policies(secured: SecuredBroker) -> None:

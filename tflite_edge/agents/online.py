@@ -145,8 +145,12 @@ class OnlineTrainer:
             raise PolicyError(f"{self.policy_dir} has no checkpoints/ to continue from; train it with "
                               "`tflite-edge policy train` (TF-Agents checkpoints are kept there)")
         restore_from = online if online.is_dir() and any(online.iterdir()) else base
-        common.Checkpointer(ckpt_dir=str(restore_from), max_to_keep=2, agent=self.agent,
-                            global_step=self.steps_done).initialize_or_restore().assert_existing_objects_matched()
+        status = common.Checkpointer(ckpt_dir=str(restore_from), max_to_keep=2, agent=self.agent,
+                                     global_step=self.steps_done).initialize_or_restore()
+        status.assert_existing_objects_matched()
+        # The optimizer's slots exist only after the first update, which restores them then
+        # (deferred restoration); without an update TensorFlow would warn about them at exit.
+        status.expect_partial()
         self._checkpointer = common.Checkpointer(ckpt_dir=str(online), max_to_keep=2, agent=self.agent,
                                                  global_step=self.steps_done)
         log.info("online trainer restored %s at step %d", restore_from, int(self.steps_done.numpy()))

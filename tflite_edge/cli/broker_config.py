@@ -18,7 +18,8 @@ Each device may publish requests and its own telemetry/status/experience and rea
 own replies and the policies; edges read requests and publish replies; readers read
 telemetry; agents read experience and publish the signed policies. Anything else, a
 device's subscription to the edges' shared request subscription included, is refused, and a
-device's logins (ID, ID-telemetry, ID-policy) may connect only under their own client ids.
+device's logins (ID, ID-telemetry, ID-policy, ID-context) may connect only under their own
+client ids.
 Passwords are random and kept in OUT/credentials.json (mode 0600); re-running keeps existing
 ones. Mosquitto reads OUT/dynamic-security.json at start: restart it after a change.
 """
@@ -63,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="per-client queue bound in bytes (default 64 MiB)")
     parser.add_argument("--memory-limit-bytes", type=int, default=1024 * 1024 * 1024, metavar="N",
                         help="the broker's whole heap, retained messages included (default 1 GiB)")
-    parser.add_argument("--bundle", action="append", default=[], metavar="ID",
-                        help="let devices request only these bundle ids (repeat; default: any bundle)")
+    parser.add_argument("--bundle", action="append", default=[], metavar="ID_OR_DIR",
+                        help="let devices request only these bundles: a bundle id or a bundle directory "
+                             "(repeat; default: any bundle)")
     parser.add_argument("--dynsec-plugin", metavar="FILE",
                         help="path of mosquitto_dynamic_security.so (default: found in the usual places)")
     parser.set_defaults(func=run)
@@ -73,6 +75,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _split(values: list[str] | str) -> tuple[str, ...]:
     items = [values] if isinstance(values, str) else values
     return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
+
+
+def _bundle_id(item: str) -> str:
+    """A bundle id as given, or the id of the bundle directory ``item``."""
+    if not Path(item).is_dir():
+        return item
+    from ..bundle import load_bundle
+
+    return load_bundle(item).bundle_id
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.bind, tls=listener, persistence_dir=args.persistence_dir,
         limits=BrokerLimits(max_packet_bytes=args.max_packet_bytes, max_queued_messages=args.max_queued_messages,
                             max_queued_bytes=args.max_queued_bytes, memory_limit_bytes=args.memory_limit_bytes),
-        bundles=_split(args.bundle), plugin=args.dynsec_plugin,
+        bundles=tuple(_bundle_id(item) for item in _split(args.bundle)), plugin=args.dynsec_plugin,
     )
     print(f"wrote {files.config} and {files.dynsec_file}")
     print(f"credentials for {len(users.names)} users in {files.credentials} (keep it secret)")
