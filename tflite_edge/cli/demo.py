@@ -20,6 +20,8 @@ Run the whole product end to end and write a report with plots:
      that sees every measured feature, and every static (exit, partition) action
   5. replay the same trace in the simulator with every baseline policy
   6. write OUT/report.md and PNG plots; the figures go to standard output, progress to stderr
+
+A first run trains the CNN and the policy; later runs reuse both from OUT.
 """
 
 

@@ -6,7 +6,15 @@ import argparse
 import sys
 
 from ..errors import InputError
-from .common import add_backend_options, add_bundle_key_option, add_state_file_option, open_bundle
+from .common import (
+    add_backend_options,
+    add_bundle_key_option,
+    add_codec_option,
+    add_homeassistant_option,
+    add_prefix_option,
+    add_state_file_option,
+    open_bundle,
+)
 from .summary import FallbackSummary
 
 
@@ -18,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "edge worker (see `tflite-edge edge`). If the edge does not answer by the deadline, the device "
             "finishes locally at the deepest exit it can afford and reports that it fell back. Prints one "
             "result per sample (with --json one JSON object per line) and then, on stderr, why requests fell "
-            "back. Exit status 1 when --broker was given, requests were planned to offload and none was."
+            "back. Exit status 1 when --broker was given (without --start-without-broker), requests were planned to "
+            "offload and none was."
         ),
         epilog=(
             "example:\n"
@@ -45,9 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
     parser.add_argument("--entropy", action="store_true",
                         help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
-    parser.add_argument("--codec", default="none", choices=("none", "zlib", "lz4", "zstd"),
-                        help="activation compression (default: none; see bench/bench_wire.py for when it pays)")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_codec_option(parser, "activation compression (default: none; see bench/bench_wire.py for when it pays)")
+    add_prefix_option(parser)
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
     parser.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S",
                         help="how long to wait for the broker at start (default: 10)")
@@ -59,11 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "a fast network")
     parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
-    parser.add_argument("--telemetry", action="store_true",
-                        help="publish status, telemetry and experience on {prefix}/dev/ID/... while running "
-                             "(always on with --policy)")
+    parser.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None,
+                        help="publish status, telemetry and experience on {prefix}/dev/ID/... while running: on "
+                             "whenever --broker is given; --no-telemetry turns it off (not with --policy)")
     parser.add_argument("--telemetry-period-s", type=float, default=5.0, metavar="S",
                         help="seconds between telemetry messages (default: 5)")
+    add_homeassistant_option(parser)
     live = parser.add_argument_group(
         "learned policy", "decide exit and partition per request from live telemetry instead of --exit/--partition "
                           "(needs --broker and --deadline-ms); see docs/policy.md")
@@ -104,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..arrays import load_array
     from ..device import DeviceRuntime, ExitRule, Plan
+    from ..transport.protocol import ThresholdKind
 
     x = load_array(args.input, what="--input")
-    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
     _check_policy_options(args)
     with DeviceRuntime(
         open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,
@@ -132,16 +142,18 @@ def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     sys.stdout.flush()
-    return finish(summary, args.broker is not None, runtime.manifest.bundle_id)
+    return finish(summary, args.broker is not None, runtime.manifest.bundle_id,
+                  local_answers_accepted=args.start_without_broker)
 
 
-def finish(summary: FallbackSummary, offloading: bool, bundle_id: str) -> int:
-    """Say once why requests fell back; exit status 1 when offloading was asked for but none was."""
+def finish(summary: FallbackSummary, offloading: bool, bundle_id: str, *, local_answers_accepted: bool = False) -> int:
+    """Say once why requests fell back; exit status 1 when offloading was asked for but none was
+    (unless the user accepted local answers, as with --start-without-broker)."""
     if not offloading:
         return 0  # without a broker nothing is offloaded, as the note before the results said
     for line in summary.lines():
         print(line, file=sys.stderr)
-    if summary.nothing_offloaded:
+    if summary.nothing_offloaded and not local_answers_accepted:
         print(f"error: no request was offloaded; check that `tflite-edge edge` serves bundle {bundle_id} "
               "on this broker and prefix", file=sys.stderr)
         return 1
@@ -167,14 +179,16 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
     from contextlib import ExitStack
 
     from ..device.policy_loop import attached_telemetry, policy_session
+    from .common import homeassistant_of
 
     live = _check_policy_options(args)
     with ExitStack() as stack:
         if not live:
-            if args.telemetry:
+            if args.broker is not None and args.telemetry is not False:
                 stack.enter_context(attached_telemetry(runtime, args.broker, prefix=args.prefix,
                                                        period_s=args.telemetry_period_s,
-                                                       require_broker=not args.start_without_broker))
+                                                       require_broker=not args.start_without_broker,
+                                                       homeassistant=homeassistant_of(args)))
             start = time.monotonic()
             for i, sample in enumerate(samples):
                 if args.interval_ms > 0:
@@ -187,16 +201,24 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
             backend=args.backend, telemetry_period_s=args.telemetry_period_s,
             connect_timeout_s=args.connect_timeout_s, require_broker=not args.start_without_broker,
             power_budget_mw=args.power_budget_mw, edge_load_stale_s=args.edge_load_stale_s,
-            state_file=args.state_file,
+            state_file=args.state_file, homeassistant=homeassistant_of(args),
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
 
 
 def _check_policy_options(args: argparse.Namespace) -> bool:
     """Refuse contradictory options before connecting; True when a policy decides."""
+    from .common import homeassistant_of
+
     live = args.policy is not None or args.policy_topic is not None
     if (live or args.telemetry) and args.broker is None:
         raise InputError("--policy, --policy-topic and --telemetry need --broker")
+    if live and args.telemetry is False:
+        raise InputError("--policy decides from live telemetry and reports its experience there: drop --no-telemetry")
+    if args.homeassistant and (args.broker is None or args.telemetry is False):
+        raise InputError("--homeassistant points Home Assistant at the telemetry: give --broker, without "
+                         "--no-telemetry")
+    homeassistant_of(args)  # a bad discovery prefix fails here, before connecting
     if live and (args.exit is not None or args.partition is not None or args.threshold):
         raise InputError("--policy decides the exit and the partition: drop --exit, --partition and --threshold")
     if live and args.deadline_ms is None:

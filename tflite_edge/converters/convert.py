@@ -205,7 +205,7 @@ def check_options(
 ) -> None:
     """The checks of `convert`'s options that need no model: callers run them before loading one."""
     if quantize not in QUANTIZATION_MODES:
-        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
+        raise InputError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
     if cuts and auto_cuts:
         raise InputError("give either explicit cuts or a number of automatic cuts, not both")
     if auto_cuts is not None and auto_cuts < 0:
@@ -213,6 +213,8 @@ def check_options(
     repeated = sorted({c for c in cuts if list(cuts).count(c) > 1})
     if repeated:
         raise CutError(f"cut layer(s) {', '.join(repeated)} named more than once; give each cut once")
+    if Path(output_dir).exists() and not overwrite:
+        raise ConversionError(f"{output_dir} already exists; choose another output or pass overwrite (--force)")
     check_replaceable(Path(output_dir), overwrite=overwrite)  # --force replaces only a bundle
     if quantize == "int8" and not has_calibration:
         raise CalibrationError(

@@ -32,6 +32,7 @@ class DemoOptions:
     epochs: int = 12
     device_profile: Path | None = None
     scenario_path: Path | None = None
+    policy_steps: int = 1000
 
 
 class Progress:
@@ -145,7 +146,8 @@ def run_demo(options: DemoOptions, progress: Progress | None = None) -> DemoResu
     p.say("world over trace time: " + "; ".join(changes))
     config = LiveConfig(requests=options.requests, interval_ms=options.interval_ms, deadline_ms=deadline_ms,
                         trace=trace, trace_speedup=options.trace_speedup, device=device, world=world,
-                        broker_url=options.broker_url, training_traces=_training_traces(trace, out))
+                        broker_url=options.broker_url, training_traces=_training_traces(trace, out),
+                        policy_steps=options.policy_steps)
 
     p.begin("a TF-Agents policy for this device, deadline and world")
     policy_dir, seconds = train(prepared, config, out)

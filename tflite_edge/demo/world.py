@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from ..agents.objectives import Objective
 from ..agents.planning import PlanningModel
 from ..agents.simulator import Action
 from ..bundle import Bundle
+from ..device.context import ContextSubscriber, EdgeLoadTracker, PowerBudget
 from ..device.emulation import DeviceProfile, Emulation, TraceUplink
 from ..device.policy_loop import PolicyRunner, PolicySlot, RunnerOptions, attached_telemetry
 from ..errors import InputError
@@ -46,14 +46,16 @@ from ..errors import InputError
 __all__ = ["Contender", "LiveWorld", "PlannerPolicy", "StaticPolicy", "World", "contenders", "default_world",
            "flood_process", "load_world", "run_contender", "simulator_for_device", "wait_for_edge"]
 
-FEATURES = ("device_speed", "edge_load", "power_budget_mw", "rtt_ms")
 FLOOD_LOAD = 0.5  # an edge_load above this means a second device floods the edge
 NOMINAL = {"device_speed": 1.0, "edge_load": 0.0, "power_budget_mw": 2000.0}
 
 
 @dataclass(frozen=True)
 class World:
-    """Piecewise-constant schedules over trace time: ``{feature: ((from_s, value), ...)}``."""
+    """Piecewise-constant schedules over trace time: ``{feature: ((from_s, value), ...)}``.
+
+    In a live run, request ``i`` meets the world at trace time ``i × interval × speedup``.
+    """
 
     schedules: Mapping[str, tuple[tuple[float, float], ...]]
     name: str = "world"
@@ -77,36 +79,11 @@ class World:
 
 
 def load_world(path: str | os.PathLike[str]) -> World:
-    """Read a scenario file: ``{"device_speed": [[from_s, value], ...], "edge_load": ..., ...}``.
+    """Read a scenario file (the format of ``tflite_edge.agents.scenario``, which checks it)."""
+    from ..agents.scenario import load_scenario_file
 
-    Steps may also be objects ``{"from_s": t, "value": v}``; features other than
-    ``device_speed``, ``edge_load``, ``power_budget_mw`` and ``rtt_ms`` are refused.
-    """
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise InputError(f"scenario file {p} does not exist") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read the scenario file {p}: {e}") from e
-    doc = doc.get("schedules", doc) if isinstance(doc, dict) else doc
-    if not isinstance(doc, dict):
-        raise InputError(f"{p}: a scenario is an object of schedules ({', '.join(FEATURES)})")
-    schedules: dict[str, tuple[tuple[float, float], ...]] = {}
-    for feature, steps in doc.items():
-        if feature not in FEATURES:
-            raise InputError(f"{p}: unknown schedule {feature!r}; use {', '.join(FEATURES)}")
-        try:
-            parsed = tuple(
-                (float(s["from_s"]), float(s["value"])) if isinstance(s, dict) else (float(s[0]), float(s[1]))
-                for s in steps
-            )
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            raise InputError(f"{p}: {feature} must list [from_s, value] steps") from e
-        if not all(math.isfinite(t) and math.isfinite(v) for t, v in parsed):
-            raise InputError(f"{p}: {feature} has a non-finite step")
-        schedules[feature] = tuple(sorted(parsed))
-    return World(schedules, p.stem)
+    schedules = load_scenario_file(path)
+    return World({k: tuple(zip(s.times_s, s.values, strict=True)) for k, s in schedules.items()}, Path(path).stem)
 
 
 def default_world(duration_s: float) -> World:
@@ -166,7 +143,8 @@ class PlannerPolicy(_FixedPolicy):
 
     ``sees_all=False`` plans from the link alone (uplink and RTT; nominal device speed, idle
     edge and the nominal power budget), as the planner of earlier releases did;
-    ``sees_all=True`` also uses the measured device speed, edge load and power budget.
+    ``sees_all=True`` also uses the measured device speed, edge load and power budget (what
+    ``PolicyRunner.context`` measures).
     """
 
     def __init__(self, like: Any, *, sees_all: bool) -> None:
@@ -240,8 +218,15 @@ def run_contender(live: LiveWorld, contender: Contender, *, device_id: str | Non
         telemetry = stack.enter_context(attached_telemetry(runtime, live.broker_url, prefix="tflite-edge/v1",
                                                            period_s=1.0))
         options: RunnerOptions = {} if contender.probes else {"probe_every": 10**9}
+        # What the device measures besides the link: the edge workers' load reports, and the
+        # budget an operator sets (the world hands its messages to the budget's handler).
+        tracker = EdgeLoadTracker()
+        budget = PowerBudget(NOMINAL["power_budget_mw"], battery_root=None)
+        subscriber = ContextSubscriber(live.broker_url, device_id=runtime.device_id, prefix="tflite-edge/v1",
+                                       edge_load=tracker, budget=None).start()
+        stack.callback(subscriber.stop)
         runner = _RecordingRunner(runtime, PolicySlot(contender.policy), telemetry, deadline_ms=live.deadline_ms,
-                                  **options)
+                                  edge_load_tracker=tracker, budget=budget, **options)
         if live.flood is not None:
             stack.callback(live.flood, False)
         emulation.reset_stats()  # the warm-up is not part of the run
@@ -249,9 +234,13 @@ def run_contender(live: LiveWorld, contender: Contender, *, device_id: str | Non
         start = time.monotonic()
         for i in range(live.requests):
             time.sleep(max(0.0, start + i * live.interval_ms / 1e3 - time.monotonic()))
-            t_s = uplink.elapsed_trace_s()
+            # The world follows the requests' schedule, so every run (on a quiet or a loaded host)
+            # meets each change at the same request; the uplink follows the clock.
+            t_s = i * live.interval_ms / 1e3 * live.trace_speedup
             emulation.set_speed(live.world.value("device_speed", t_s, 1.0))
-            runner.power_budget_mw = live.world.value("power_budget_mw", t_s, NOMINAL["power_budget_mw"])
+            budget_mw = live.world.value("power_budget_mw", t_s, NOMINAL["power_budget_mw"])
+            if budget_mw != budget.current()[0]:
+                budget.handle(json.dumps({"power_budget_mw": budget_mw}).encode())
             flood_now = live.world.value("edge_load", t_s, 0.0) > FLOOD_LOAD
             if live.flood is not None and flood_now != flooding:
                 live.flood(flood_now)
@@ -261,15 +250,17 @@ def run_contender(live: LiveWorld, contender: Contender, *, device_id: str | Non
             context = runner.context()
             reward, energy_mj = runner.reward(contender.policy, result, context, y)
             records.append({
-                "i": i, "t_s": time.monotonic() - start, "trace_s": t_s, "estimate_mbps": context.throughput_mbps,
+                "i": i, "t_s": time.monotonic() - start, "world_s": t_s, "trace_s": uplink.elapsed_trace_s(),
+                "estimate_mbps": context.throughput_mbps,
                 "top1_class": result.top1_class, "phase": live.world.phase(t_s),
                 "bandwidth_mbps": uplink.bandwidth_mbps(),
                 "action": contender.policy.labels[runner.last_index], "probe": runner.last_probe,
                 "exit": result.exit, "partition": result.partition, "ran_on": result.ran_on,
                 "fell_back": result.fell_back, "total_ms": result.total_ms, "device_ms": result.device_ms,
                 "met_deadline": result.total_ms <= live.deadline_ms, "correct": result.top1_class == y,
-                "reward": reward, "energy_mj": energy_mj, "power_budget_mw": runner.power_budget_mw,
-                "device_speed": emulation.speed, "flood": flooding,
+                "reward": reward, "energy_mj": energy_mj, "power_budget_mw": context.power_budget_mw,
+                "device_speed": emulation.speed, "flood": flooding, "seen_device_speed": context.device_speed,
+                "seen_edge_load": context.edge_load,
             })
             if live.status is not None and (i % 50 == 49 or i == live.requests - 1):
                 live.status(f"{contender.name}: request {i + 1}/{live.requests}")

@@ -20,7 +20,9 @@ import numpy as np
 from ..bundle import Bundle, load_bundle
 from ..errors import InputError, McuError, MicroModelError, SerialMessageError
 from ..runtime.chain import BundleRunner
+from ..telemetry.homeassistant import HomeAssistant
 from ..telemetry.power import PowerReading, PowerSensor
+from ..transport.protocol import DEFAULT_PREFIX
 from .client import BridgeClient
 from .layout import SegmentLayout, segment_layout
 from .messages import ErrorCode, ModelInfo
@@ -34,7 +36,8 @@ class McuBundleRunner(BundleRunner):
     """Runs segment 0 of a bundle on the MCU and every later segment with a local interpreter."""
 
     def __init__(self, bundle: Bundle, client: BridgeClient, *, slot: int = 0, **options: Any) -> None:
-        super().__init__(bundle, **options)
+        # Never a fused prefix: segment 0 must run on the MCU, through run_segment.
+        super().__init__(bundle, use_fused=False, **options)
         self.client = client
         self.slot = slot
         self.layout: SegmentLayout = segment_layout(bundle, 0, backend=options.get("backend"))
@@ -104,7 +107,8 @@ class Gateway:
     """A device whose first stage is a microcontroller: MCU -> this gateway -> edge.
 
     ``broker_url=None`` runs the rest of the chain locally. Telemetry (with the MCU's power
-    readings) is published every ``telemetry_period_s`` when a broker is given.
+    readings) is published every ``telemetry_period_s`` when a broker is given, unless
+    ``telemetry=False``; ``homeassistant`` is passed on to the ``TelemetryPublisher``.
     """
 
     def __init__(
@@ -118,8 +122,10 @@ class Gateway:
         timeout_s: float = 2.0,
         retries: int = 3,
         telemetry_period_s: float = 5.0,
-        prefix: str = "tflite-edge/v1",
+        prefix: str = DEFAULT_PREFIX,
         backend: str | None = None,
+        telemetry: bool = True,
+        homeassistant: HomeAssistant | None = None,
         **runtime_options: Any,
     ) -> None:
         from ..device import DeviceRuntime
@@ -131,12 +137,12 @@ class Gateway:
             self.client.hello()
             self.runner = McuBundleRunner(self.bundle, self.client, backend=backend)
             self.model_info = self.runner.load()
-            if broker_url is not None:
+            if broker_url is not None and telemetry:
                 from ..telemetry import TelemetryPublisher
 
                 self.publisher = TelemetryPublisher(
                     device_id, broker_url=broker_url, prefix=prefix, period_s=telemetry_period_s,
-                    power_sensor=McuPowerSensor(self.client),
+                    power_sensor=McuPowerSensor(self.client), homeassistant=homeassistant,
                 ).start()
             self.runtime = DeviceRuntime(
                 self.bundle, broker_url=broker_url, device_id=device_id, prefix=prefix, backend=backend,
