@@ -1,12 +1,19 @@
-"""Shared fixtures: a trained digits model and its bundles, built once per test session."""
+"""Shared fixtures: a trained digits model and its bundles (built once per test session) and a broker.
+
+Tiers (docs/contributing.md): a test that uses the trained model, directly or through
+another fixture, is marked ``slow`` here; ``make test-fast`` runs everything else.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tflite_edge.transport.broker import MosquittoBroker
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -14,6 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 TRACES = SHARED / "data" / "bandwidth-traces"
 DEVICE_PYTHON = REPO / ".venv-device" / "bin" / "python"
+
+
+# Fixtures that train or convert a Keras model (TensorFlow, tens of seconds on first use).
+MODEL_FIXTURES = frozenset({"digits_model", "digits_residual_model", "other_bundle"})
+# Directories whose tests build and convert Keras models themselves.
+TENSORFLOW_DIRS = frozenset({"converters"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        in_tf_dir = path.parent.parent == REPO / "tests" and path.parent.name in TENSORFLOW_DIRS
+        if in_tf_dir or MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +93,10 @@ def digits_npz(digits_split, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "digits_val.npz"
     np.savez(path, x=x_val, y=y_val)
     return path
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoBroker]:
+    """A Mosquitto of the test's own on a free loopback port, stopped after the test."""
+    with MosquittoBroker() as running:
+        yield running

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Any
 
@@ -107,7 +108,7 @@ def _read_header(handle: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, 
         raise
     except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError...
         raise InputError(f"{where} has a malformed .npy header: {e}") from e
-    if any(not isinstance(d, int) or d < 0 for d in shape):
+    if any(type(d) is not int or d < 0 for d in shape):  # a bool is an int to isinstance
         raise InputError(f"{where} has a malformed .npy header: shape {shape}")
     return tuple(shape), bool(fortran), dtype
 
@@ -133,7 +134,7 @@ def _read_array(handle: IO[bytes], where: str) -> np.ndarray:
     try:
         return np.asarray(np.lib.format.read_array(handle, allow_pickle=False,  # type: ignore[no-untyped-call]
                                                    max_header_size=_MAX_HEADER_BYTES))
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, TypeError, OSError, EOFError) as e:
         raise InputError(f"{where} cannot be read: {e}") from e
 
 
@@ -157,5 +158,6 @@ def _read_npz_member(handle: IO[bytes], key: str, where: str, max_bytes: int) ->
                 _check_claim(shape, dtype, info.file_size - member.tell(), f"{where} [{key}]")
             with archive.open(info) as member:
                 return _read_array(member, f"{where} [{key}]")
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:  # bad CRC, unknown compression
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, ValueError, EOFError,
+                zlib.error) as e:  # bad CRC or offsets, unknown compression, a corrupt deflate stream
             raise InputError(f"{where}: array {key!r} cannot be read: {e}") from e

@@ -20,6 +20,7 @@ Hierarchy::
     ├── TransportError              device-edge co-inference over MQTT failed
     │   ├── BrokerUrlError          a broker URL is malformed or uses an unknown scheme
     │   ├── BrokerConnectionError   the MQTT broker cannot be reached or refused the client
+    │   ├── BrokerError             a private Mosquitto (tests, demo, benchmarks) cannot be started
     │   ├── TopicError              a device id, bundle id or topic prefix is not a valid topic level
     │   ├── WireFormatError         an activation frame is malformed (never trusted, never a crash)
     │   │   ├── FrameTruncatedError the frame is shorter than its header says
@@ -54,11 +55,13 @@ Hierarchy::
         └── BrokerConfigError       a broker configuration (users, ACLs, password file) cannot be made
 
 Third-party exceptions are translated at the boundary and re-raised ``from`` their cause.
-Later subsystems (wire format, transport, telemetry, agents, firmware bridge) add their
-own branches below ``TfliteEdgeError``.
+The codes an edge puts in error replies, and that ``WireFormatError`` and ``RemoteError``
+carry, are the values of ``ErrorCode``.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 __all__ = [
     "BackendError",
@@ -79,6 +82,8 @@ __all__ = [
     "TransportError",
     "BrokerUrlError",
     "BrokerConnectionError",
+    "BrokerError",
+    "ErrorCode",
     "TopicError",
     "WireFormatError",
     "FrameTruncatedError",
@@ -109,6 +114,23 @@ __all__ = [
     "TlsSettingsError",
     "BrokerConfigError",
 ]
+
+
+class ErrorCode(StrEnum):
+    """Error codes on the wire: in an edge's error reply, and in ``code`` of the errors below."""
+
+    UNKNOWN_BUNDLE = "unknown_bundle"
+    BAD_REQUEST = "bad_request"
+    EXPIRED = "expired"
+    INTERNAL = "internal"
+    BAD_REPLY = "bad_reply"  # the device could not use the edge's reply
+    ERROR = "error"  # an error reply without a more specific code
+    BAD_FRAME = "bad_frame"
+    TRUNCATED = "truncated"
+    BAD_HEADER = "bad_header"
+    TOO_LARGE = "too_large"
+    MISMATCH = "mismatch"
+    COMPRESSION = "compression"
 
 
 class TfliteEdgeError(Exception):
@@ -183,6 +205,10 @@ class BrokerConnectionError(TransportError):
     """The MQTT broker cannot be reached in time, or it refused the connection."""
 
 
+class BrokerError(TransportError):
+    """A private Mosquitto broker (tests, demo, benchmarks) cannot be started."""
+
+
 class TopicError(TransportError):
     """A device id, bundle id, group or topic prefix cannot be used as an MQTT topic level."""
 
@@ -190,37 +216,37 @@ class TopicError(TransportError):
 class WireFormatError(TransportError):
     """An activation frame is malformed or does not fit the bundle; ``code`` names the reason on the wire."""
 
-    code = "bad_frame"
+    code: str = ErrorCode.BAD_FRAME
 
 
 class FrameTruncatedError(WireFormatError):
     """The frame ends before the lengths in its header say it should."""
 
-    code = "truncated"
+    code: str = ErrorCode.TRUNCATED
 
 
 class FrameHeaderError(WireFormatError):
     """Bad magic, an unknown version, flag, dtype or codec id, or a field out of range."""
 
-    code = "bad_header"
+    code: str = ErrorCode.BAD_HEADER
 
 
 class FrameLimitError(WireFormatError):
     """A length, rank, dimension or payload size exceeds what the parser accepts."""
 
-    code = "too_large"
+    code: str = ErrorCode.TOO_LARGE
 
 
 class FrameMismatchError(WireFormatError):
     """The frame names a tensor, shape, dtype or quantization the bundle does not have there."""
 
-    code = "mismatch"
+    code: str = ErrorCode.MISMATCH
 
 
 class CompressionError(WireFormatError):
     """The payload's codec is not installed here, or the payload does not decompress to its size."""
 
-    code = "compression"
+    code: str = ErrorCode.COMPRESSION
 
 
 class ProtocolError(TransportError):
@@ -230,7 +256,7 @@ class ProtocolError(TransportError):
 class RemoteError(TransportError):
     """The edge answered with an error reply; ``code`` is the reply's error code."""
 
-    def __init__(self, message: str, code: str = "error") -> None:
+    def __init__(self, message: str, code: str = ErrorCode.ERROR) -> None:
         super().__init__(message)
         self.code = code
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .userland import Userland, build, device_command, find_userland, unavailable_reason
+from .userland import CannotEmulate, Userland, device_command, ready, unavailable_reason
 
 DeviceRun = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -23,7 +23,10 @@ def arm64() -> Userland:
     reason = unavailable_reason("arm64")
     if reason is not None:
         pytest.skip(f"arm64 tier skipped: {reason}")
-    return find_userland("arm64") or build("arm64", log=False)
+    try:
+        return ready("arm64", log=False)
+    except CannotEmulate as e:
+        pytest.skip(f"arm64 tier skipped: {e}")
 
 
 @pytest.fixture

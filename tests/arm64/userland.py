@@ -135,17 +135,35 @@ def arch_binfmt(arch: str) -> str:
     return str(RECIPE[arch]["qemu"]).removeprefix("qemu-")
 
 
+class CannotEmulate(RuntimeError):
+    """This machine cannot register QEMU with binfmt_misc (e.g. an unprivileged container)."""
+
+
 def _ensure_binfmt(arch: str) -> None:
     qemu = str(RECIPE[arch]["qemu"])
-    if not (BINFMT / "register").exists():
-        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
-    entry = BINFMT / qemu
-    if not entry.exists() or entry.read_text().splitlines()[0] != "enabled":
-        _run(["update-binfmts", "--enable", qemu])
-    flags = next((line for line in entry.read_text().splitlines() if line.startswith("flags:")), "")
+    try:
+        if not (BINFMT / "register").exists():
+            _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], stderr=subprocess.DEVNULL)
+        entry = BINFMT / qemu
+        if not entry.exists() or entry.read_text().splitlines()[0] != "enabled":
+            _run(["update-binfmts", "--enable", qemu], stderr=subprocess.DEVNULL)
+        flags = next((line for line in entry.read_text().splitlines() if line.startswith("flags:")), "")
+    except (subprocess.CalledProcessError, OSError) as e:
+        raise CannotEmulate(f"cannot register {qemu} with binfmt_misc ({e})") from e
     if "F" not in flags.split(":", 1)[-1]:
         # Without the fix-binary flag the kernel looks for the emulator inside the chroot.
-        raise RuntimeError(f"binfmt_misc entry {qemu} lacks the F flag ({flags.strip()}); reinstall qemu-user-static")
+        raise CannotEmulate(f"binfmt_misc entry {qemu} lacks the F flag ({flags.strip()}); reinstall qemu-user-static")
+
+
+def ready(arch: str = "arm64", *, log: bool = True) -> Userland:
+    """The userland for the current recipe, built if needed, with QEMU registered to run it.
+    Raises ``CannotEmulate`` where the machine cannot run foreign binaries."""
+    found = find_userland(arch)
+    if found is None:
+        return build(arch, log=log)
+    _ensure_host_tools(arch)
+    _ensure_binfmt(arch)
+    return found
 
 
 def debian_mirror() -> str:
@@ -174,6 +192,36 @@ def _chroot_shell(root: Path, script: str, binds: Iterable[str] = ()) -> list[st
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", outer, script]
 
 
+def _base_path(arch: str) -> Path:
+    recipe = RECIPE[arch]
+    identity = {key: recipe[key] for key in ("revision", "suite", "debian_arch", "packages")}
+    return CACHE_ROOT / f".{arch}-base-{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]}"
+
+
+def _base_system(arch: str) -> Path:
+    """The debootstrapped Debian system (the slow half of a build, kept so that a change of the
+    device requirements rebuilds only the venv)."""
+    base = _base_path(arch)
+    if (base / "usr/bin/python3").exists():
+        return base
+    recipe = RECIPE[arch]
+    partial = base.with_name(base.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        # In a private mount namespace: whatever debootstrap mounts in the target goes away
+        # with it, so a failed build never leaves a mount under the directory removed below.
+        _run(["unshare", "--mount", "--propagation", "private", "--",
+              "debootstrap", f"--arch={recipe['debian_arch']}", "--variant=minbase",
+              f"--include={','.join(recipe['packages'])}", str(recipe["suite"]), str(partial),  # type: ignore[arg-type]
+              debian_mirror()], stdout=subprocess.DEVNULL)
+        shutil.rmtree(partial / "var/cache/apt/archives", ignore_errors=True)
+        partial.rename(base)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return base
+
+
 def build(arch: str = "arm64", *, log: bool = True) -> Userland:
     """Build the userland for the current recipe (idempotent; one builder at a time)."""
     target = userland_path(arch)
@@ -190,13 +238,9 @@ def build(arch: str = "arm64", *, log: bool = True) -> Userland:
         started = time.monotonic()
         quiet = {} if log else {"stdout": subprocess.DEVNULL}
         try:
-            print(f"building the {arch} userland in {target} (debootstrap {recipe['suite']})", flush=True)
-            # In a private mount namespace: whatever debootstrap mounts in the target goes away
-            # with it, so a failed build never leaves a mount under the directory removed below.
-            _run(["unshare", "--mount", "--propagation", "private", "--",
-                  "debootstrap", f"--arch={recipe['debian_arch']}", "--variant=minbase",
-                  f"--include={','.join(recipe['packages'])}", str(recipe["suite"]), str(staging),  # type: ignore[arg-type]
-                  debian_mirror()], stdout=subprocess.DEVNULL)
+            print(f"building the {arch} userland in {target}", flush=True)
+            base = _base_system(arch)
+            _run(["cp", "-a", str(base), str(staging)])
             # pip inside verifies TLS with the host's CA bundle, which holds any extra CAs the
             # host trusts (a proxy's); handing it to pip avoids rehashing the store under QEMU.
             shutil.copy2(HOST_CA_BUNDLE, staging / "tmp" / "host-ca.crt")
@@ -208,11 +252,13 @@ def build(arch: str = "arm64", *, log: bool = True) -> Userland:
                 # cobs has no aarch64 wheel; its sdist falls back to pure Python without a compiler.
                 pip_flags = "--only-binary=:all: --no-binary=cobs"
             venv_flags = "--system-site-packages " if recipe.get("system_site_packages") else ""
-            # env -i keeps the host's PIP_* settings (find-links, cert paths) out of the userland.
+            # env -i keeps the host's PIP_* settings (find-links, cert paths) out of the userland;
+            # PIP_CERT (not --cert) also reaches the pip that installs sdists' build requirements.
             script = (
                 f"set -e; python3 -m venv {venv_flags}{VENV}; "
-                f"env -i PATH=/usr/bin:/bin HOME=/root {VENV}/bin/pip install -q --disable-pip-version-check "
-                f"--cert /tmp/host-ca.crt {pip_flags} -r /tmp/device.txt; rm /tmp/device.txt /tmp/host-ca.crt"
+                f"env -i PATH=/usr/bin:/bin HOME=/root PIP_CERT=/tmp/host-ca.crt {VENV}/bin/pip install -q "
+                f"--disable-pip-version-check --no-cache-dir {pip_flags} -r /tmp/device.txt; "
+                "rm /tmp/device.txt /tmp/host-ca.crt"
             )
             _run(_chroot_shell(staging, script), **quiet)
             shutil.rmtree(staging / "var/cache/apt/archives", ignore_errors=True)
@@ -226,6 +272,9 @@ def build(arch: str = "arm64", *, log: bool = True) -> Userland:
             raise
         for stale in CACHE_ROOT.glob(f"{arch}-*"):
             if stale != target:
+                shutil.rmtree(stale, ignore_errors=True)
+        for stale in CACHE_ROOT.glob(f".{arch}-base-*"):
+            if stale != _base_path(arch):
                 shutil.rmtree(stale, ignore_errors=True)
         print(f"built the {arch} userland in {time.monotonic() - started:.0f} s", flush=True)
         return Userland(arch, target)
@@ -261,10 +310,9 @@ def _cli(argv: Sequence[str] | None = None) -> int:
         print(f"{args.arch} tier skipped: {reason}")
         return 0
     try:
-        build(args.arch)
-    except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
-        print(f"{args.arch} tier skipped: building the userland failed ({e})")
-        return 0
+        ready(args.arch)
+    except CannotEmulate as e:
+        print(f"{args.arch} tier skipped: {e}")
     return 0
 
 

@@ -191,3 +191,24 @@ def test_a_header_that_breaks_numpys_tokenizer_is_an_input_error(tmp_path):
     (tmp_path / "x.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header)
     with pytest.raises(InputError, match="malformed .npy header"):
         load_array(tmp_path / "x.npy")
+
+
+def test_fuzzer_findings_in_headers_and_archives_are_input_errors(tmp_path):
+    """Found by bench/bench_fuzz.py: a bool in the shape (TypeError), an .npz with broken offsets (OSError)."""
+    header = b"{'descr': '|b1', 'fortran_order': True, 'shape': (True,), }"
+    header += b" " * ((64 - (10 + len(header) + 1) % 64) % 64) + b"\n"
+    (tmp_path / "b.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\xd3")
+    with pytest.raises(InputError, match="malformed .npy header"):
+        load_array(tmp_path / "b.npy")
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x01")
+    data = bytearray(buffer.getvalue())
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 42:central + 46] = struct.pack("<I", 2**31 + 12345)  # the member's offset points far away
+    (tmp_path / "x.npz").write_bytes(bytes(data))
+    with pytest.raises(InputError):
+        load_array(tmp_path / "x.npz")

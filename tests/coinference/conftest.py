@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tflite_edge.bundle.manifest import CutSpec, ExitSpec, Manifest, SegmentSpec, TensorSpec
-from tflite_edge.transport.broker import MosquittoBroker
 
 
 def _spec(name: str, shape: tuple[int, ...], scale: float | None = 0.5, zp: int | None = -3) -> TensorSpec:
@@ -41,13 +40,6 @@ def tiny_manifest() -> Manifest:
         converter_version="0",
         tensorflow_version="0",
     )
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    """A Mosquitto on a free loopback port, stopped after the test."""
-    with MosquittoBroker() as running:
-        yield running
 
 
 @pytest.fixture(scope="session")

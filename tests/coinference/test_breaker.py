@@ -62,6 +62,12 @@ def test_reset_closes_it() -> None:
     assert breaker.allow() and breaker.failures == 0
 
 
+def test_a_disabled_breaker_never_opens() -> None:
+    breaker = CircuitBreaker(BreakerConfig(failures_to_open=1, enabled=False), Clock())
+    assert not any(breaker.record_timeout() for _ in range(10))
+    assert breaker.allow() and not breaker.is_open
+
+
 def test_config_is_checked() -> None:
     with pytest.raises(ValueError):
         BreakerConfig(failures_to_open=0)

@@ -109,7 +109,7 @@ def test_bad_inputs_are_clear_errors(digits_model, digits_model_file, tmp_path):
         convert(digits_model, tmp_path / "a", cuts=["block_9"], quantize="none")
     with pytest.raises(InputError, match="not both"):
         convert(digits_model, tmp_path / "a", cuts=["block_1_out"], auto_cuts=1, quantize="none")
-    with pytest.raises(ConversionError, match="unknown quantization"):
+    with pytest.raises(InputError, match="unknown quantization"):
         convert(digits_model, tmp_path / "a", quantize="int4")
     not_a_model = tmp_path / "notes.keras"
     not_a_model.write_text("hello")

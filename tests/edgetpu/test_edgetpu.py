@@ -53,6 +53,7 @@ def with_variant(bundle: Bundle, directory: Path, data: bytes = b"\x00compiled f
     variant = SegmentVariant("edgetpu", "segment_0_edgetpu.tflite", sha256_hex(data), len(data), "16.0", 6)
     first = dataclasses.replace(manifest.segments[0], variants=(variant,))
     files = {s.file: bundle.read_segment(s.index) for s in manifest.segments}
+    files.update({f.file: bundle.read_fused(f.start, f.stop) for f in manifest.fused})
     files[variant.file] = data
     return write_bundle(directory, dataclasses.replace(manifest, segments=(first, *manifest.segments[1:])), files)
 
@@ -127,12 +128,16 @@ def test_missing_delegate_is_an_error_or_a_fallback_to_the_cpu_file(digits_bundl
 
 def test_tampered_variant_is_refused_even_with_fallback(digits_bundle, tmp_path):
     bundle = with_variant(digits_bundle, tmp_path / "b")
-    (bundle.path / "segment_0_edgetpu.tflite").write_bytes(b"\x00tampered")
+    compiled = bundle.path / "segment_0_edgetpu.tflite"
+    compiled.write_bytes(b"\x01" + compiled.read_bytes()[1:])  # one byte changed, same size
     load_bundle(bundle.path)  # the CPU files are intact: CPU users are unaffected
     with pytest.raises(ChecksumError, match="edgetpu variant .* does not match its sha256"):
         BundleRunner(load_bundle(bundle.path), delegate="edgetpu", allow_fallback=True).interpreter(0)
-    (bundle.path / "segment_0_edgetpu.tflite").unlink()
-    with pytest.raises(BundleError, match="is missing from the bundle"):
+    compiled.write_bytes(b"\x00")
+    with pytest.raises(BundleError, match="is 1 bytes, but 26 are expected"):
+        load_bundle(bundle.path).read_variant(0, "edgetpu")
+    compiled.unlink()
+    with pytest.raises(BundleError, match="segment_0_edgetpu.tflite"):
         load_bundle(bundle.path).read_variant(0, "edgetpu")
     with pytest.raises(BundleError, match="no edgetpu variant"):
         load_bundle(bundle.path).read_variant(1, "edgetpu")

@@ -8,19 +8,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.waiting import Subscriber
 from tflite_edge.cli import main
 from tflite_edge.errors import InputError, MicroModelError
 from tflite_edge.firmware_bridge.export import export_segment
 from tflite_edge.firmware_bridge.gateway import Gateway
 from tflite_edge.firmware_bridge.micro import check_micro
 from tflite_edge.runtime import BundleRunner
-from tflite_edge.transport.broker import MosquittoBroker
 
 CHECK_C = r"""
 #include <stdint.h>
@@ -85,23 +84,19 @@ def _local(digits_bundle, xs: np.ndarray, exit_name: str) -> np.ndarray:
 
 
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
-def test_mcu_gateway_edge_pipeline_equals_local_run(digits_bundle, digits_split, start_mcu) -> None:
+def test_mcu_gateway_edge_pipeline_equals_local_run(broker, digits_bundle, digits_split, start_mcu) -> None:
     from tflite_edge.edge.worker import EdgeWorker
     from tflite_edge.telemetry.schema import TelemetryMessage, decode
 
     xs = digits_split[2][:12]
     final = digits_bundle.manifest.exits[-1].name
     sim = start_mcu()
-    with MosquittoBroker() as broker:
-        topic = "tflite-edge/v1/dev/mcu-1/telemetry"
-        sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5",
-                                "-t", topic, "-C", "1", "-W", "20"], stdout=subprocess.PIPE, text=True)
-        time.sleep(0.3)  # let the subscription reach the broker
+    with Subscriber(broker.url, "tflite-edge/v1/dev/mcu-1/telemetry") as sub:
         with EdgeWorker(broker.url, [digits_bundle]), Gateway(
             digits_bundle, sim.path, device_id="mcu-1", broker_url=broker.url, telemetry_period_s=0.2,
         ) as gateway:
             results = list(gateway.run_many(xs, exit=final, partition=1, deadline_ms=5000))
-            telemetry_line, _ = sub.communicate(timeout=30)
+            [(_, telemetry_line)] = sub.wait_for(1)[:1]
     assert all(r.ran_on == "split" and not r.fell_back for r in results), [r.error for r in results]
     got = np.stack([r.probabilities for r in results])
     expected = _local(digits_bundle, xs, final)
@@ -182,22 +177,18 @@ def test_cli_simulate_on_tcp(digits_bundle) -> None:
             assert sim.wait(timeout=10) == 0
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto is not installed")
-def test_cli_bridge_publishes_mcu_telemetry(digits_bundle, start_mcu) -> None:
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
+def test_cli_bridge_publishes_mcu_telemetry(broker, digits_bundle, start_mcu) -> None:
     from tflite_edge.telemetry.schema import TelemetryMessage, decode
 
     sim = start_mcu()
-    with MosquittoBroker() as broker:
-        with subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5",
-                               "-t", "tflite-edge/v1/dev/mcu-2/telemetry", "-C", "2", "-W", "20"],
-                              stdout=subprocess.PIPE, text=True) as sub:
-            time.sleep(0.3)  # let the subscription reach the broker
-            code = main(["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path), "--broker",
-                         broker.url, "--id", "mcu-2", "--telemetry-period-s", "0.2", "--duration-s", "1.0"])
-            lines, _ = sub.communicate(timeout=30)
+    with Subscriber(broker.url, "tflite-edge/v1/dev/mcu-2/telemetry") as sub:
+        code = main(["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path), "--broker",
+                     broker.url, "--id", "mcu-2", "--telemetry-period-s", "0.2", "--duration-s", "1.0"])
+        payloads = [payload for _, payload in sub.wait_for(2)]
     assert code == 0
-    messages = [decode(line) for line in lines.splitlines()]
-    assert len(messages) == 2 and all(isinstance(m, TelemetryMessage) for m in messages)
+    messages = [decode(payload) for payload in payloads]
+    assert len(messages) >= 2 and all(isinstance(m, TelemetryMessage) for m in messages)
     assert all(m.power.source == "mcu:sim-cortex-m4" and m.power.power_mw > 0 for m in messages)  # type: ignore[union-attr]
 
 
@@ -210,3 +201,19 @@ def test_gateway_reloads_the_segment_after_an_mcu_reset(digits_bundle, digits_sp
         after = gateway.run(x)
     assert (after.top1_class, after.top1_score) == (before.top1_class, before.top1_score)
     assert sim.mcu.slots[0].model is not None and sim.mcu.invokes >= 1
+
+
+def test_cli_bridge_early_exit_thresholds(digits_bundle, digits_split, start_mcu, tmp_path: Path, capsys) -> None:
+    xs = digits_split[2][:5]
+    np.save(tmp_path / "x.npy", xs)
+    sim = start_mcu()
+    common = ["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path),
+              "--input", str(tmp_path / "x.npy"), "--json"]
+    # A threshold every exit_1 answer clears: each request stops at the exit computed on the MCU.
+    assert main([*common, "--threshold", "exit_1=0.05"]) == 0
+    rows = [json.loads(row) for row in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 5 and all(r["exit"] == "exit_1" and r["early_exit"] for r in rows)
+    # A top-1 threshold above 1 could never stop anything: refused in one line, before any request.
+    assert main([*common, "--threshold", "exit_1=1.5"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "never stop a request" in captured.err

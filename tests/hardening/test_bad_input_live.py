@@ -7,11 +7,9 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -23,12 +21,6 @@ from tflite_edge.transport.protocol import RequestHeader, Topics, request_proper
 from tflite_edge.transport.wire import HEADER, MAGIC, encode_frame, encode_tensor
 
 TOPICS = Topics()
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[MosquittoBroker]:
-    with MosquittoBroker() as running:
-        yield running
 
 
 class Prober:

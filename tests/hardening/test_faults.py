@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,12 +31,6 @@ pytestmark = pytest.mark.slow
 
 MARGIN_MS = 60.0  # scheduling noise on a shared 2-core machine, as in tests/coinference
 TOPICS = Topics()
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    with MosquittoBroker() as running:
-        yield running
 
 
 def test_broker_outage_mid_stream(broker: MosquittoBroker, digits_bundle: Bundle, digits_split: Any) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tflite_edge.security.signing import generate_key_pair
-from tflite_edge.transport.broker import MosquittoBroker
 
 # Makes the digits model's device compute (microseconds per segment here) comparable to
 # 3G transfers, so that the policy has real choices to make.
@@ -47,12 +46,6 @@ def keys(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     generate_key_pair(root / "other.key", root / "other.pub")
     return {"private": root / "signer.key", "public": root / "signer.pub",
             "other_private": root / "other.key", "other_public": root / "other.pub"}
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoBroker]:
-    with MosquittoBroker() as running:
-        yield running
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ def test_a_backend_that_is_not_installed_says_how_to_install_it():
 
 
 def test_all_installed_backends_agree_bit_for_bit(digits_bundle, digits_split):
+    if len(available_backends()) < 2:
+        pytest.skip(f"only one interpreter backend is installed ({available_backends()[0]}): nothing to compare")
     x = digits_split[2][:20]
     results = {name: BundleRunner(digits_bundle, backend=name).predict(x) for name in available_backends()}
     reference = results.pop("litert")

@@ -118,10 +118,6 @@ def _connect_reason(url: str, client_id: str, timeout_s: float = 5.0) -> int | N
     return reason[0] if reason else None
 
 
-def _settle() -> None:
-    time.sleep(0.3)  # QoS 1 round trips on loopback take well under this
-
-
 def _wait_for(condition: Any, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -135,8 +131,8 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert oct(files.dynsec_file.stat().st_mode & 0o777) == "0o600"
     document = json.loads(files.dynsec_file.read_text())
     clients = {c["username"]: c for c in document["clients"]}
-    assert set(clients) == {"pi-1", "pi-1-telemetry", "pi-1-policy", "pi-2", "pi-2-telemetry", "pi-2-policy",
-                            "edge-1", "dash", "trainer"}
+    assert set(clients) == {"pi-1", "pi-1-telemetry", "pi-1-policy", "pi-1-context", "pi-2", "pi-2-telemetry",
+                            "pi-2-policy", "pi-2-context", "edge-1", "dash", "trainer"}
     # Every device login is bound to the client id of the same name; the others connect freely.
     assert all(c.get("clientid") == name for name, c in clients.items() if name.startswith("pi-"))
     assert all("clientid" not in clients[name] for name in ("edge-1", "dash", "trainer"))
@@ -144,7 +140,7 @@ def test_generated_files(secured: SecuredBroker, tmp_path: Path) -> None:
     assert document["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False,
                                             "subscribe": False, "unsubscribe": True}
     first = json.loads(files.credentials.read_text())["users"]
-    assert first["pi-1"]["logins"] == ["pi-1", "pi-1-telemetry", "pi-1-policy"]
+    assert first["pi-1"]["logins"] == ["pi-1", "pi-1-telemetry", "pi-1-policy", "pi-1-context"]
     # Regenerating (say, after adding a device) keeps every existing password.
     more = FleetUsers(devices=("pi-1", "pi-2", "pi-3"), edges=("edge-1",), readers=("dash",), agents=("trainer",))
     again = json.loads(write_broker_config(tmp_path, more).credentials.read_text())["users"]
@@ -200,7 +196,8 @@ def test_a_device_cannot_read_another_devices_results(secured: SecuredBroker) ->
         assert snoop.granted == [0x87] * 4
         edge.publish(TOPICS.reply("pi-2"), b"secret result of pi-2")
         edge.publish(TOPICS.reply("pi-1"), b"result of pi-1")
-        _settle()
+        # The broker routed both messages to every subscriber before the owners received theirs.
+        _wait_for(lambda: pi1.messages and pi2.messages, 5)
         assert pi2.messages == [(TOPICS.reply("pi-2"), b"secret result of pi-2")]  # the ACL lets the owner read
         assert pi1.messages == [(TOPICS.reply("pi-1"), b"result of pi-1")]
         assert snoop.messages == []
@@ -219,7 +216,8 @@ def test_a_device_cannot_publish_as_another_device(secured: SecuredBroker) -> No
         pi1.publish(TOPICS.device("pi-2", "status"), b'{"state": "offline"}')
         pi1.publish(TOPICS.reply("pi-2"), b"forged reply")  # only edges may answer
         pi1.publish(TOPICS.device("pi-1", "telemetry"), b'{"honest": true}')
-        _settle()
+        # Messages of one client arrive in order: once the last one is in, the forged ones are not coming.
+        _wait_for(lambda: reader.messages, 5)
         assert reader.messages == [(TOPICS.device("pi-1", "telemetry"), b'{"honest": true}')]
         assert pi2.messages == []
     finally:
@@ -238,7 +236,8 @@ def test_readers_and_edges_have_only_their_own_rights(secured: SecuredBroker) ->
         pi1.publish(TOPICS.device("pi-1", "telemetry"), b"telemetry")
         reader.publish(TOPICS.request("abc"), b"reader request")  # readers may not send requests
         reader.publish(TOPICS.reply("pi-1"), b"reader reply")
-        _settle()
+        # Every publish above was acknowledged, so the broker has routed (or dropped) it.
+        _wait_for(lambda: edge.messages, 5)
         assert edge.messages == [(TOPICS.request("abc"), b"request")]
         assert pi1.messages == []
     finally:
@@ -282,7 +281,8 @@ def test_a_device_cannot_take_over_another_clients_id(secured: SecuredBroker) ->
                 assert _connect_reason(secured.url(login), stolen, timeout_s=2) == 135, (login, stolen)
         # pi-1's own connections all work side by side.
         own = [Client(secured.url(login), login) for login in ("pi-1", "pi-1-telemetry", "pi-1-policy")]
-        _settle()
+        # A round trip on the victim's connection after all of them: a takeover would have ended it.
+        victim.publish(TOPICS.device("pi-2", "telemetry"), b"{}", qos=1).wait_for_publish(5)
         assert victim.is_connected() and drops == [] and reader.messages == []
         assert all(c.client.is_connected() for c in own)
         for c in own:
@@ -294,21 +294,43 @@ def test_a_device_cannot_take_over_another_clients_id(secured: SecuredBroker) ->
 
 
 def test_the_products_device_connections_run_together_under_their_logins(secured: SecuredBroker) -> None:
-    """The device's request connection, telemetry publisher and policy receiver log in as
-    pi-1, pi-1-telemetry and pi-1-policy from one URL with pi-1's credentials."""
+    """The device's request connection, telemetry publisher and context subscriber log in as
+    pi-1, pi-1-telemetry and pi-1-context from one URL with pi-1's credentials, side by side."""
+    from tflite_edge.device.context import ContextSubscriber, EdgeLoadTracker
     from tflite_edge.device.offload import OffloadClient
     from tflite_edge.telemetry.publisher import TelemetryPublisher
 
     reader = Client(secured.url("dash"), "dash-device", subscribe=(TOPICS.device("pi-1", "status"),))
     offload = OffloadClient.over_mqtt(secured.url("pi-1"), "pi-1")
     publisher = TelemetryPublisher("pi-1", broker_url=secured.url("pi-1"), period_s=0.2).start()
+    context = ContextSubscriber(secured.url("pi-1"), device_id="pi-1", prefix=TOPICS.prefix,
+                                edge_load=EdgeLoadTracker(), budget=None).start()
     try:
         _wait_for(lambda: TOPICS.device("pi-1", "status") in reader.topics(), 5)
-        assert offload.connected
+        assert offload.connected and context._subscribed.is_set()
     finally:
+        context.stop()
         publisher.stop()
         offload.close()
         reader.close()
+
+
+def test_the_context_connection_reads_edge_load_and_its_own_budget(secured: SecuredBroker) -> None:
+    """pi-1-context hears the edge workers' load and the budget the agent (operator) sets for pi-1."""
+    from tflite_edge.device.context import ContextSubscriber, EdgeLoadTracker, PowerBudget, budget_topic
+
+    tracker, budget = EdgeLoadTracker(), PowerBudget(2000.0, battery_root=None)
+    edge = Client(secured.url("edge-1"), "edge-load")
+    agent = Client(secured.url("trainer"), "trainer-budget")
+    try:
+        with ContextSubscriber(secured.url("pi-1"), device_id="pi-1", prefix=TOPICS.prefix, edge_load=tracker,
+                               budget=budget):
+            edge.publish(f"{TOPICS.prefix}/edge/edge-1/load", b'{"worker_id": "edge-1", "load": 0.5}')
+            agent.publish(budget_topic(TOPICS.prefix, "pi-1"), b"900")
+            _wait_for(lambda: tracker.load()[0] == 0.5 and budget.current()[0] == 900.0, 5)
+    finally:
+        edge.close()
+        agent.close()
 
 
 def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
@@ -323,7 +345,8 @@ def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
         edge.publish(policy, b"edge policy")
         agent.publish(policy, b"signed policy")
         pi1.publish(TOPICS.device("pi-1", "experience"), b"records")
-        _settle()
+        # The forged policies were acknowledged (routed or dropped) before the agent's was sent.
+        _wait_for(lambda: pi2.messages and dash.messages and agent.messages, 5)
         assert pi2.messages == [(policy, b"signed policy")] and dash.messages == [(policy, b"signed policy")]
         assert agent.messages == [(TOPICS.device("pi-1", "experience"), b"records")]
     finally:
@@ -336,7 +359,7 @@ def test_mutual_tls_accepts_a_ca_signed_client(secured: SecuredBroker) -> None:
     edge = Client(secured.url("edge-1"), "edge-1-plain")
     try:
         edge.publish(TOPICS.reply("pi-1"), b"over tls")
-        _settle()
+        _wait_for(lambda: pi1.messages, 5)
         assert pi1.messages == [(TOPICS.reply("pi-1"), b"over tls")]
     finally:
         pi1.close()
@@ -383,8 +406,7 @@ def test_co_inference_and_telemetry_work_under_the_acl_over_mutual_tls(secured: 
                 assert not result.fell_back, result.error
                 assert result.offloaded
                 publisher.stop()
-        _settle()
-        assert TOPICS.device("pi-1", "status") in reader.topics()
+        _wait_for(lambda: TOPICS.device("pi-1", "status") in reader.topics(), 5)
     finally:
         reader.close()
 

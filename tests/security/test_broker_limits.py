@@ -17,7 +17,7 @@ from tflite_edge.security.acl import BrokerLimits, write_broker_config
 from tflite_edge.transport.broker import MosquittoBroker, free_port
 from tflite_edge.transport.mqtt import connect_and_start, make_client
 
-from .test_broker_acl import KEEP_USER, TOPICS, USERS, Client, _settle, _wait_for
+from .test_broker_acl import KEEP_USER, TOPICS, USERS, Client, _wait_for
 
 MiB = 1024 * 1024
 
@@ -50,8 +50,9 @@ def test_packet_size_limit_is_enforced(tmp_path: Path) -> None:
         small = Client(_url(port, passwords, "pi-2"), "pi-2")
         try:
             big.client.publish(TOPICS.request("abc"), bytes(8192), qos=0)  # over the limit: refused
+            _wait_for(lambda: not big.client.is_connected(), 5)  # the broker read it, and dropped the client
             small.publish(TOPICS.request("abc"), bytes(1024))
-            _settle()
+            _wait_for(lambda: edge.messages, 5)
             assert [len(payload) for _, payload in edge.messages] == [1024]
         finally:
             for c in (edge, big, small):
@@ -94,9 +95,12 @@ def test_an_absent_consumers_queue_is_bounded_in_bytes(tmp_path: Path) -> None:
         device.close()
         edge, received = _session("edge-1", passwords["edge-1"], port, "edge-away", clean=False)
         try:
-            _wait_for(lambda: len(received) >= 1, 5)
-            _settle()
-            assert 1 <= len(received) <= 3  # not all ten
+            # A marker sent now is queued behind whatever the broker kept: once it is in, all of that is.
+            marker = Client(_url(port, passwords, "pi-1"), "pi-1")
+            marker.publish(TOPICS.request("abc"), b"m")
+            marker.close()
+            _wait_for(lambda: 1 in received, 5)
+            assert 1 <= received.count(MiB) <= 3  # not all ten
         finally:
             edge.disconnect()
             edge.loop_stop()
@@ -153,18 +157,25 @@ def test_retained_requests_are_refused_or_deleted(tmp_path: Path, digits_bundle:
         with EdgeWorker(_url(port, passwords, "edge-1"), [digits_bundle], group="g") as worker:
             for n in range(5):
                 device.client.publish(TOPICS.request(f"junk-{n}"), bytes(MiB), qos=1, retain=True).wait_for_publish(5)
-            device.client.publish(TOPICS.request(bundle_id), bytes(MiB), qos=1, retain=True).wait_for_publish(5)
-            # The edge deletes it: an empty retained message on the same topic.
+            # A retained request small enough to be one (the worker is sent nothing larger than
+            # max_request_bytes): the edge deletes it with an empty retained message on its topic.
+            parked = bytes(1024)
+            assert len(parked) < worker.max_request_bytes
+            device.client.publish(TOPICS.request(bundle_id), parked, qos=1, retain=True).wait_for_publish(5)
             _wait_for(lambda: (TOPICS.request(bundle_id), b"") in live.messages, 5)
-        assert [(t, len(m)) for t, m in live.messages] == [(TOPICS.request(bundle_id), MiB),
+        assert [(t, len(m)) for t, m in live.messages] == [(TOPICS.request(bundle_id), len(parked)),
                                                            (TOPICS.request(bundle_id), 0)]
         assert worker.served == 0 and worker.failed == 0
         device.close()
         live.close()
         # What a newcomer finds retained under the request topics: nothing.
         watcher = Client(_url(port, passwords, "edge-1"), "edge-watch", subscribe=(TOPICS.request_filter,))
-        _settle()
-        assert watcher.messages == []
+        # Retained messages come right after the subscription is granted, before this marker.
+        marker = Client(_url(port, passwords, "pi-1"), "pi-1")
+        marker.publish(TOPICS.request(bundle_id), b"m")
+        marker.close()
+        _wait_for(lambda: watcher.messages, 5)
+        assert watcher.messages == [(TOPICS.request(bundle_id), b"m")]
         watcher.close()
     finally:
         broker.close()

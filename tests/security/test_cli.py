@@ -48,7 +48,7 @@ def test_sign_and_verify_a_policy_directory(tmp_path: Path, capsys: pytest.Captu
     assert "OK" in capsys.readouterr().out
 
 
-def test_broker_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broker_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], digits_bundle: Bundle) -> None:
     out = tmp_path / "broker"
     assert main(["broker-config", "--devices", "pi-1,pi-2", "--edge", "edge-1", "--reader", "dash",
                  "--no-plain", "--tls-port", "8883", "--cert", "s.crt", "--key", "s.key", "--ca", "ca.crt",
@@ -68,6 +68,10 @@ def test_broker_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["broker-config", "--devices", "pi-1", "--bundle", "abc", "-o", str(tmp_path / "b2")]) == 0
     device = json.loads((tmp_path / "b2" / "dynamic-security.json").read_text())["roles"][0]["acls"]
     assert [a["topic"] for a in device if a["acltype"] == "publishClientSend"][0] == "tflite-edge/v1/req/abc"
+    bundle_dir = str(digits_bundle.path)
+    assert main(["broker-config", "--devices", "pi-1", "--bundle", bundle_dir, "-o", str(tmp_path / "b3")]) == 0
+    device = json.loads((tmp_path / "b3" / "dynamic-security.json").read_text())["roles"][0]["acls"]
+    assert device[0]["topic"] == f"tflite-edge/v1/req/{digits_bundle.bundle_id}"
     capsys.readouterr()
     for bad in (["--devices", "pi/1"], ["--devices", "+"], ["--devices", "a b"], ["--devices", "x", "--edge", "x"],
                 ["--devices", "x", "--bundle", "a/b"], ["--devices", "x", "--dynsec-plugin", "/nonexistent.so"],

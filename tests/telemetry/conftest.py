@@ -5,14 +5,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tflite_edge.transport.broker import MosquittoBroker
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with MosquittoBroker() as b:
-        yield b
-
 
 class Collector:
     """A real MQTT 5 subscriber that keeps every message it receives."""

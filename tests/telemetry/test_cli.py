@@ -5,10 +5,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.support.waiting import read_until, wait_until
 from tflite_edge.telemetry import EstimatedPowerSensor, RequestObservation, TelemetryPublisher, validate
 from tflite_edge.telemetry.schema import decode
 from tflite_edge.telemetry.subscriber import FleetView, Received, read_recording, render_table
@@ -29,13 +31,25 @@ def start_watcher(*args: str) -> subprocess.Popen:
     return watcher
 
 
-def interrupt(watcher: subprocess.Popen) -> tuple[str, str]:
-    """Ctrl-C, as a user stops the live view; it must exit cleanly."""
-    time.sleep(0.5)  # the last messages reach the watcher
+def interrupt(watcher: subprocess.Popen, until: Callable[[str], bool]) -> tuple[str, str]:
+    """Ctrl-C, as a user stops the live view, once it printed a line for which ``until`` holds
+    (the last message it must show); it must exit cleanly."""
+    seen = read_until(watcher, until)
     watcher.send_signal(signal.SIGINT)
     out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, err
-    return out, err
+    return seen + out, err
+
+
+def went_offline(device_id: str) -> Callable[[str], bool]:
+    """A JSON line of the watcher that is ``device_id``'s offline status (published last, on stop)."""
+    def check(line: str) -> bool:
+        if not line.strip():
+            return False
+        doc = json.loads(line)
+        return doc["topic"].endswith(f"/{device_id}/status") and doc["message"]["state"] == "offline"
+
+    return check
 
 
 def run_device(publisher: TelemetryPublisher, n: int, *, partition_of=lambda i: 1 + i % 2) -> None:
@@ -59,8 +73,8 @@ def test_telemetry_json_and_record_then_plot(broker, tmp_path):
     with TelemetryPublisher("cli-a", broker_url=broker.url, period_s=0.2, power_sensor=EstimatedPowerSensor()) as pub:
         for _ in range(5):
             run_device(pub, 20)
-            time.sleep(0.25)
-    out, _ = interrupt(watcher)
+            pub.flush()  # one telemetry window per batch
+    out, _ = interrupt(watcher, went_offline("cli-a"))
     lines = [json.loads(line) for line in out.splitlines()]
     kinds = {validate(line["message"]) for line in lines}
     assert kinds == {"tflite-edge/status/1", "tflite-edge/telemetry/1", "tflite-edge/experience/1"}
@@ -81,8 +95,7 @@ def test_table_mode_prints_a_table_when_piped(broker):
     watcher = start_watcher("--broker", broker.url, "--device", "cli-b", "--refresh-s", "0.2")
     with TelemetryPublisher("cli-b", broker_url=broker.url, period_s=0.2, power_sensor=EstimatedPowerSensor()) as pub:
         run_device(pub, 30)
-        time.sleep(0.5)
-    out, _ = interrupt(watcher)
+    out, _ = interrupt(watcher, lambda line: line.split()[:3] == ["cli-b", "offline", "30"])
     last_table = out.strip().split("\n\n")[-1]
     header, rule, row, *notes = last_table.splitlines()
     assert header.split()[:3] == ["device", "status", "req"]
@@ -126,19 +139,18 @@ def test_live_table_redraws_in_place_in_a_terminal(broker, tmp_path):
     command = f"{sys.executable} -m tflite_edge telemetry --broker {broker.url} --duration 20 --refresh-s 0.2"
     subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "150", "-y", "30", command], check=True)
     try:
-        deadline = time.monotonic() + 20
-        while "listening on" not in subprocess.run([tmux, "capture-pane", "-p", "-t", session],
-                                                   capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline, "the live view never subscribed"
-            time.sleep(0.1)
+        def screen() -> str:
+            return subprocess.run([tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+        wait_until(lambda: "listening on" in screen(), 20, "the live view subscribed")
         with TelemetryPublisher("tty-1", broker_url=broker.url, period_s=0.2,
                                 power_sensor=EstimatedPowerSensor()) as pub:
             for _ in range(4):
                 run_device(pub, 10)
-                time.sleep(0.3)
-            screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session], capture_output=True,
-                                    text=True).stdout
+                pub.flush()
+            wait_until(lambda: "tty-1" in screen() and " 40 " in screen(), 20, "the table showed all 40 requests")
+            shown = screen()
     finally:
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True)
-    assert screen.count("device  status") == 1  # one table, redrawn in place, not a scrolling log
-    assert "tty-1" in screen and "online" in screen
+    assert shown.count("device  status") == 1  # one table, redrawn in place, not a scrolling log
+    assert "tty-1" in shown and "online" in shown

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.support.waiting import read_until
 from tflite_edge.telemetry import EstimatedPowerSensor, RequestObservation, TelemetryPublisher
 from tflite_edge.telemetry.schema import decode
 
@@ -42,10 +43,11 @@ class MosquittoSub:
                 self.lines.append(line.rstrip(b"\n").decode("utf-8", errors="replace"))
                 self._cond.notify_all()
 
-    def wait_for(self, text: str, timeout_s: float = 15.0) -> None:
+    def wait_for(self, text: str, timeout_s: float = 15.0, count: int = 1) -> None:
+        """Block until ``count`` printed lines contain ``text``."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while not any(text in line for line in self.lines):
+            while sum(text in line for line in self.lines) < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.proc.poll() is not None:
                     err = self.proc.stderr.read() if self.proc.poll() is not None and self.proc.stderr else b""
@@ -106,7 +108,7 @@ def test_mosquitto_sub_sees_only_valid_messages(broker, mosquitto_sub):
             )
             publisher.record_experience(context={"i": i}, action={"exit": "exit_1", "partition": 2}, reward=-1.0,
                                         latency_ms=3.0 + i)
-        time.sleep(0.35)
+        sub.wait_for("/telemetry ", count=3)  # several windows (every 0.1 s)
     finally:
         publisher.stop()
     sub.wait_for('"state":"offline"')
@@ -148,12 +150,12 @@ def test_running_device_publishes_valid_telemetry(broker, mosquitto_sub, digits_
             with DeviceRuntime(digits_bundle, broker_url=broker.url, device_id="pi-e2e", on_result=on_result) as device:
                 for i in range(30):
                     device.run(np.asarray(x_val[i : i + 1], np.float32), plans[i % 3])
-            time.sleep(0.3)
-        sub.wait_for('"state":"offline"')
+        sub.wait_for('"state":"offline"')  # published last, when the publisher stops
         messages = sub.close()
-        time.sleep(0.3)
+        seen = read_until(watcher, lambda line: '"state":"offline"' in line.replace(" ", ""))
         watcher.send_signal(signal.SIGINT)
         out, err = watcher.communicate(timeout=30)
+        out = seen + out
         assert watcher.returncode == 0, err
         seen_by_cli = [json.loads(line)["message"] for line in out.splitlines()]
     finally:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import PolicyError
+from ..transport.protocol import DEFAULT_PREFIX
 from .policy_message import PolicyPackage, policy_topic, sign_policy_message
 from .tflite_policy import TFLitePolicy
 
@@ -112,7 +113,7 @@ class OnlineTrainer:
 
     def __init__(self, policy_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str] | None = None, *,
                  batch_size: int = 64, seed: int = 0) -> None:
-        from .training import TrainConfig, _make_agent, import_tf_agents
+        from .training import TrainConfig, import_tf_agents, make_agent
 
         self.policy_dir = Path(policy_dir)
         self.work_dir = Path(work_dir) if work_dir is not None else self.policy_dir / "online"
@@ -135,7 +136,7 @@ class OnlineTrainer:
         from tf_agents.utils import common
 
         tf.random.set_seed(seed)
-        self.agent = _make_agent(tf, self.config, self.num_features, self.num_actions)
+        self.agent = make_agent(tf, self.config, self.num_features, self.num_actions)
         self.agent.initialize()
         self.steps_done = tf.Variable(0, dtype=tf.int64, name="steps_done")
         base = self.policy_dir / "checkpoints"
@@ -144,8 +145,12 @@ class OnlineTrainer:
             raise PolicyError(f"{self.policy_dir} has no checkpoints/ to continue from; train it with "
                               "`tflite-edge policy train` (TF-Agents checkpoints are kept there)")
         restore_from = online if online.is_dir() and any(online.iterdir()) else base
-        common.Checkpointer(ckpt_dir=str(restore_from), max_to_keep=2, agent=self.agent,
-                            global_step=self.steps_done).initialize_or_restore().assert_existing_objects_matched()
+        status = common.Checkpointer(ckpt_dir=str(restore_from), max_to_keep=2, agent=self.agent,
+                                     global_step=self.steps_done).initialize_or_restore()
+        status.assert_existing_objects_matched()
+        # The optimizer's slots exist only after the first update, which restores them then
+        # (deferred restoration); without an update TensorFlow would warn about them at exit.
+        status.expect_partial()
         self._checkpointer = common.Checkpointer(ckpt_dir=str(online), max_to_keep=2, agent=self.agent,
                                                  global_step=self.steps_done)
         log.info("online trainer restored %s at step %d", restore_from, int(self.steps_done.numpy()))
@@ -218,7 +223,7 @@ class AgentConfig:
     """
 
     bundle_id: str | None = None
-    prefix: str = "tflite-edge/v1"
+    prefix: str = DEFAULT_PREFIX
     topic: str | None = None
     work_dir: str | os.PathLike[str] | None = None
     connect_timeout_s: float = 10.0

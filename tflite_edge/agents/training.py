@@ -52,6 +52,7 @@ from .traces import Trace
 
 __all__ = [
     "AGENTS",
+    "make_agent",
     "POLICY_FORMAT",
     "TrainConfig",
     "TrainResult",
@@ -218,7 +219,8 @@ def _training_data(simulator: Simulator, traces: Sequence[Trace], objective: Obj
     return np.concatenate(observations), np.concatenate(rewards)
 
 
-def _make_agent(tf: Any, config: TrainConfig, features: int, actions: int) -> Any:
+def make_agent(tf: Any, config: TrainConfig, features: int, actions: int) -> Any:
+    """The TF-Agents bandit agent ``config`` names, for ``features`` context features and ``actions`` arms."""
     from tf_agents.bandits.agents import lin_ucb_agent, neural_epsilon_greedy_agent
     from tf_agents.networks import q_network
     from tf_agents.specs import tensor_spec
@@ -289,7 +291,7 @@ def _train_policy(
     _prepare_checkpoints(out / "checkpoints", training_fingerprint(simulator, objective, config, observations, rewards),
                          restart)
 
-    agent = _make_agent(tf, config, features, actions)
+    agent = make_agent(tf, config, features, actions)
     agent.initialize()
     # Our own step count: LinearUCBAgent advances its train_step_counter by the batch size.
     step_counter = tf.Variable(0, dtype=tf.int64, name="steps_done")

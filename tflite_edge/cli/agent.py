@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-from .common import progress
+from .common import add_prefix_option, progress
 
 EPILOG = """\
 example:
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--key", required=True, metavar="PRIVATE_KEY.pem",
                         help="Ed25519 private key that signs policies (`tflite-edge keys generate`)")
     parser.add_argument("--password-env", metavar="VAR", help="environment variable holding the key's password")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_prefix_option(parser)
     parser.add_argument("--topic", metavar="TOPIC", help="policy topic (default: {prefix}/policy/BUNDLE_ID)")
     parser.add_argument("--work-dir", metavar="DIR",
                         help="where versions, checkpoints and state.json go (default: POLICY_DIR/online)")

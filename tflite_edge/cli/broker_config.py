@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..transport.protocol import DEFAULT_PREFIX
+
 EXAMPLE = """\
 examples:
   tflite-edge broker-config --devices pi-1,pi-2 --edge edge-1 --reader dashboard -o broker/
@@ -16,7 +18,8 @@ Each device may publish requests and its own telemetry/status/experience and rea
 own replies and the policies; edges read requests and publish replies; readers read
 telemetry; agents read experience and publish the signed policies. Anything else, a
 device's subscription to the edges' shared request subscription included, is refused, and a
-device's logins (ID, ID-telemetry, ID-policy) may connect only under their own client ids.
+device's logins (ID, ID-telemetry, ID-policy, ID-context) may connect only under their own
+client ids.
 Passwords are random and kept in OUT/credentials.json (mode 0600); re-running keeps existing
 ones. Mosquitto reads OUT/dynamic-security.json at start: restart it after a change.
 """
@@ -37,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="telemetry reader user name(s) (dashboards, recorders, trainers)")
     parser.add_argument("--agent", action="append", default=[], metavar="NAMES",
                         help="policy agent user name(s): read experience, publish signed policies")
-    parser.add_argument("--prefix", default=None, metavar="TOPIC", help="topic prefix (default: tflite-edge/v1)")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, metavar="TOPIC",
+                        help=f"topic prefix (default: {DEFAULT_PREFIX})")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write into")
     parser.add_argument("--port", type=int, default=1883, help="plain MQTT listener port (default: 1883)")
     parser.add_argument("--no-plain", action="store_true", help="no plain listener: TLS only")
@@ -60,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="per-client queue bound in bytes (default 64 MiB)")
     parser.add_argument("--memory-limit-bytes", type=int, default=1024 * 1024 * 1024, metavar="N",
                         help="the broker's whole heap, retained messages included (default 1 GiB)")
-    parser.add_argument("--bundle", action="append", default=[], metavar="ID",
-                        help="let devices request only these bundle ids (repeat; default: any bundle)")
+    parser.add_argument("--bundle", action="append", default=[], metavar="ID_OR_DIR",
+                        help="let devices request only these bundles: a bundle id or a bundle directory "
+                             "(repeat; default: any bundle)")
     parser.add_argument("--dynsec-plugin", metavar="FILE",
                         help="path of mosquitto_dynamic_security.so (default: found in the usual places)")
     parser.set_defaults(func=run)
@@ -72,10 +77,18 @@ def _split(values: list[str] | str) -> tuple[str, ...]:
     return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
 
 
+def _bundle_id(item: str) -> str:
+    """A bundle id as given, or the id of the bundle directory ``item``."""
+    if not Path(item).is_dir():
+        return item
+    from ..bundle import load_bundle
+
+    return load_bundle(item).bundle_id
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import BrokerConfigError
     from ..security.acl import BrokerLimits, FleetUsers, TlsListener, write_broker_config
-    from ..transport.protocol import DEFAULT_PREFIX
 
     users = FleetUsers(devices=_split(args.devices), edges=_split(args.edge), readers=_split(args.reader),
                        agents=_split(args.agent))
@@ -90,11 +103,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.cert or args.key or args.ca or args.require_certificate:
         raise BrokerConfigError("--cert, --key, --ca and --require-certificate need --tls-port")
     files = write_broker_config(
-        args.output, users, prefix=args.prefix or DEFAULT_PREFIX, port=None if args.no_plain else args.port,
+        args.output, users, prefix=args.prefix, port=None if args.no_plain else args.port,
         host=args.bind, tls=listener, persistence_dir=args.persistence_dir,
         limits=BrokerLimits(max_packet_bytes=args.max_packet_bytes, max_queued_messages=args.max_queued_messages,
                             max_queued_bytes=args.max_queued_bytes, memory_limit_bytes=args.memory_limit_bytes),
-        bundles=_split(args.bundle), plugin=args.dynsec_plugin,
+        bundles=tuple(_bundle_id(item) for item in _split(args.bundle)), plugin=args.dynsec_plugin,
     )
     print(f"wrote {files.config} and {files.dynsec_file}")
     print(f"credentials for {len(users.names)} users in {files.credentials} (keep it secret)")

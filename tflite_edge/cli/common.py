@@ -8,10 +8,14 @@ import sys
 from typing import Any
 
 from ..runtime.backends import BACKEND_ORDER, KERNELS
+from ..transport.protocol import DEFAULT_PREFIX
+from ..transport.wire import CODECS
 
 __all__ = [
     "add_backend_options",
     "add_bundle_key_option",
+    "add_codec_option",
+    "add_prefix_option",
     "add_state_file_option",
     "open_bundle",
     "print_json",
@@ -33,6 +37,14 @@ def add_backend_options(parser: argparse.ArgumentParser, *, threads: bool = True
             help="default: the runtime's default delegate (LiteRT: XNNPACK, fastest); builtin: TFLite's "
                  "builtin kernels only, whose int8 results are the same on every runtime and CPU",
         )
+
+
+def add_prefix_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"MQTT topic prefix (default: {DEFAULT_PREFIX})")
+
+
+def add_codec_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--codec", default="none", choices=tuple(CODECS), help=help)
 
 
 def print_json(document: Any) -> None:

@@ -8,7 +8,14 @@ import sys
 import threading
 from types import FrameType
 
-from .common import add_backend_options, add_bundle_key_option, add_state_file_option, open_bundle
+from .common import (
+    add_backend_options,
+    add_bundle_key_option,
+    add_codec_option,
+    add_prefix_option,
+    add_state_file_option,
+    open_bundle,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,10 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="worker processes on this machine (default: 1)")
     parser.add_argument("--group", default="tflite-edge", metavar="G",
                         help="shared-subscription group (default: tflite-edge)")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_prefix_option(parser)
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of replies (default: 0)")
-    parser.add_argument("--codec", default="none", choices=("none", "zlib", "lz4", "zstd"),
-                        help="compression of reply frames (default: none)")
+    add_codec_option(parser, "compression of reply frames (default: none)")
     parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
     add_backend_options(parser)
     add_bundle_key_option(parser)

@@ -35,12 +35,14 @@ def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..converters.verify import top1_accuracies, top1_agreement
+
     x, y = _load(args.data)
     bundle = load_bundle(args.bundle)
     runner = BundleRunner(bundle, backend=args.backend, num_threads=args.threads, kernels=args.kernels)
     predictions = runner.predict(x)
     report: dict[str, dict[str, float]] = {
-        name: {"accuracy": float(np.mean(p.argmax(-1) == y))} for name, p in predictions.items()
+        name: {"accuracy": accuracy} for name, accuracy in top1_accuracies(predictions, y).items()
     }
     manifest = bundle.manifest
     for name in report:
@@ -52,14 +54,17 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         from ..converters import load_keras_model
         from ..converters.verify import keras_predictions
+        from ..errors import VerificationError
 
         reference = keras_predictions(load_keras_model(args.model), x)
-        for name, p in predictions.items():
-            if name not in reference:
-                raise InputError(f"the Keras model has no output named {name!r}")
-            ref = reference[name]
-            report[name]["keras_accuracy"] = float(np.mean(ref.argmax(-1) == y))
-            report[name]["agreement"] = float(np.mean(ref.argmax(-1) == p.argmax(-1)))
+        try:
+            agreement = top1_agreement(predictions, reference)
+        except VerificationError as e:
+            raise InputError(f"the Keras model does not match the bundle: {e}") from e
+        keras_accuracy = top1_accuracies({name: reference[name] for name in predictions}, y)
+        for name in predictions:
+            report[name]["keras_accuracy"] = keras_accuracy[name]
+            report[name]["agreement"] = agreement[name]
     if args.json:
         print_json({"bundle_id": bundle.bundle_id, "samples": len(x), "measured_on": measured_on.to_dict(),
                     "manifest_measured_on": None if recorded_on is None else recorded_on.to_dict(),

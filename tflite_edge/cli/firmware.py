@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InputError
+from .common import add_prefix_option
 
 EPILOG = """\
 examples:
@@ -104,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bridge.add_argument("--retries", type=int, default=3, help="serial retries per request (default: 3)")
     bridge.add_argument("--telemetry-period-s", type=float, default=5.0, help="telemetry period (default: 5)")
     bridge.add_argument("--duration-s", type=float, help="without --input: stop after this many seconds")
-    bridge.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_prefix_option(bridge)
     bridge.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
     bridge.set_defaults(func=run_bridge)
 
@@ -214,13 +215,14 @@ def run_bridge(args: argparse.Namespace) -> int:
     from ..arrays import load_array
     from ..device import ExitRule
     from ..firmware_bridge.gateway import Gateway
+    from ..transport.protocol import ThresholdKind
     from .device import finish, parse_thresholds
     from .summary import FallbackSummary
 
     # Checked before the MCU and the broker are touched.
     x = load_array(args.input, what="--input") if args.input is not None else None
     partition = args.partition
-    rule = ExitRule(parse_thresholds(args.threshold), "entropy" if args.entropy else "top1")
+    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
     with Gateway(
         args.bundle, args.port, device_id=args.id, broker_url=args.broker, baud=args.baud, timeout_s=args.timeout_s,
         retries=args.retries, telemetry_period_s=args.telemetry_period_s, prefix=args.prefix,

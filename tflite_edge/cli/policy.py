@@ -134,10 +134,9 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
     from ..agents import Objective, Scenario, load_traces, markov_trace
-    from ..agents.from_bundle import collect_exit_samples, profile_for_bundle
+    from ..agents.from_bundle import collect_exit_samples, profile_for_bundle, simulator_for_bundle
     from ..agents.profiles import Platform, get_platform, load_profile
     from ..agents.scenario import load_scenario_file
-    from ..agents.simulator import Simulator
     from ..arrays import load_labeled
     from ..bundle import load_bundle
 
@@ -175,8 +174,8 @@ def build_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         traces = load_traces(args.traces)
     else:
         traces = [markov_trace(seed=args.seed * 1000 + i) for i in range(args.synthetic)]
-    simulator = Simulator(bundle.manifest, profile, device=device, edge=edge, radio=args.radio, scenario=scenario,
-                          samples=samples, thresholds=tuple(args.thresholds or ()))
+    simulator = simulator_for_bundle(bundle, profile, device=device, edge=edge, radio=args.radio, scenario=scenario,
+                                     samples=samples, thresholds=tuple(args.thresholds or ()))
     objective = Objective(args.objective, args.accuracy_floor, args.miss_penalty)
     return simulator, traces, objective
 

@@ -7,6 +7,8 @@ import sys
 import threading
 import time
 
+from .common import add_prefix_option
+
 DESCRIPTION = """\
 Subscribe to the telemetry of all devices (or one) and show it live: a table that
 updates in place with each device's status, exit and partition mix, p50/p95 latency,
@@ -33,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--broker", required=True, metavar="URL",
                         help="MQTT broker, mqtt://[USER:PASS@]HOST[:PORT] or mqtts://...")
     parser.add_argument("--device", metavar="ID", help="only this device (default: all devices)")
-    parser.add_argument("--prefix", default="tflite-edge/v1", help="MQTT topic prefix (default: tflite-edge/v1)")
+    add_prefix_option(parser)
     parser.add_argument("--json", action="store_true", help="print each message as one JSON line instead of a table")
     parser.add_argument("--record", metavar="FILE", help="also append every message to FILE as JSON lines")
     parser.add_argument("--experience", action="store_true",

@@ -205,7 +205,7 @@ def check_options(
 ) -> None:
     """The checks of `convert`'s options that need no model: callers run them before loading one."""
     if quantize not in QUANTIZATION_MODES:
-        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
+        raise InputError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
     if cuts and auto_cuts:
         raise InputError("give either explicit cuts or a number of automatic cuts, not both")
     if auto_cuts is not None and auto_cuts < 0:

@@ -17,6 +17,8 @@ __all__ = [
     "fused_matching_chain",
     "exit_accuracies",
     "keras_exit_accuracies",
+    "top1_accuracies",
+    "top1_agreement",
 ]
 
 # Float segments run the same kernels as the whole model; a different operator grouping
@@ -98,16 +100,27 @@ def exit_accuracies(bundle: Bundle, x: np.ndarray, y: np.ndarray, *, backend: st
                     runner: BundleRunner | None = None) -> dict[str, float]:
     """Top-1 accuracy of every exit of the bundle on (x, y)."""
     runner = runner or BundleRunner(bundle, backend=backend)
-    labels = _labels(y)
-    predictions = runner.predict(x)
-    return {name: float(np.mean(p.argmax(axis=-1) == labels)) for name, p in predictions.items()}
+    return top1_accuracies(runner.predict(x), y)
 
 
 def keras_exit_accuracies(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Top-1 accuracy of every exit of the float Keras model on (x, y)."""
-    outputs = keras_predictions(model, x)
+    return top1_accuracies(keras_predictions(model, x), y)
+
+
+def top1_accuracies(outputs: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """Top-1 accuracy of each exit's outputs (N, classes) against labels or one-hot ``y``."""
     labels = _labels(y)
     return {name: float(np.mean(p.argmax(axis=-1) == labels)) for name, p in outputs.items()}
+
+
+def top1_agreement(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Per exit, the share of samples whose top-1 class is the reference's (``VerificationError``
+    when the reference lacks an exit)."""
+    missing = [name for name in outputs if name not in reference]
+    if missing:
+        raise VerificationError(f"the reference has no output named {', '.join(map(repr, missing))}")
+    return {name: float(np.mean(p.argmax(axis=-1) == reference[name].argmax(axis=-1))) for name, p in outputs.items()}
 
 
 def keras_predictions(model: Any, x: np.ndarray) -> Mapping[str, np.ndarray]:

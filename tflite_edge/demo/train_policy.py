@@ -17,13 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import TfliteEdgeError
+from ..errors import PolicyError
 
 __all__ = ["train_or_reuse"]
-
-
-class TrainingError(TfliteEdgeError):
-    """Training the policy failed."""
 
 
 def scenario_for(settings: dict[str, Any]) -> Any:
@@ -82,7 +78,7 @@ def train_or_reuse(settings: dict[str, Any]) -> tuple[Path, float | None]:
     done = subprocess.run([sys.executable, "-m", "tflite_edge.demo.train_policy", str(settings_path)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        raise TrainingError(f"training the policy failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise PolicyError(f"training the policy failed: {done.stderr.strip().splitlines()[-1:]}")
     return policy_dir, float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 

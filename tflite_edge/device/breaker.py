@@ -21,9 +21,13 @@ __all__ = ["BreakerConfig", "CircuitBreaker"]
 
 @dataclass(frozen=True)
 class BreakerConfig:
+    """``enabled=False`` keeps the breaker closed whatever happens (every offload is sent),
+    e.g. to measure a fixed placement as it is."""
+
     failures_to_open: int = 3
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.failures_to_open < 1 or self.backoff_s <= 0 or self.max_backoff_s < self.backoff_s:
@@ -71,7 +75,7 @@ class CircuitBreaker:
             self.open_until = self._clock() + self.backoff_s
             return False
         self.failures += 1
-        if self.open_until is None and self.failures >= self.config.failures_to_open:
+        if self.open_until is None and self.config.enabled and self.failures >= self.config.failures_to_open:
             self.open_until = self._clock() + self.backoff_s
             return True
         return False

@@ -222,10 +222,10 @@ class ContextSubscriber:
         if budget is not None:
             self.topics[budget_topic(prefix, device_id)] = budget.handle
         self._budget_topic = budget_topic(prefix, device_id)
-        self._broker_url = broker_url
-        from ..transport.protocol import device_login
+        from ..transport.mqtt import device_connection
 
-        self._client_id = device_login(device_id, "context")
+        # Its own login and client id ({device}-context) on a broker set up by `broker-config`.
+        self._address, self._client_id = device_connection(broker_url, device_id, "context")
         self._connect_timeout_s = connect_timeout_s
         self._subscribed = threading.Event()
         self._client: Any = None
@@ -233,7 +233,7 @@ class ContextSubscriber:
     def start(self, *, require_broker: bool = True) -> ContextSubscriber:
         from ..transport.mqtt import connect_and_start, make_client
 
-        client = make_client(self._broker_url, self._client_id)
+        client = make_client(self._address, self._client_id)
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *args: self._subscribed.set()
         client.on_message = self._on_message

@@ -142,7 +142,7 @@ class OffloadClient:
         try:
             header = ReplyHeader.from_message(message.user_properties, correlation)
         except TransportError as e:
-            header = ReplyHeader.failure("", "bad_reply", f"the edge sent a malformed reply: {e}")
+            header = ReplyHeader.failure("", ErrorCode.BAD_REPLY, f"the edge sent a malformed reply: {e}")
         if not header.ok and header.code == ErrorCode.UNKNOWN_BUNDLE:
             if slot.reply is None:
                 slot.reply = Reply(header, message.payload, received_at)  # kept in case no edge answers

@@ -16,10 +16,11 @@ import numpy as np
 
 from ..bundle.manifest import Manifest
 from ..errors import InputError
+from ..transport.protocol import ThresholdKind
 
-__all__ = ["EXIT_RULE_KINDS", "ExitRule", "Plan", "resolve_plan", "ResolvedPlan"]
+__all__ = ["EXIT_RULE_KINDS", "ExitRule", "Plan", "ThresholdKind", "resolve_plan", "ResolvedPlan"]
 
-EXIT_RULE_KINDS = ("top1", "entropy")
+EXIT_RULE_KINDS = tuple(kind.value for kind in ThresholdKind)
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,13 @@ class ExitRule:
     """
 
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    kind: str = "top1"
+    kind: ThresholdKind = ThresholdKind.TOP1
 
     def __post_init__(self) -> None:
-        if self.kind not in EXIT_RULE_KINDS:
-            raise InputError(f"exit rule kind {self.kind!r} is not one of {', '.join(EXIT_RULE_KINDS)}")
+        try:
+            object.__setattr__(self, "kind", ThresholdKind(self.kind))
+        except ValueError as e:
+            raise InputError(f"exit rule kind {self.kind!r} is not one of {', '.join(EXIT_RULE_KINDS)}") from e
         for name, value in self.thresholds.items():
             if not math.isfinite(value) or value < 0:
                 raise InputError(f"threshold for exit {name!r} must be a finite number >= 0, got {value}")
@@ -54,7 +57,7 @@ class ExitRule:
         if threshold is None:
             return False
         flat = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-        if self.kind == "top1":
+        if self.kind is ThresholdKind.TOP1:
             return bool(flat.max() >= threshold)
         return entropy_nats(flat) <= threshold
 

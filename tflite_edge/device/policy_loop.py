@@ -33,6 +33,7 @@ from ..agents.cost import energy_mj as energy_model_mj
 from ..agents.cost import measured_energy_mj
 from ..agents.tflite_policy import TFLitePolicy
 from ..errors import PolicyError, TfliteEdgeError
+from ..transport.protocol import DEFAULT_PREFIX
 from .context import POWER_SUPPLY_ROOT, ContextSubscriber, EdgeLoadTracker, PowerBudget, measured_device_speed
 from .plan import ExitRule, Plan
 from .result import InferenceResult
@@ -156,10 +157,10 @@ class PolicyReceiver:
         on_update: Callable[[int], None] | None = None,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
-        from ..security.signing import _key_list
+        from ..security.signing import trusted_keys
 
         self.topic = topic
-        self.public_keys = _key_list(public_keys)  # type: ignore[arg-type]
+        self.public_keys = trusted_keys(public_keys)
         self.slot = slot
         self.manifest = manifest
         self.backend = backend
@@ -524,7 +525,7 @@ def policy_session(
     broker_url: str,
     deadline_ms: float,
     policy_dir: str | None = None,
-    prefix: str = "tflite-edge/v1",
+    prefix: str = DEFAULT_PREFIX,
     policy_topic: str | None = None,
     public_key_paths: Sequence[str] = (),
     backend: str | None = None,

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RAN_ON", "InferenceResult"]
+__all__ = ["RAN_ON", "InferenceResult", "RanOn"]
 
-# "device": every segment used ran locally (also every fallback); "edge": the device sent
-# the raw input; "split": the device ran the head and the edge the tail.
-RAN_ON = ("device", "edge", "split")
+
+class RanOn(StrEnum):
+    """Where a request's answer was computed (the value is what results and telemetry carry)."""
+
+    DEVICE = "device"  # every segment used ran locally (also every fallback)
+    EDGE = "edge"  # the device sent the raw input
+    SPLIT = "split"  # the device ran the head and the edge the tail
+
+
+RAN_ON = tuple(place.value for place in RanOn)
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class InferenceResult:
     transfer_ms: float
     edge_ms: float
     total_ms: float
-    ran_on: str
+    ran_on: RanOn
     fell_back: bool = False
     early_exit: bool = False
     error: str | None = None
@@ -44,10 +52,13 @@ class InferenceResult:
     deadline_ms: float | None = None
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ran_on", RanOn(self.ran_on))  # also when given as its text
+
     @property
     def offloaded(self) -> bool:
         """True when the answer came from the edge."""
-        return self.ran_on in ("edge", "split")
+        return self.ran_on in (RanOn.EDGE, RanOn.SPLIT)
 
     @property
     def met_deadline(self) -> bool | None:
@@ -65,7 +76,7 @@ class InferenceResult:
             "transfer_ms": round(self.transfer_ms, 3),
             "edge_ms": round(self.edge_ms, 3),
             "total_ms": round(self.total_ms, 3),
-            "ran_on": self.ran_on,
+            "ran_on": self.ran_on.value,
             "fell_back": self.fell_back,
             "early_exit": self.early_exit,
             "error": self.error,

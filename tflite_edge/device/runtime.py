@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Unpack
 import numpy as np
 
 from ..bundle import Bundle, load_bundle
-from ..errors import InputError, RemoteError, TransportError, WireFormatError
+from ..errors import ErrorCode, InputError, RemoteError, TransportError, WireFormatError
 from ..runtime.backends import InterpreterFactory
 from ..runtime.chain import BundleRunner, dequantize
 from ..transport.clock import ClockOffset
@@ -41,7 +41,7 @@ from .breaker import CircuitBreaker
 from .config import DeviceConfig, DeviceOptions
 from .offload import OffloadClient, Reply
 from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
-from .result import InferenceResult
+from .result import InferenceResult, RanOn
 
 if TYPE_CHECKING:  # emulation imports the agents' trace model, which a device does not need
     from .emulation import Emulation
@@ -213,11 +213,11 @@ class DeviceRuntime:
                 device_ms += self._run_segment(index, seen)
             for name in self._exits_by_segment.get(index, ()):
                 if name == plan.exit:
-                    return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device")
+                    return self._finish(rid, plan, name, seen, t0, device_ms, ran_on=RanOn.DEVICE)
                 if self._exit_before_target(name, plan):
                     last_exit = name
                     if plan.rule and plan.rule.confident(name, self.runner.exit_probabilities(seen, name)):
-                        return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device", early=True)
+                        return self._finish(rid, plan, name, seen, t0, device_ms, ran_on=RanOn.DEVICE, early=True)
         # The target exit lies beyond the partition: offload the tail.
         return self._offload(rid, plan, seen, t0, device_ms, last_exit)
 
@@ -348,9 +348,9 @@ class DeviceRuntime:
         try:
             exit_spec = self.manifest.exit(exit_name)
         except KeyError as e:
-            raise RemoteError(f"the edge answered with unknown exit {exit_name!r}", "bad_reply") from e
+            raise RemoteError(f"the edge answered with unknown exit {exit_name!r}", ErrorCode.BAD_REPLY) from e
         if exit_spec.segment < plan.partition or exit_spec.segment > plan.exit_segment:
-            raise RemoteError(f"the edge answered with exit {exit_name!r}, outside the plan", "bad_reply")
+            raise RemoteError(f"the edge answered with exit {exit_name!r}, outside the plan", ErrorCode.BAD_REPLY)
         tensor = self.manifest.segments[exit_spec.segment].output(exit_name)
         _, raw = decode_frame(reply.payload, expect=expect_activation(self.manifest, spec=tensor),
                               max_payload_bytes=tensor.bytes)
@@ -361,7 +361,7 @@ class DeviceRuntime:
         return self._result(
             rid, plan, exit_name, probabilities, t0, device_ms,
             transfer_ms=max(round_trip_ms - edge_ms, 0.0), edge_ms=edge_ms,
-            ran_on="edge" if plan.partition == 0 else "split",
+            ran_on=RanOn.EDGE if plan.partition == 0 else RanOn.SPLIT,
             early=exit_name != plan.exit, request_bytes=request_bytes, reply_bytes=len(reply.payload),
             total_ms=(done - t0) * 1e3,
         )
@@ -385,9 +385,9 @@ class DeviceRuntime:
             for name in self._exits_by_segment.get(index, ()):
                 if (name != chosen and self._exit_before_target(name, plan) and plan.rule
                         and plan.rule.confident(name, self.runner.exit_probabilities(seen, name))):
-                    return self._finish(rid, plan, name, seen, t0, device_ms, ran_on="device", early=True,
+                    return self._finish(rid, plan, name, seen, t0, device_ms, ran_on=RanOn.DEVICE, early=True,
                                         fell_back=True, error=error, request_bytes=request_bytes)
-        return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on="device", fell_back=True, error=error,
+        return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on=RanOn.DEVICE, fell_back=True, error=error,
                             request_bytes=request_bytes)
 
     def _edge_deadline_us(self, wait_until_wall_s: float) -> int | None:
@@ -418,7 +418,7 @@ class DeviceRuntime:
 
     def _finish(
         self, rid: str, plan: ResolvedPlan, exit_name: str, seen: dict[str, np.ndarray], t0: float,
-        device_ms: float, *, ran_on: str, early: bool = False, fell_back: bool = False,
+        device_ms: float, *, ran_on: RanOn, early: bool = False, fell_back: bool = False,
         error: str | None = None, request_bytes: int = 0,
     ) -> InferenceResult:
         probabilities = self.runner.exit_probabilities(seen, exit_name)
@@ -428,7 +428,7 @@ class DeviceRuntime:
 
     def _result(
         self, rid: str, plan: ResolvedPlan, exit_name: str, probabilities: np.ndarray, t0: float,
-        device_ms: float, *, transfer_ms: float, edge_ms: float, ran_on: str, early: bool = False,
+        device_ms: float, *, transfer_ms: float, edge_ms: float, ran_on: RanOn, early: bool = False,
         fell_back: bool = False, error: str | None = None, request_bytes: int = 0, reply_bytes: int = 0,
         total_ms: float | None = None,
     ) -> InferenceResult:

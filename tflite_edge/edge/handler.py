@@ -18,7 +18,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..device.plan import ExitRule
-from ..errors import ProtocolError, TfliteEdgeError, WireFormatError
+from ..errors import InputError, ProtocolError, TfliteEdgeError, WireFormatError
 from ..runtime.chain import BundleRunner
 from ..transport.protocol import ErrorCode, ReplyHeader, RequestHeader, now_us
 from ..transport.wire import decode_activation, encode_tensor
@@ -58,7 +58,7 @@ class EdgeHandler:
                 bundle, backend=backend, num_threads=num_threads, delegate=delegate, allow_fallback=allow_fallback
             )
         if not self.runners:
-            raise TfliteEdgeError("an edge needs at least one bundle to serve")
+            raise InputError("an edge needs at least one bundle to serve")
         self.codec = codec
         self.clock_us = clock_us
         self.shed = 0  # requests dropped because their deadline had passed (or would before the answer)

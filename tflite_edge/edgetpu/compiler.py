@@ -116,4 +116,6 @@ def compile_bundle(bundle: Bundle, segments: Sequence[int] | None = None, *, tim
         for variant in spec.variants:
             if variant.file not in files:
                 files[variant.file] = bundle.read_variant(index, variant.target)
+    for fused in updated.fused:
+        files[fused.file] = bundle.read_fused(fused.start, fused.stop)
     return write_bundle(bundle.path, updated, files, overwrite=True)

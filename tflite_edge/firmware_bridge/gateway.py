@@ -21,6 +21,7 @@ from ..bundle import Bundle, load_bundle
 from ..errors import InputError, McuError, MicroModelError, SerialMessageError
 from ..runtime.chain import BundleRunner
 from ..telemetry.power import PowerReading, PowerSensor
+from ..transport.protocol import DEFAULT_PREFIX
 from .client import BridgeClient
 from .layout import SegmentLayout, segment_layout
 from .messages import ErrorCode, ModelInfo
@@ -34,7 +35,8 @@ class McuBundleRunner(BundleRunner):
     """Runs segment 0 of a bundle on the MCU and every later segment with a local interpreter."""
 
     def __init__(self, bundle: Bundle, client: BridgeClient, *, slot: int = 0, **options: Any) -> None:
-        super().__init__(bundle, **options)
+        # Never a fused prefix: segment 0 must run on the MCU, through run_segment.
+        super().__init__(bundle, use_fused=False, **options)
         self.client = client
         self.slot = slot
         self.layout: SegmentLayout = segment_layout(bundle, 0, backend=options.get("backend"))
@@ -118,7 +120,7 @@ class Gateway:
         timeout_s: float = 2.0,
         retries: int = 3,
         telemetry_period_s: float = 5.0,
-        prefix: str = "tflite-edge/v1",
+        prefix: str = DEFAULT_PREFIX,
         backend: str | None = None,
         **runtime_options: Any,
     ) -> None:

@@ -257,6 +257,11 @@ class LinkMonitor:
         with self._lock:
             self.losses.error()
 
+    def estimates(self) -> tuple[float | None, float | None, float]:
+        """(uplink Mbit/s, smoothed RTT ms, loss ratio) as measured so far, read together."""
+        with self._lock:
+            return self.throughput.mbps, self.rtt.srtt_ms, self.losses.loss_ratio
+
     def snapshot(self) -> LinkSnapshot:
         with self._lock:
             return LinkSnapshot(

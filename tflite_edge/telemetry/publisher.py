@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import PowerSensorError, TelemetryError
+from ..transport.protocol import DEFAULT_PREFIX, Topics
 from .energy import EstimatedPowerSensor, request_energy_mj
 from .link import LinkMonitor
 from .power import PowerReading, PowerSensor, discover_power_sensor
@@ -57,19 +58,15 @@ if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode
 
     from ..transport.mqtt import MqttClient, Will
-    from ..transport.protocol import Topics
 
 __all__ = ["DEFAULT_PREFIX", "QOS", "TelemetryPublisher", "status_payload", "status_will"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "tflite-edge/v1"
 QOS = {"status": 1, "telemetry": 1, "experience": 1}
 
 
 def _topics(prefix: str) -> Topics:
-    from ..transport.protocol import Topics
-
     return Topics(prefix)
 
 
@@ -285,10 +282,7 @@ class TelemetryPublisher:
 
         No I/O: every value was measured already (None until it has been).
         """
-        with self.link._lock:
-            uplink = self.link.throughput.mbps
-            rtt = self.link.rtt.srtt_ms
-            loss = self.link.losses.loss_ratio
+        uplink, rtt, loss = self.link.estimates()
         return {
             "uplink_mbps": uplink,
             "rtt_ms": rtt,

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from ..errors import TelemetryError, TelemetrySchemaError
 from ..files import open_regular
+from ..transport.protocol import DEFAULT_PREFIX
 from .schema import ExperienceBatch, StatusMessage, TelemetryMessage, decode
 
 __all__ = [
@@ -77,7 +78,7 @@ class TelemetrySubscriber:
         broker_url: str,
         on_message: Callable[[Received], None],
         *,
-        prefix: str = "tflite-edge/v1",
+        prefix: str = DEFAULT_PREFIX,
         device: str | None = None,
         experience: bool = False,
         client_id: str | None = None,

@@ -18,15 +18,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..errors import TfliteEdgeError
+from ..errors import BrokerError
 
 __all__ = ["BrokerError", "MosquittoBroker", "free_port"]
 
 log = logging.getLogger(__name__)
-
-
-class BrokerError(TfliteEdgeError):
-    """The private Mosquitto broker cannot be started."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

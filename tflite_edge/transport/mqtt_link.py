@@ -73,7 +73,9 @@ class MqttLink:
         if required:
             self.close()
             required_filters = [f for f, (_, optional, _) in self._subscriptions.items() if not optional]
-        raise BrokerConnectionError(f"the broker did not confirm the subscription to {', '.join(required_filters)}")
+            raise BrokerConnectionError(
+                f"the broker did not confirm the subscription to {', '.join(required_filters)}"
+            )
         return False
 
     def publish(self, message: Message, *, qos: int = 0, timeout_s: float | None = None) -> bool:

@@ -33,11 +33,12 @@ import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..errors import ProtocolError, RemoteError, TopicError, UnknownBundleError
+from ..errors import ErrorCode, ProtocolError, RemoteError, TopicError, UnknownBundleError
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -45,6 +46,7 @@ __all__ = [
     "DEVICE_CONNECTIONS",
     "device_login",
     "ErrorCode",
+    "ThresholdKind",
     "Topics",
     "RequestHeader",
     "ReplyHeader",
@@ -93,14 +95,12 @@ def _time_us(props: Mapping[str, str], key: str) -> int | None:
     return value
 
 
-class ErrorCode:
-    """Error codes an edge puts in ``code`` of an error reply."""
+class ThresholdKind(StrEnum):
+    """How an early-exit threshold is compared (``thr_kind``): top-1 probability at least the
+    threshold, or entropy (nats) at most the threshold."""
 
-    UNKNOWN_BUNDLE = "unknown_bundle"
-    BAD_REQUEST = "bad_request"
-    EXPIRED = "expired"
-    INTERNAL = "internal"
-    # WireFormatError subclasses supply their own ``code`` (bad_frame, truncated, ...).
+    TOP1 = "top1"
+    ENTROPY = "entropy"
 
 
 def validate_topic_level(value: str, what: str) -> str:
@@ -245,7 +245,7 @@ class RequestHeader:
     request_id: str
     exit: str
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    threshold_kind: str = "top1"
+    threshold_kind: ThresholdKind = ThresholdKind.TOP1
     deadline_us: int | None = None  # in the edge's clock (Unix µs); past it, nobody waits for the answer
 
     def to_pairs(self) -> list[tuple[str, str]]:
@@ -263,9 +263,10 @@ class RequestHeader:
         request_id = request_id_of(correlation)
         if not props.get("exit"):
             raise ProtocolError("request lacks the user property 'exit'")
-        kind = props.get("thr_kind", "top1")
-        if kind not in ("top1", "entropy"):
-            raise ProtocolError(f"thr_kind {kind!r} is not 'top1' or 'entropy'")
+        try:
+            kind = ThresholdKind(props.get("thr_kind", ThresholdKind.TOP1))
+        except ValueError as e:
+            raise ProtocolError(f"thr_kind {props['thr_kind']!r} is not 'top1' or 'entropy'") from e
         return cls(
             request_id=request_id,
             exit=props["exit"],
