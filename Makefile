@@ -10,11 +10,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all setup demo test test-fast test-arm64 arm64-userland bench lint docs clean mosquitto
+.PHONY: all setup demo monitor test test-fast test-arm64 arm64-userland bench lint docs clean mosquitto prometheus
 
 all: setup
 
-setup: $(VENV)/.installed $(VENV_DEVICE)/.installed mosquitto
+setup: $(VENV)/.installed $(VENV_DEVICE)/.installed mosquitto prometheus
 
 $(VENV)/.installed: requirements/host.txt setup.cfg setup.py pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -37,6 +37,13 @@ mosquitto:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
 	@# The Debian package enables a system broker on port 1883; tflite-edge starts its own.
 
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Prometheus from the Debian package"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@# On systemd hosts the package also runs a system Prometheus on port 9090; tflite-edge monitor
+	@# (port 9091) and the tests start their own on loopback.
+
 test: setup arm64-userland
 	$(HOST_PY) -m pytest -q
 
@@ -54,6 +61,9 @@ test-fast: setup
 
 demo: setup
 	$(HOST_PY) -m tflite_edge demo --out out/demo
+
+monitor: setup
+	$(HOST_PY) -m tflite_edge monitor out/demo
 
 bench: setup
 	$(HOST_PY) -m bench --out out/bench

@@ -6,7 +6,10 @@ another fixture, is marked ``slow`` here; ``make test-fast`` runs everything els
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +98,27 @@ def digits_npz(digits_split, tmp_path_factory) -> Path:
     return path
 
 
+# For the live policy tests and the Prometheus test: makes the digits model's device compute
+# (microseconds per segment here) comparable to 3G transfers, so that the policy has real
+# choices to make. Training runs in a fresh process (`tflite-edge policy train`): TF-Agents
+# needs tf.keras to resolve to tf-keras, which the Keras 3 models of other tests prevent.
+POLICY_SLOWDOWN = "20000"
+
+
+@pytest.fixture(scope="session")
+def trained_policy(digits_bundle, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A policy directory (policy.tflite, policy.json, checkpoints/) for ``digits_bundle``."""
+    from tflite_edge.runtime.profile import profile_bundle
+
+    root = tmp_path_factory.mktemp("live-policy")
+    profile = root / "profile.json"
+    profile.write_text(json.dumps(profile_bundle(digits_bundle, repeats=5, warmup=1).to_dict()))
+    command = [sys.executable, "-m", "tflite_edge", "policy", "train", "--bundle", str(digits_bundle.path),
+               "--profile", str(profile), "--synthetic", "6", "--device-slowdown", POLICY_SLOWDOWN,
+               "--steps", "200", "--batch-size", "128", "-o", str(root / "policy")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "policy"
 @pytest.fixture
 def broker() -> Iterator[MosquittoBroker]:
     """A Mosquitto of the test's own on a free loopback port, stopped after the test."""

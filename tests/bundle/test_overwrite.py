@@ -73,8 +73,9 @@ def test_convert_force_refuses_a_non_bundle_before_loading_the_model(tmp_path, c
     target = tmp_path / "work"
     target.mkdir()
     (target / "thesis.tex").write_text("years of work")
-    # The model does not exist: the refusal must come first, without any work done.
-    code = main(["convert", str(tmp_path / "missing.keras"), "-o", str(target), "--force", "--quantize", "none"])
+    # The model file is not a model: the refusal must come first, before it is loaded.
+    (tmp_path / "model.keras").write_text("not a model")
+    code = main(["convert", str(tmp_path / "model.keras"), "-o", str(target), "--force", "--quantize", "none"])
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("error: ") and err.count("\n") == 1 and "not a bundle" in err, err
     assert (target / "thesis.tex").read_text() == "years of work"

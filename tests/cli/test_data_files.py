@@ -164,15 +164,16 @@ def test_evaluate_with_an_npy_is_one_line(capsys, digits_bundle, tmp_path, x_val
 
 
 def test_convert_checks_its_data_files_before_loading_the_model(capsys, tmp_path, x_val):
-    """The model path does not even exist: the data error must come first, before any work."""
+    """The model file is not even a model: the data error must come first, before it is loaded."""
     np.save(tmp_path / "calib.npy", x_val)
-    code, _, err = run_cli(capsys, "convert", tmp_path / "missing.keras", "-o", tmp_path / "out",
+    (tmp_path / "model.keras").write_text("not a model")
+    code, _, err = run_cli(capsys, "convert", tmp_path / "model.keras", "-o", tmp_path / "out",
                            "--calibration", tmp_path / "calib.npy", "--validation", tmp_path / "calib.npy")
     one_error_line(code, err, "--validation", "single .npy array")
     bad = x_val.copy()
     bad[0, 0, 0, 0] = np.nan
     np.save(tmp_path / "nan.npy", bad)
-    code, _, err = run_cli(capsys, "convert", tmp_path / "missing.keras", "-o", tmp_path / "out",
+    code, _, err = run_cli(capsys, "convert", tmp_path / "model.keras", "-o", tmp_path / "out",
                            "--calibration", tmp_path / "nan.npy")
     one_error_line(code, err, "--calibration", "NaN")
     assert not (tmp_path / "out").exists()

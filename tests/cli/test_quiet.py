@@ -22,7 +22,7 @@ def test_running_a_bundle_prints_no_interpreter_notes(digits_bundle, digits_spli
     verbose = _run("-v", "run", str(digits_bundle.path), "--input", str(x), "-o", str(tmp_path / "y.npz"))
     assert verbose.returncode == 0
     if "litert" in verbose.stdout:  # LiteRT announces its XNNPACK delegate; -v shows it, in the log
-        assert "creating the interpreter for segment 0" in verbose.stderr and "XNNPACK" in verbose.stderr
+        assert "creating the interpreter for" in verbose.stderr and "XNNPACK" in verbose.stderr
 
 
 def test_the_device_command_prints_results_only(digits_bundle, digits_split, tmp_path: Path) -> None:

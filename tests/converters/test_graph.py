@@ -93,14 +93,26 @@ def test_auto_cuts_prefer_where_an_exit_branches_off():
     assert graph.exit_segments(["wide"]) == {"exit_1": 0, "final": 1}
 
 
-def test_a_reshape_is_not_a_cut_its_input_is():
-    # input -> conv -> flatten -> dense -> final: TFLite folds the flatten into the dense layer.
-    graph = LayerGraph(
-        [L("input"), L("conv", ["input"], (1, 1, 8)), LayerInfo("flat", ("conv",), (8,), 0, reshape_only=True),
+def _flatten_graph(conv_shape: tuple[int, ...]) -> LayerGraph:
+    # input -> conv -> flatten -> dense -> final
+    size = 1
+    for d in conv_shape:
+        size *= d
+    return LayerGraph(
+        [L("input"), L("conv", ["input"], conv_shape), LayerInfo("flat", ("conv",), (size,), 0, reshape_only=True),
          L("dense", ["flat"], (8,)), L("final", ["dense"], (10,))],
         "input", ["final"],
     )
+
+
+def test_a_reshape_that_drops_unit_dimensions_is_not_a_cut_its_input_is():
+    # TFLite folds a 1x1x8 -> 8 flatten into the dense layer, which then reads conv's output.
+    graph = _flatten_graph((1, 1, 8))
     assert graph.valid_cuts() == ["conv", "dense"]
-    with pytest.raises(CutError, match=r"cannot cut at 'flat': it only reshapes.*input 'conv' instead"):
+    with pytest.raises(CutError, match=r"cannot cut at 'flat': it only drops unit dimensions.*input 'conv' instead"):
         graph.check_cuts(["flat"])
     assert auto_cuts(graph, 2) == ["conv", "dense"]
+
+
+def test_a_flatten_that_reorders_is_a_cut():
+    assert _flatten_graph((6, 6, 4)).valid_cuts() == ["conv", "flat", "dense"]

@@ -20,6 +20,10 @@ def inputs(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("extra, message", [
     (["--policy", "p"], "need --broker"),
     (["--telemetry"], "need --broker"),
+    (["--broker", "mqtt://127.0.0.1:1", "--policy", "p", "--deadline-ms", "50", "--no-telemetry"],
+     "drop --no-telemetry"),
+    (["--homeassistant"], "give --broker"),
+    (["--broker", "mqtt://127.0.0.1:1", "--homeassistant", "bad/+"], "--homeassistant 'bad/+'"),
     (["--broker", "mqtt://127.0.0.1:1", "--policy", "p", "--exit", "final"], "drop --exit"),
     (["--broker", "mqtt://127.0.0.1:1", "--policy", "p"], "needs --deadline-ms"),
 ])

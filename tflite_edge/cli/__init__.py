@@ -38,6 +38,7 @@ COMMANDS = (
     "firmware",
     "edgetpu",
     "telemetry",
+    "monitor",
     "plot",
     "keys",
     "broker_config",
@@ -54,7 +55,7 @@ Typical flow:
   tflite-edge inspect bundle
   tflite-edge edge --broker mqtt://HOST:1883 --bundle bundle                  # on the edge server
   tflite-edge device --broker mqtt://HOST:1883 --bundle bundle --partition 1 \\
-      --deadline-ms 50 --input x.npy --telemetry                             # on the device
+      --deadline-ms 50 --input x.npy                                         # on the device
   tflite-edge telemetry --broker mqtt://HOST:1883                            # anywhere
 
 Guides: docs/index.md. Every command explains itself: tflite-edge COMMAND --help

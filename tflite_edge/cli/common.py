@@ -15,8 +15,10 @@ __all__ = [
     "add_backend_options",
     "add_bundle_key_option",
     "add_codec_option",
+    "add_homeassistant_option",
     "add_prefix_option",
     "add_state_file_option",
+    "homeassistant_of",
     "open_bundle",
     "print_json",
     "progress",
@@ -95,3 +97,25 @@ def open_bundle(path: str, key_paths: list[str], state_file: str | None = None) 
     from ..bundle import load_bundle
 
     return load_bundle(path)
+
+
+def add_homeassistant_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--homeassistant", nargs="?", const="homeassistant", metavar="DISCOVERY_PREFIX",
+        help="announce this device's sensors to Home Assistant (MQTT discovery, retained, under DISCOVERY_PREFIX, "
+             "default homeassistant); without it, an earlier announcement is removed",
+    )
+
+
+def homeassistant_of(args: argparse.Namespace) -> Any:
+    """The ``HomeAssistant`` discovery setting the command line asks for."""
+    from ..errors import InputError, TopicError
+    from ..telemetry.homeassistant import DEFAULT_DISCOVERY_PREFIX, HomeAssistant
+    from ..transport.protocol import validate_prefix
+
+    prefix = args.homeassistant or DEFAULT_DISCOVERY_PREFIX
+    try:
+        validate_prefix(prefix)
+    except TopicError as e:
+        raise InputError(f"--homeassistant {prefix!r}: {e}") from e
+    return HomeAssistant(enabled=args.homeassistant is not None, discovery_prefix=prefix)

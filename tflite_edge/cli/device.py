@@ -10,6 +10,7 @@ from .common import (
     add_backend_options,
     add_bundle_key_option,
     add_codec_option,
+    add_homeassistant_option,
     add_prefix_option,
     add_state_file_option,
     open_bundle,
@@ -66,11 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "a fast network")
     parser.add_argument("--delegate", metavar="edgetpu[:usb|:pci[:N]]", help="hardware delegate, e.g. edgetpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
-    parser.add_argument("--telemetry", action="store_true",
-                        help="publish status, telemetry and experience on {prefix}/dev/ID/... while running "
-                             "(always on with --policy)")
+    parser.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None,
+                        help="publish status, telemetry and experience on {prefix}/dev/ID/... while running: on "
+                             "whenever --broker is given; --no-telemetry turns it off (not with --policy)")
     parser.add_argument("--telemetry-period-s", type=float, default=5.0, metavar="S",
                         help="seconds between telemetry messages (default: 5)")
+    add_homeassistant_option(parser)
     live = parser.add_argument_group(
         "learned policy", "decide exit and partition per request from live telemetry instead of --exit/--partition "
                           "(needs --broker and --deadline-ms); see docs/policy.md")
@@ -177,14 +179,16 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
     from contextlib import ExitStack
 
     from ..device.policy_loop import attached_telemetry, policy_session
+    from .common import homeassistant_of
 
     live = _check_policy_options(args)
     with ExitStack() as stack:
         if not live:
-            if args.telemetry:
+            if args.broker is not None and args.telemetry is not False:
                 stack.enter_context(attached_telemetry(runtime, args.broker, prefix=args.prefix,
                                                        period_s=args.telemetry_period_s,
-                                                       require_broker=not args.start_without_broker))
+                                                       require_broker=not args.start_without_broker,
+                                                       homeassistant=homeassistant_of(args)))
             start = time.monotonic()
             for i, sample in enumerate(samples):
                 if args.interval_ms > 0:
@@ -197,16 +201,24 @@ def _results(args: argparse.Namespace, runtime, samples, plan):  # type: ignore[
             backend=args.backend, telemetry_period_s=args.telemetry_period_s,
             connect_timeout_s=args.connect_timeout_s, require_broker=not args.start_without_broker,
             power_budget_mw=args.power_budget_mw, edge_load_stale_s=args.edge_load_stale_s,
-            state_file=args.state_file,
+            state_file=args.state_file, homeassistant=homeassistant_of(args),
         ))
         yield from runner.run_many(samples, interval_ms=args.interval_ms)
 
 
 def _check_policy_options(args: argparse.Namespace) -> bool:
     """Refuse contradictory options before connecting; True when a policy decides."""
+    from .common import homeassistant_of
+
     live = args.policy is not None or args.policy_topic is not None
     if (live or args.telemetry) and args.broker is None:
         raise InputError("--policy, --policy-topic and --telemetry need --broker")
+    if live and args.telemetry is False:
+        raise InputError("--policy decides from live telemetry and reports its experience there: drop --no-telemetry")
+    if args.homeassistant and (args.broker is None or args.telemetry is False):
+        raise InputError("--homeassistant points Home Assistant at the telemetry: give --broker, without "
+                         "--no-telemetry")
+    homeassistant_of(args)  # a bad discovery prefix fails here, before connecting
     if live and (args.exit is not None or args.partition is not None or args.threshold):
         raise InputError("--policy decides the exit and the partition: drop --exit, --partition and --threshold")
     if live and args.deadline_ms is None:

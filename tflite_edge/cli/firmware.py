@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InputError
-from .common import add_prefix_option
+from .common import add_homeassistant_option, add_prefix_option, homeassistant_of
 
 EPILOG = """\
 examples:
@@ -103,7 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
     bridge.add_argument("--timeout-s", type=float, default=2.0, help="serial reply timeout (default: 2)")
     bridge.add_argument("--retries", type=int, default=3, help="serial retries per request (default: 3)")
+    bridge.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None,
+                        help="publish status and telemetry (with the MCU's power) on {prefix}/dev/ID/...: on "
+                             "whenever --broker is given; --no-telemetry turns it off")
     bridge.add_argument("--telemetry-period-s", type=float, default=5.0, help="telemetry period (default: 5)")
+    add_homeassistant_option(bridge)
     bridge.add_argument("--duration-s", type=float, help="without --input: stop after this many seconds")
     add_prefix_option(bridge)
     bridge.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
@@ -223,9 +227,14 @@ def run_bridge(args: argparse.Namespace) -> int:
     x = load_array(args.input, what="--input") if args.input is not None else None
     partition = args.partition
     rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
+    if args.broker is None and (args.telemetry or args.homeassistant is not None):
+        raise InputError("--telemetry and --homeassistant need --broker")
+    if args.homeassistant is not None and args.telemetry is False:
+        raise InputError("--homeassistant points Home Assistant at the telemetry: drop --no-telemetry")
     with Gateway(
         args.bundle, args.port, device_id=args.id, broker_url=args.broker, baud=args.baud, timeout_s=args.timeout_s,
         retries=args.retries, telemetry_period_s=args.telemetry_period_s, prefix=args.prefix,
+        telemetry=args.telemetry is not False, homeassistant=homeassistant_of(args),
     ) as gateway:
         info = gateway.model_info
         caps = gateway.client.capabilities

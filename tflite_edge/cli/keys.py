@@ -99,8 +99,11 @@ def run_sign(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from ..errors import SignatureError
+    from ..files import read_regular
     from ..security.signing import (
         BUNDLE_SIGNATURE,
+        MAX_SIGNATURE_FILE_BYTES,
         POLICY_SIGNATURE,
         Signature,
         load_public_keys,
@@ -117,7 +120,9 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         verify_policy(path, keys)
         kind, name, detail = "policy", POLICY_SIGNATURE, "every file matches"
-    signer = Signature.from_json((path / name).read_bytes(), str(path / name)).key_id
+    signature_bytes = read_regular(path / name, what="signature", max_bytes=MAX_SIGNATURE_FILE_BYTES,
+                                   error=SignatureError)
+    signer = Signature.from_json(signature_bytes, str(path / name)).key_id
     if args.json:
         print_json({"path": str(path), "kind": kind, "verified": True, "key_id": signer})
     else:

@@ -213,6 +213,8 @@ def check_options(
     repeated = sorted({c for c in cuts if list(cuts).count(c) > 1})
     if repeated:
         raise CutError(f"cut layer(s) {', '.join(repeated)} named more than once; give each cut once")
+    if Path(output_dir).exists() and not overwrite:
+        raise ConversionError(f"{output_dir} already exists; choose another output or pass overwrite (--force)")
     check_replaceable(Path(output_dir), overwrite=overwrite)  # --force replaces only a bundle
     if quantize == "int8" and not has_calibration:
         raise CalibrationError(

@@ -4,10 +4,10 @@ A layer's output tensor T is a valid cut when it separates the graph: every laye
 depends on T (its *tail*) reads only T or other tail layers, and the tail holds at least
 one exit. Layers that do not depend on T (everything before it, and early-exit heads that
 branch off before it) stay in the head. Inside a residual block the skip connection reads
-a tensor from before the cut, so such layers are rejected. So are layers that only reshape
-(Flatten, Reshape): the TFLite converter folds a reshape into the fully connected layer
-that reads it, which then reads the tensor before the cut; cutting at the reshape's input
-moves the same bytes.
+a tensor from before the cut, so such layers are rejected. So are reshapes (Flatten,
+Reshape) that only drop unit dimensions (1x1x64 -> 64): the TFLite converter folds such a
+reshape into the layer that reads it, which then reads the tensor before the cut; cutting
+at the reshape's input moves the same bytes. (A Flatten of 6x6x4 stays, and is a valid cut.)
 
 The analysis works on a plain description of the graph (`LayerGraph`), built from the Keras
 model once, so the rules are testable without TensorFlow.
@@ -33,7 +33,7 @@ class LayerInfo:
     parents: tuple[str, ...]
     output_shape: tuple[int, ...] | None  # without the batch axis; None for multi-output layers
     macs: int
-    reshape_only: bool = False  # Flatten/Reshape: the converter may fold it into the layer that reads it
+    reshape_only: bool = False  # Flatten/Reshape: may be folded into the layer that reads it
 
 
 # Keras layers that only change the shape of their input.
@@ -92,10 +92,10 @@ class LayerGraph:
             return "it is the model input"
         if layer.output_shape is None:
             return "it has several outputs"
-        if layer.reshape_only:
-            source = f" {layer.parents[0]!r}" if len(layer.parents) == 1 else ""
-            return (f"it only reshapes its input, which the TFLite converter folds into the next layer "
-                    f"(cut at its input{source} instead: the same activation)")
+        if layer.reshape_only and len(layer.parents) == 1 and _squeezed(self.layer(layer.parents[0]).output_shape) == \
+                _squeezed(layer.output_shape):
+            return (f"it only drops unit dimensions of its input, a reshape the TFLite converter folds into the "
+                    f"next layer (cut at its input {layer.parents[0]!r} instead: the same activation)")
         tail = self.descendants(name)
         if self.exits[-1] not in tail:
             return f"the final exit {self.exits[-1]!r} does not depend on it"
@@ -164,6 +164,10 @@ class LayerGraph:
         """For each layer, the MACs of itself and all its ancestors (work done before its output exists)."""
         return {layer.name: layer.macs + sum(self.layer(a).macs for a in self.ancestors(layer.name))
                 for layer in self.layers}
+
+
+def _squeezed(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    return None if shape is None else tuple(d for d in shape if d != 1)
 
 
 def auto_cuts(graph: LayerGraph, count: int, *, dtype_bytes: int = 1) -> list[str]:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from ..bundle.manifest import Manifest
     from ..security.floors import VersionFloors
+    from ..telemetry.homeassistant import HomeAssistant
     from ..telemetry.publisher import TelemetryPublisher
     from ..transport.mqtt import MqttClient
     from .runtime import DeviceRuntime
@@ -486,19 +487,20 @@ class PolicyRunner:
 
 @contextlib.contextmanager
 def attached_telemetry(runtime: DeviceRuntime, broker_url: str, *, prefix: str, period_s: float = 5.0,
-                       connect_timeout_s: float = 10.0, require_broker: bool = True) -> Iterator[TelemetryPublisher]:
+                       connect_timeout_s: float = 10.0, require_broker: bool = True,
+                       homeassistant: HomeAssistant | None = None) -> Iterator[TelemetryPublisher]:
     """A ``TelemetryPublisher`` for ``runtime``'s device, attached to its results, stopped on exit.
 
     ``require_broker=False`` starts even when the broker is down: the client keeps connecting
     in the background, and telemetry is published once it is up (experience waits in the
-    publisher's bounded queue).
+    publisher's bounded queue). ``homeassistant`` is passed on to the publisher.
     """
     from ..telemetry import TelemetryPublisher
 
     client = None
     if require_broker:
         telemetry = TelemetryPublisher(runtime.device_id, broker_url=broker_url, prefix=prefix, period_s=period_s,
-                                       connect_timeout_s=connect_timeout_s)
+                                       connect_timeout_s=connect_timeout_s, homeassistant=homeassistant)
     else:
         from ..telemetry.publisher import status_will
         from ..transport.mqtt import device_connection, make_client
@@ -506,7 +508,8 @@ def attached_telemetry(runtime: DeviceRuntime, broker_url: str, *, prefix: str, 
         client = make_client(*device_connection(broker_url, runtime.device_id, "telemetry"),
                              will=status_will(runtime.device_id, prefix))
         client.loop_start()
-        telemetry = TelemetryPublisher(runtime.device_id, client=client, prefix=prefix, period_s=period_s)
+        telemetry = TelemetryPublisher(runtime.device_id, client=client, prefix=prefix, period_s=period_s,
+                                       homeassistant=homeassistant)
     telemetry.start()
     try:
         telemetry.attach(runtime)
@@ -536,6 +539,7 @@ def policy_session(
     edge_load_stale_s: float = 5.0,
     battery_root: str | None = str(POWER_SUPPLY_ROOT),
     state_file: str | None = None,
+    homeassistant: HomeAssistant | None = None,
     **runner_options: Unpack[RunnerOptions],
 ) -> Iterator[PolicyRunner]:
     """Everything a device needs to decide with a policy: telemetry (the context and the
@@ -569,7 +573,8 @@ def policy_session(
     with contextlib.ExitStack() as stack:
         telemetry = stack.enter_context(attached_telemetry(
             runtime, broker_url, prefix=prefix, period_s=telemetry_period_s, connect_timeout_s=connect_timeout_s,
-            require_broker=require_broker))
+            require_broker=require_broker, homeassistant=homeassistant))
+        telemetry.policy_version = lambda: slot.version
         if policy_topic is not None:
             from ..security.signing import load_public_keys
 

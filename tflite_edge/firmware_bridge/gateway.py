@@ -20,6 +20,7 @@ import numpy as np
 from ..bundle import Bundle, load_bundle
 from ..errors import InputError, McuError, MicroModelError, SerialMessageError
 from ..runtime.chain import BundleRunner
+from ..telemetry.homeassistant import HomeAssistant
 from ..telemetry.power import PowerReading, PowerSensor
 from ..transport.protocol import DEFAULT_PREFIX
 from .client import BridgeClient
@@ -106,7 +107,8 @@ class Gateway:
     """A device whose first stage is a microcontroller: MCU -> this gateway -> edge.
 
     ``broker_url=None`` runs the rest of the chain locally. Telemetry (with the MCU's power
-    readings) is published every ``telemetry_period_s`` when a broker is given.
+    readings) is published every ``telemetry_period_s`` when a broker is given, unless
+    ``telemetry=False``; ``homeassistant`` is passed on to the ``TelemetryPublisher``.
     """
 
     def __init__(
@@ -122,6 +124,8 @@ class Gateway:
         telemetry_period_s: float = 5.0,
         prefix: str = DEFAULT_PREFIX,
         backend: str | None = None,
+        telemetry: bool = True,
+        homeassistant: HomeAssistant | None = None,
         **runtime_options: Any,
     ) -> None:
         from ..device import DeviceRuntime
@@ -133,12 +137,12 @@ class Gateway:
             self.client.hello()
             self.runner = McuBundleRunner(self.bundle, self.client, backend=backend)
             self.model_info = self.runner.load()
-            if broker_url is not None:
+            if broker_url is not None and telemetry:
                 from ..telemetry import TelemetryPublisher
 
                 self.publisher = TelemetryPublisher(
                     device_id, broker_url=broker_url, prefix=prefix, period_s=telemetry_period_s,
-                    power_sensor=McuPowerSensor(self.client),
+                    power_sensor=McuPowerSensor(self.client), homeassistant=homeassistant,
                 ).start()
             self.runtime = DeviceRuntime(
                 self.bundle, broker_url=broker_url, device_id=device_id, prefix=prefix, backend=backend,

@@ -28,13 +28,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import PowerSensorError, TelemetryError
 from ..transport.protocol import DEFAULT_PREFIX, Topics
 from .energy import EstimatedPowerSensor, request_energy_mj
+from .homeassistant import HomeAssistant, discovery_messages
 from .link import LinkMonitor
 from .power import PowerReading, PowerSensor, discover_power_sensor
 from .schema import (
@@ -93,7 +94,8 @@ class TelemetryPublisher:
     Give ``broker_url`` (the publisher makes and owns its client, with the last will) or an
     existing paho ``client`` (then its owner should have set ``status_will`` as the will).
     ``power_sensor`` defaults to ``discover_power_sensor()``: a real sensor when one exists,
-    else the labelled estimate.
+    else the labelled estimate. ``homeassistant`` publishes Home Assistant discovery for the
+    device's sensors (or, disabled, removes it) at every connection; see ``homeassistant``.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class TelemetryPublisher:
         link: LinkMonitor | None = None,
         system: SystemMonitor | None = None,
         connect_timeout_s: float = 10.0,
+        homeassistant: HomeAssistant | None = None,
     ) -> None:
         if (broker_url is None) == (client is None):
             raise TelemetryError("give exactly one of broker_url or client")
@@ -126,6 +129,7 @@ class TelemetryPublisher:
         self.link = link or LinkMonitor()
         self.system = system or SystemMonitor()
         self.connect_timeout_s = connect_timeout_s
+        self.homeassistant = homeassistant
         self._broker_url = broker_url
         self._client: MqttClient | None = client
         self._owns_client = client is None
@@ -146,6 +150,8 @@ class TelemetryPublisher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.published = {"status": 0, "telemetry": 0, "experience": 0}
+        #: returns the version of the policy deciding on this device (see ``TelemetryMessage``)
+        self.policy_version: Callable[[], int | None] = lambda: None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -167,6 +173,7 @@ class TelemetryPublisher:
             connect_and_start(client, self.connect_timeout_s)
         else:
             self._publish_status("online", None)
+            self._publish_discovery()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"telemetry-{self.device_id}", daemon=True)
         self._thread.start()
@@ -365,6 +372,7 @@ class TelemetryPublisher:
                 energy_per_inference_mj=window.energy_per_inference_mj(),
             ),
             system=SystemStats(system.cpu_load_percent, system.cpu_temperature_c, system.memory_used_percent),
+            policy_version=self.policy_version(),
         )
 
     def flush(self) -> None:
@@ -388,6 +396,17 @@ class TelemetryPublisher:
         if self._client is None:
             return None
         return self._publish("status", status_payload(self.device_id, state, reason), retain=True)
+
+    def _publish_discovery(self) -> None:
+        """Home Assistant discovery (retained), or its removal; nothing without ``homeassistant``."""
+        if self.homeassistant is None or self._client is None:
+            return
+        messages = discovery_messages(
+            self.homeassistant, device_id=self.device_id, telemetry_topic=self.topic["telemetry"],
+            status_topic=self.topic["status"], software=f"tflite-edge {__version__}", period_s=self.period_s,
+        )
+        for topic, payload in messages:
+            self._client.publish(topic, payload, qos=1, retain=True)
 
     def _publish_telemetry(self) -> None:
         message = self.build_telemetry()
@@ -445,6 +464,7 @@ class TelemetryPublisher:
         if not reason_code.is_failure:
             # Again after every reconnect: the last will may have said offline meanwhile.
             self._publish_status("online", None)
+            self._publish_discovery()
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,
                     properties: Properties) -> None:

@@ -138,6 +138,9 @@ class TelemetryMessage:
     power: PowerStats
     system: SystemStats
     schema: str = TELEMETRY_SCHEMA
+    #: the version of the learned policy deciding on the device (0: loaded from a local
+    #: directory); None when no policy decides (fixed exit and partition)
+    policy_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ _TELEMETRY = obj(
         **_COMMON,
         "seq": integer,
         "window_s": number(0),
+        "policy_version": nullable(integer),
         "requests": obj(
             {
                 "count": integer,

@@ -70,7 +70,9 @@ class TelemetrySubscriber:
     """An MQTT 5 client that validates telemetry messages and passes them to ``on_message``.
 
     ``on_message`` runs on the network thread: keep it short. ``invalid`` counts messages
-    that failed validation.
+    that failed validation. With ``on_edge``, the edge workers' retained presence messages
+    (``{prefix}/edge/+``, see ``transport.presence``) and load reports (``{prefix}/edge/+/load``,
+    see ``edge.load``) go to ``on_edge(topic, payload)`` unparsed.
     """
 
     def __init__(
@@ -82,10 +84,18 @@ class TelemetrySubscriber:
         device: str | None = None,
         experience: bool = False,
         client_id: str | None = None,
+        on_edge: Callable[[str, bytes], None] | None = None,
     ) -> None:
         from ..transport.mqtt import make_client
+        from ..transport.presence import presence_filter
 
         self.filters = topic_filters(prefix, device, experience=experience)
+        self._edge_head = f"{prefix}/edge/"
+        if on_edge is not None:
+            from ..edge.load import edge_load_filter
+
+            self.filters += [presence_filter(prefix), edge_load_filter(prefix)]
+        self.on_edge = on_edge
         self.on_message = on_message
         self.invalid = 0
         self.received = 0
@@ -123,6 +133,12 @@ class TelemetrySubscriber:
         self._subscribed.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if self.on_edge is not None and msg.topic.startswith(self._edge_head):
+            try:
+                self.on_edge(msg.topic, bytes(msg.payload))
+            except Exception:  # as below: a consumer's bug must not stop the subscription
+                log.exception("edge presence callback failed")
+            return
         try:
             message = decode(msg.payload)
             doc = json.loads(msg.payload)
