@@ -147,7 +147,7 @@ def test_tampered_variant_is_refused_even_with_fallback(digits_bundle, tmp_path)
 def test_compile_without_the_compiler_names_what_to_install(digits_bundle, capsys):
     with pytest.raises(EdgeTpuCompileError, match="edgetpu_compiler is not installed; install .*edgetpu-compiler"):
         compile_bundle(digits_bundle)
-    assert main(["edgetpu", "compile", str(digits_bundle.path)]) == 1
+    assert main(["edgetpu", "compile", str(digits_bundle.path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: edgetpu_compiler is not installed")
 
