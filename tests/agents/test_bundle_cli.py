@@ -51,14 +51,14 @@ def test_policy_simulate_command(digits_bundle, digits_profile: Path, capsys) ->
     assert main([*args, "--policy", "edgent", "--policy", "oracle", "--objective", "energy"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[0] == "policy" and [line.split()[0] for line in table[3:]] == ["edgent", "oracle"]
-    assert main([*args, "--policy", "nonsense"]) == 1
+    assert main([*args, "--policy", "nonsense"]) == 2
     assert "unknown policy" in capsys.readouterr().err
 
 
 def test_policy_simulate_missing_traces(digits_bundle, digits_profile: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     code = main(["policy", "simulate", "--bundle", str(digits_bundle.path), "--profile", str(digits_profile),
                  "--traces", str(tmp_path)])
-    assert code == 1 and "no trace files" in capsys.readouterr().err
+    assert code == 2 and "no trace files" in capsys.readouterr().err
 
 
 def test_policy_simulate_with_a_scenario_file(digits_bundle, digits_profile: Path, tmp_path: Path,  # type: ignore[no-untyped-def]

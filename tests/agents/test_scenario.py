@@ -96,4 +96,4 @@ def test_cli_refuses_a_bad_scenario_in_one_line(tmp_path: Path, capsys) -> None:
     code = main(["policy", "simulate", "--bundle", str(tmp_path / "no-bundle"), "--synthetic", "1",
                  "--scenario", str(bad)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code != 0 and len(err) == 1 and "edge_load[0]: 2 is not a load in [0, 1)" in err[0]
+    assert code == 2 and len(err) == 1 and "edge_load[0]: 2 is not a load in [0, 1)" in err[0]

@@ -191,7 +191,7 @@ def test_checkpoints_of_other_options_are_not_resumed(trained: tuple[Path, Path]
                "--steps", "40", "--batch-size", "128", "-o", str(other)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert done.returncode != 0 and len(errors) == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr
     assert "another objective" in errors[0] and "--restart" in errors[0]
     assert json.loads((other / "policy.json").read_text())["objective"]["name"] == "accuracy"  # untouched
 

@@ -77,5 +77,5 @@ def test_convert_force_refuses_a_non_bundle_before_loading_the_model(tmp_path, c
     (tmp_path / "model.keras").write_text("not a model")
     code = main(["convert", str(tmp_path / "model.keras"), "-o", str(target), "--force", "--quantize", "none"])
     err = capsys.readouterr().err
-    assert code != 0 and err.startswith("error: ") and err.count("\n") == 1 and "not a bundle" in err, err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "not a bundle" in err, err
     assert (target / "thesis.tex").read_text() == "years of work"

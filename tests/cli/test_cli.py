@@ -55,7 +55,7 @@ def test_run_writes_dequantized_exits(capsys, digits_bundle, digits_split, tmp_p
         assert z.files == ["exit_2"]
     code, _, err = run_cli(capsys, "run", digits_bundle.path, "--input", tmp_path / "x.npy", "--exit", "exit_9",
                            "-o", tmp_path / "z.npz")
-    assert code == 1 and "unknown exit 'exit_9'" in err
+    assert code == 2 and "unknown exit 'exit_9'" in err
 
 
 def test_evaluate_against_keras(capsys, digits_bundle, digits_npz, digits_model_file):
@@ -83,9 +83,9 @@ def test_convert_end_to_end_and_errors(capsys, digits_model_file, digits_split, 
                              "--calibration", tmp_path / "calib.npy")
     assert code == 0 and "segments: 2" in out and "verifying" in err
     code, _, err = run_cli(capsys, "convert", digits_model_file, "-o", tmp_path / "b")
-    assert code == 1 and "already exists" in err
+    assert code == 2 and "already exists" in err
     code, _, err = run_cli(capsys, "convert", digits_model_file, "-o", tmp_path / "c")
-    assert code == 1 and "--calibration" in err
+    assert code == 2 and "--calibration" in err
     code, out, _ = run_cli(capsys, "convert", digits_model_file, "-o", tmp_path / "c", "--list-cuts")
     assert code == 0 and "block_1_out\t4x4x16" in out
     assert not (tmp_path / "c").exists()
@@ -93,7 +93,7 @@ def test_convert_end_to_end_and_errors(capsys, digits_model_file, digits_split, 
 
 def test_errors_are_one_line_not_tracebacks(capsys, tmp_path):
     code, _, err = run_cli(capsys, "inspect", tmp_path / "missing")
-    assert code == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
 
 
 def test_cli_reference_is_up_to_date():

@@ -27,7 +27,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def one_error_line(code: int, err: str, *needles: str) -> None:
-    assert code != 0, err
+    assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     for needle in needles:
         assert needle in err, err

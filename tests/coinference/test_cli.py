@@ -97,11 +97,11 @@ def test_inputs_far_outside_the_calibrated_range_are_reported_once(
 def test_device_errors_are_clear(
     digits_bundle: Bundle, inputs: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
-    assert main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), *extra]) == 1
+    assert main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), *extra]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_edge_refuses_a_missing_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with MosquittoBroker() as broker:
-        assert main(["edge", "--broker", broker.url, "--bundle", str(tmp_path / "missing")]) == 1
+        assert main(["edge", "--broker", broker.url, "--bundle", str(tmp_path / "missing")]) == 2
     assert "is not a bundle directory" in capsys.readouterr().err

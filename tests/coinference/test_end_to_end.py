@@ -210,7 +210,7 @@ def test_compute_emulation_stretches_device_time(digits_bundle: Bundle, samples:
     from tflite_edge.device.emulation import Emulation
 
     sleeps: list[float] = []
-    emulation = Emulation(compute_slowdown=10.0, _sleep=sleeps.append)
+    emulation = Emulation(compute_slowdown=10.0, spin_s=0.0, _sleep=sleeps.append)
     with DeviceRuntime(digits_bundle, emulation=emulation) as device:
         assert sleeps == []  # the warm-up estimates the emulated speed without sleeping through it
         assert min(device.segment_ms) > 0

@@ -16,7 +16,7 @@ from tflite_edge.cli import main
 from tflite_edge.edgetpu import check_bundle, check_model, compile_bundle, parse_compile_log
 from tflite_edge.errors import BundleError, ChecksumError, DelegateError, EdgeTpuCompileError
 from tflite_edge.runtime import BundleRunner
-from tflite_edge.runtime import chain as chain_module
+from tflite_edge.runtime import backends as backends_module
 
 COMPILER = shutil.which("edgetpu_compiler")
 
@@ -105,7 +105,7 @@ def test_variant_is_selected_with_the_edgetpu_delegate_only(digits_bundle, tmp_p
         def __init__(self, model_content: bytes, *, label: str, delegate: str | None = None, **_: object) -> None:
             opened.append((label, model_content, delegate))
 
-    monkeypatch.setattr(chain_module, "SegmentInterpreter", Recorder)
+    monkeypatch.setattr(backends_module, "SegmentInterpreter", Recorder)
     BundleRunner(bundle, delegate="edgetpu:usb").interpreter(0)
     BundleRunner(bundle, delegate="edgetpu").interpreter(1)  # no variant: the CPU file, through the delegate
     BundleRunner(bundle).interpreter(0)  # no delegate: the CPU file
@@ -148,7 +148,7 @@ def test_tampered_variant_is_refused_even_with_fallback(digits_bundle, tmp_path)
 def test_compile_without_the_compiler_names_what_to_install(digits_bundle, capsys):
     with pytest.raises(EdgeTpuCompileError, match="edgetpu_compiler is not installed; install .*edgetpu-compiler"):
         compile_bundle(digits_bundle)
-    assert main(["edgetpu", "compile", str(digits_bundle.path)]) == 1
+    assert main(["edgetpu", "compile", str(digits_bundle.path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: edgetpu_compiler is not installed")
 

@@ -73,7 +73,7 @@ def test_export_cli(digits_bundle, tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["firmware", "export", str(digits_bundle.path), "--segment", "1", "-o", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["source"] == str(out) and Path(doc["header"]).exists() and doc["arena_used_bytes"] > 0
-    assert main(["firmware", "export", str(digits_bundle.path), "--segment", "9", "-o", str(out)]) == 1
+    assert main(["firmware", "export", str(digits_bundle.path), "--segment", "9", "-o", str(out)]) == 2
     assert "segment 9 does not exist" in capsys.readouterr().err
     with pytest.raises(InputError):
         export_segment(digits_bundle, 0, out, array_name="not a name")
@@ -213,7 +213,7 @@ def test_cli_bridge_early_exit_thresholds(digits_bundle, digits_split, start_mcu
     rows = [json.loads(row) for row in capsys.readouterr().out.splitlines()]
     assert len(rows) == 5 and all(r["exit"] == "exit_1" and r["early_exit"] for r in rows)
     # A top-1 threshold above 1 could never stop anything: refused in one line, before any request.
-    assert main([*common, "--threshold", "exit_1=1.5"]) == 1
+    assert main([*common, "--threshold", "exit_1=1.5"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "never stop a request" in captured.err
 
@@ -233,4 +233,4 @@ def test_cli_bridge_telemetry_is_on_by_default_and_off_with_no_telemetry(broker,
     with Gateway(digits_bundle, sim.path, device_id="mcu-off", broker_url=broker.url, telemetry=False) as gateway:
         assert gateway.publisher is None
     assert main(["firmware", "bridge", "--port", sim.path, "--bundle", str(digits_bundle.path), "--id", "x",
-                 "--homeassistant"]) != 0  # needs --broker
+                 "--homeassistant"]) == 2  # needs --broker

@@ -111,7 +111,7 @@ def test_cli_names_the_fifo_in_one_line(bundle_dir, capsys):
     finally:
         unblock_fifo(bundle_dir / "segment_1.tflite")
     err = capsys.readouterr().err
-    assert code != 0 and err.count("\n") == 1 and err.startswith("error:") and "FIFO" in err, err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and "FIFO" in err, err
 
 
 # -- manifest values -----------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_nul_byte_in_a_segment_name_is_one_cli_line(bundle_dir, capsys):
     (bundle_dir / MANIFEST_NAME).write_text(json.dumps(doc))
     code = main(["inspect", str(bundle_dir)])
     err = capsys.readouterr().err
-    assert code != 0 and err.count("\n") == 1 and "plain file name" in err, err
+    assert code == 2 and err.count("\n") == 1 and "plain file name" in err, err
 
 
 def test_inspect_never_prints_an_absurd_byte_count(bundle_dir, capsys):
@@ -169,5 +169,5 @@ def test_inspect_never_prints_an_absurd_byte_count(bundle_dir, capsys):
     (bundle_dir / MANIFEST_NAME).write_text(json.dumps(doc))
     code = main(["inspect", str(bundle_dir)])
     out, err = capsys.readouterr()
-    assert code != 0 and not out and "exceeds" in err
+    assert code == 2 and not out and "exceeds" in err
 

@@ -29,7 +29,7 @@ def inputs(tmp_path: Path) -> Path:
 ])
 def test_device_policy_options(digits_bundle, inputs: Path, capsys, extra: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
     code = main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), *extra])
-    assert code == 1 and message in capsys.readouterr().err
+    assert code == 2 and message in capsys.readouterr().err
 
 
 def test_policy_topic_needs_a_public_key(digits_bundle, inputs: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -38,13 +38,13 @@ def test_policy_topic_needs_a_public_key(digits_bundle, inputs: Path, capsys) ->
     with MosquittoBroker() as broker:
         code = main(["device", "--bundle", str(digits_bundle.path), "--input", str(inputs), "--broker", broker.url,
                      "--deadline-ms", "50", "--policy-topic"])
-    assert code == 1 and "needs the signer's public key" in capsys.readouterr().err
+    assert code == 2 and "needs the signer's public key" in capsys.readouterr().err
 
 
 def test_agent_reports_a_missing_key(digits_bundle, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     code = main(["agent", "--broker", "mqtt://127.0.0.1:1", "--bundle", str(digits_bundle.path), "--policy-dir",
                  str(tmp_path), "--key", str(tmp_path / "absent.key")])
-    assert code == 1 and "tflite-edge keys generate" in capsys.readouterr().err
+    assert code == 2 and "tflite-edge keys generate" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # trains the policy fixture

@@ -16,11 +16,11 @@ def test_device_and_edge_use_only_bundles_signed_by_a_trusted_key(digits_bundle,
     generate_key_pair(tmp_path / "theirs.pem", tmp_path / "theirs.pub.pem")
     device = ["device", "--bundle", str(bundle), "--input", str(tmp_path / "x.npy"), "--json"]
 
-    assert main([*device, "--bundle-key", str(tmp_path / "ours.pub.pem")]) == 1
+    assert main([*device, "--bundle-key", str(tmp_path / "ours.pub.pem")]) == 2
     assert "has no bundle.sig" in capsys.readouterr().err
 
     sign_bundle(bundle, load_private_key(tmp_path / "theirs.pem"))
-    assert main([*device, "--bundle-key", str(tmp_path / "ours.pub.pem")]) == 1
+    assert main([*device, "--bundle-key", str(tmp_path / "ours.pub.pem")]) == 2
     capsys.readouterr()
 
     sign_bundle(bundle, load_private_key(tmp_path / "ours.pem"))
@@ -29,5 +29,5 @@ def test_device_and_edge_use_only_bundles_signed_by_a_trusted_key(digits_bundle,
 
     edge = ["edge", "--broker", "mqtt://127.0.0.1:1", "--bundle", str(bundle),
             "--bundle-key", str(tmp_path / "theirs.pub.pem")]
-    assert main(edge) == 1  # refused before any connection is tried
+    assert main(edge) == 2  # refused before any connection is tried
     assert "error: " in capsys.readouterr().err

@@ -20,7 +20,7 @@ def test_keys_sign_verify_round_trip(digits_bundle: Bundle, tmp_path: Path, caps
     assert main(["keys", "generate", "-o", str(tmp_path / "release.key"),
                  "--password-env", "RELEASE_KEY_PASSWORD"]) == 0
     assert main(["keys", "generate", "-o", str(tmp_path / "other.key")]) == 0
-    assert main(["sign", str(bundle), "--key", str(tmp_path / "release.key")]) == 1  # encrypted: needs the password
+    assert main(["sign", str(bundle), "--key", str(tmp_path / "release.key")]) == 2  # encrypted: needs the password
     assert "password" in capsys.readouterr().err
     assert main(["sign", str(bundle), "--key", str(tmp_path / "release.key"),
                  "--password-env", "RELEASE_KEY_PASSWORD"]) == 0
@@ -29,11 +29,11 @@ def test_keys_sign_verify_round_trip(digits_bundle: Bundle, tmp_path: Path, caps
     assert main(["verify", str(bundle), "--public-key", str(tmp_path / "release.key.pub"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["verified"] and report["kind"] == "bundle"
-    assert main(["verify", str(bundle), "--public-key", str(tmp_path / "other.key.pub")]) == 1
+    assert main(["verify", str(bundle), "--public-key", str(tmp_path / "other.key.pub")]) == 2
     assert "not trusted" in capsys.readouterr().err
     segment = bundle / "segment_2.tflite"
     segment.write_bytes(segment.read_bytes() + b"\x00")
-    assert main(["verify", str(bundle), "--public-key", str(tmp_path / "release.key.pub")]) == 1
+    assert main(["verify", str(bundle), "--public-key", str(tmp_path / "release.key.pub")]) == 2
     assert "segment 2" in capsys.readouterr().err
 
 
@@ -77,5 +77,5 @@ def test_broker_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
                 ["--devices", "x", "--bundle", "a/b"], ["--devices", "x", "--dynsec-plugin", "/nonexistent.so"],
                 ["--devices", "x,x-policy"], ["--devices", "x", "--max-queued-bytes", "10"],
                 ["--devices", "x", "--cert", "s.crt"], ["--devices", "x", "--tls-port", "8883"], []):
-        assert main(["broker-config", *bad, "-o", str(tmp_path / "bad")]) == 1, bad
+        assert main(["broker-config", *bad, "-o", str(tmp_path / "bad")]) == 2, bad
         assert capsys.readouterr().err.startswith("error:")

@@ -105,11 +105,11 @@ def test_table_mode_prints_a_table_when_piped(broker):
 
 def test_cli_errors_are_clear(tmp_path):
     bad = cli("telemetry", "--broker", "http://x")
-    assert bad.returncode == 1 and "error:" in bad.stderr and "mqtt://" in bad.stderr
+    assert bad.returncode == 2 and "error:" in bad.stderr and "mqtt://" in bad.stderr
     junk = tmp_path / "junk.jsonl"
     junk.write_text('{"topic": "x", "received_unix_s": 1, "message": {"schema": "nope"}}\n')
     plotted = cli("plot", str(junk), "-o", str(tmp_path / "p"))
-    assert plotted.returncode == 1 and "junk.jsonl:1" in plotted.stderr
+    assert plotted.returncode == 2 and "junk.jsonl:1" in plotted.stderr
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert "no telemetry messages" in cli("plot", str(empty), "-o", str(tmp_path / "p")).stderr

@@ -59,6 +59,9 @@ Typical flow:
   tflite-edge telemetry --broker mqtt://HOST:1883                            # anywhere
 
 Guides: docs/index.md. Every command explains itself: tflite-edge COMMAND --help
+
+Exit status: 0 done; 2 an error (one `error:` line says what and how to fix it);
+1 `device`/`firmware bridge` asked to offload and nothing was; 130 Ctrl-C; 143 SIGTERM.
 """
 
 
@@ -108,8 +111,9 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.func(args) or 0)
     except TfliteEdgeError as e:
+        # A user error: one line naming the problem and the fix; 2, like a usage error.
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except Terminated:
         print("terminated (SIGTERM): shut down cleanly", file=sys.stderr)
         return 128 + signal.SIGTERM

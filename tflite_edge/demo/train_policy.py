@@ -62,7 +62,11 @@ def train_or_reuse(settings: dict[str, Any]) -> tuple[Path, float | None]:
     meta = policy_dir / "policy.json"
     if meta.is_file() and (policy_dir / "policy.tflite").is_file():
         try:
-            if _same(json.loads(meta.read_text()).get("record", {}).get("settings"), settings):
+            trained = json.loads(meta.read_text())
+            # A policy whose planning model lacks the per-segment latencies cannot have its
+            # device speed measured (PolicyRunner then assumes nominal speed): train anew.
+            measurable = "device_segment_ms" in trained.get("planning_model", {})
+            if measurable and _same(trained.get("record", {}).get("settings"), settings):
                 return policy_dir, None
         except (OSError, json.JSONDecodeError):
             pass
