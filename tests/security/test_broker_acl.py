@@ -335,6 +335,22 @@ def test_the_context_connection_reads_edge_load_and_its_own_budget(secured: Secu
         agent.close()
 
 
+def test_a_device_announces_only_its_own_home_assistant_sensors(secured: SecuredBroker) -> None:
+    """pi-1's discovery reaches a reader (Home Assistant's login); pi-1 cannot announce pi-2's sensors."""
+    reader = Client(secured.url("dash"), "dash-ha", subscribe=("homeassistant/#",))
+    pi1 = Client(secured.url("pi-1-telemetry"), "pi-1-telemetry")
+    try:
+        assert reader.granted == [1]
+        pi1.publish("homeassistant/sensor/pi-2/latency_p50/config", b"{}")  # refused silently by the broker
+        pi1.publish("homeassistant/sensor/pi-1/latency_p50/config", b"{}")
+        _wait_for(lambda: "homeassistant/sensor/pi-1/latency_p50/config" in reader.topics(), 5)
+        assert "homeassistant/sensor/pi-2/latency_p50/config" not in reader.topics()  # sent before, same connection
+    finally:
+        pi1.publish("homeassistant/sensor/pi-1/latency_p50/config", b"")
+        reader.close()
+        pi1.close()
+
+
 def test_only_agents_publish_policies(secured: SecuredBroker) -> None:
     policy = f"{TOPICS.prefix}/policy/abc"
     pi2 = Client(secured.url("pi-2-policy"), "pi-2-policy", subscribe=(f"{TOPICS.prefix}/policy/+",))

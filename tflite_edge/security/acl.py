@@ -14,15 +14,16 @@ topic scheme is ``docs/wire-format.md``'s):
 - device ``d``: publishes requests on ``P/req/+`` (or only on ``P/req/{bundle}`` for the
   bundles given) and its own ``P/dev/d/telemetry``, ``status`` and ``experience``; reads its
   replies ``P/dev/d/res``, the signed policies on ``P/policy/+``, the edge workers'
-  presence ``P/edge/+`` and load ``P/edge/+/load``, and its power budget ``P/dev/d/budget``.
+  presence ``P/edge/+`` and load ``P/edge/+/load``, and its power budget ``P/dev/d/budget``;
+  publishes its own Home Assistant discovery, ``homeassistant/sensor/d/+/config``.
   Its connections log in as ``d``, ``d-telemetry``, ``d-policy`` and ``d-context``
   (``transport.protocol.device_login``), each login bound to the client id of the same name
   and sharing the device's password.
 - edge: reads ``P/req/+`` (directly or through ``$share/GROUP/P/req/...``); publishes
   ``P/dev/+/res``, its retained presence on ``P/edge/+``, its load on ``P/edge/+/load``, and
   on ``P/req/+`` only to delete a retained request.
-- reader (dashboards, recorders): reads ``P/dev/+/telemetry``, ``status``, ``experience``,
-  ``P/policy/+`` and ``P/edge/+``.
+- reader (dashboards, recorders, Home Assistant): reads ``P/dev/+/telemetry``, ``status``,
+  ``experience``, ``P/policy/+``, ``P/edge/+`` and ``homeassistant/#``.
 - agent (the online policy trainer, the fleet's operator): reads ``P/dev/+/experience`` and
   ``telemetry``; publishes (retained) and reads ``P/policy/+``; sets (retained) the devices'
   power budgets on ``P/dev/+/budget``.
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrokerConfigError, TfliteEdgeError
+from ..telemetry.homeassistant import DEFAULT_DISCOVERY_PREFIX, node_id
 from ..transport.presence import presence_filter
 from ..transport.protocol import (
     DEFAULT_PREFIX,
@@ -178,6 +180,8 @@ def _role_acls(role: str, name: str, prefix: str, bundles: Sequence[str]) -> lis
             *_read(presence_filter(prefix)),
             *_read(f"{prefix}/edge/+/load"),
             *_read(f"{prefix}/dev/{name}/budget"),
+            # Its own Home Assistant discovery (`--homeassistant`), under the default prefix.
+            _write(f"{DEFAULT_DISCOVERY_PREFIX}/sensor/{node_id(name)}/+/config"),
         ]
     if role == "edge":
         return [
@@ -191,7 +195,7 @@ def _role_acls(role: str, name: str, prefix: str, bundles: Sequence[str]) -> lis
     if role == "reader":
         return [*(acl for channel in ("telemetry", "status", "experience")
                   for acl in _read(f"{prefix}/dev/+/{channel}")), *_read(f"{prefix}/policy/+"),
-                *_read(presence_filter(prefix))]
+                *_read(presence_filter(prefix)), *_read(f"{DEFAULT_DISCOVERY_PREFIX}/#")]
     return [*_read(f"{prefix}/dev/+/experience"), *_read(f"{prefix}/dev/+/telemetry"),
             *_read(f"{prefix}/policy/+"), _write(f"{prefix}/policy/+"), _write(f"{prefix}/dev/+/budget")]
 

@@ -358,5 +358,11 @@ def discover_power_sensor(
 
         fallback = EstimatedPowerSensor
     estimate = fallback()
-    log.warning("no power sensor found; power figures are model-based estimates (%s)", estimate.source)
+    # Said once per process: a demo or benchmark opens many runtimes on the same machine.
+    level = logging.INFO if estimate.source in _ESTIMATES_ANNOUNCED else logging.WARNING
+    _ESTIMATES_ANNOUNCED.add(estimate.source)
+    log.log(level, "no power sensor found; power figures are model-based estimates (%s)", estimate.source)
     return estimate
+
+
+_ESTIMATES_ANNOUNCED: set[str] = set()
