@@ -6,7 +6,7 @@ import pytest
 from tflite_edge.bundle import load_bundle
 from tflite_edge.converters import compare_chain_to_model, convert, convert_model, graph_from_keras
 from tflite_edge.converters.graph import auto_cuts
-from tflite_edge.errors import BundleError, CalibrationError, ConversionError, CutError, InputError, ModelLoadError
+from tflite_edge.errors import CalibrationError, ConversionError, CutError, InputError, ModelLoadError
 from tflite_edge.runtime import BundleRunner
 
 
@@ -121,7 +121,7 @@ def test_bad_inputs_are_clear_errors(digits_model, digits_model_file, tmp_path):
     # A model path works as well as a model object.
     bundle = convert(digits_model_file, tmp_path / "from_file", quantize="none")
     assert load_bundle(bundle.path).manifest.model_name == "digits_exits"
-    with pytest.raises(BundleError, match="already exists"):
+    with pytest.raises(ConversionError, match="already exists"):
         convert(digits_model_file, tmp_path / "from_file", quantize="none")
 
 
