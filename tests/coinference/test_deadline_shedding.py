@@ -51,6 +51,20 @@ def test_offset_error_stays_within_half_the_delay_and_the_least_delayed_sample_w
     assert clock.best is not None and clock.best.delay_s == pytest.approx(0.030)
 
 
+def test_the_compute_estimate_bounds_the_usual_time_and_follows_a_change() -> None:
+    from tflite_edge.edge.handler import ComputeEstimate
+
+    estimate = ComputeEstimate()
+    assert estimate.bound_us == 0.0  # nothing known: nothing is shed for its compute time
+    for sample in [1000, 1100, 900, 1050, 950] * 4:
+        estimate.add(sample)
+    assert estimate.mean_us is not None and 950 < estimate.mean_us < 1050
+    assert 1100 <= estimate.bound_us < 1600  # above what was seen, not wildly so
+    for _ in range(40):  # the edge slows down (e.g. another tenant): the bound follows
+        estimate.add(3000)
+    assert 3000 <= estimate.bound_us < 3100
+
+
 def test_deadline_and_receipt_time_travel_in_the_headers() -> None:
     header = RequestHeader("r", "final", deadline_us=1_700_000_000_123_456)
     assert RequestHeader.from_message(dict(header.to_pairs()), b"r").deadline_us == 1_700_000_000_123_456
@@ -83,18 +97,36 @@ def test_handler_sheds_requests_past_their_deadline_without_computing(digits_bun
     bundle_id = digits_bundle.bundle_id
     frame, late = _request(digits_bundle, deadline_us=clock.now - 1)
     assert handler.handle(bundle_id, frame, late, b"r1") is None
-    assert handler.shed == 1 and handler._fastest_us == {}  # nothing was computed
+    assert handler.shed == 1 and handler._compute_us == {}  # nothing was computed
     frame, fresh = _request(digits_bundle, deadline_us=clock.now + 10_000_000)
     reply = handler.handle(bundle_id, frame, fresh, b"r1")
     assert reply is not None and reply.header.ok and reply.header.rx_us == clock.now
-    fastest = handler._fastest_us[(bundle_id, 1, "final")]
-    # Still ahead of its deadline, but not by the fastest answer ever seen: shed too.
-    frame, tight = _request(digits_bundle, deadline_us=clock.now + fastest // 2)
+    usual = handler._compute_us[(bundle_id, 1, "final")].bound_us
+    # Still ahead of its deadline, but not by the time an answer usually takes: shed too.
+    frame, tight = _request(digits_bundle, deadline_us=clock.now + int(usual // 2))
     assert handler.handle(bundle_id, frame, tight, b"r1") is None and handler.shed == 2
     # No deadline: always answered.
     frame, untimed = _request(digits_bundle, deadline_us=None)
     reply = handler.handle(bundle_id, frame, untimed, b"r1")
     assert reply is not None and reply.header.ok
+
+
+def test_a_high_estimate_is_measured_again_rather_than_shedding_forever(digits_bundle: Bundle) -> None:
+    from tflite_edge.edge.handler import PROBE_AFTER_US, ComputeEstimate
+
+    clock = FakeClock(1_000_000_000)
+    handler = EdgeHandler([digits_bundle], clock_us=clock)
+    work = (digits_bundle.bundle_id, 1, "final")
+    slow = ComputeEstimate()
+    slow.add(10_000_000, clock.now)  # one 10 s spell: every 1 s deadline now looks hopeless
+    handler._compute_us[work] = slow
+    frame, alive = _request(digits_bundle, deadline_us=clock.now + 1_000_000)
+    assert [handler.handle(digits_bundle.bundle_id, frame, alive, b"r1") for _ in range(50)] == [None] * 50
+    clock.now += PROBE_AFTER_US + 1  # nothing computed for that long: the next one is, to measure again
+    frame, alive = _request(digits_bundle, deadline_us=clock.now + 1_000_000)
+    assert handler.handle(digits_bundle.bundle_id, frame, alive, b"r1") is not None
+    assert handler.handle(digits_bundle.bundle_id, frame, alive, b"r1") is not None  # the estimate is sane again
+    assert handler._compute_us[work].bound_us < 1_000_000
 
 
 class Prober:
