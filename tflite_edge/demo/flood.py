@@ -1,9 +1,10 @@
 """A second device that floods the edge with real offload requests while switched on.
 
-``python -m tflite_edge.demo.flood BROKER_URL BUNDLE_DIR [--threads N]`` prints ``ready``
-once connected, then floods (every request sends the raw input to the edge, K = 0, from N
-devices at once) after a line ``on`` on its standard input and pauses after ``off``; it ends
-when its input closes. The demo and the live benchmark use it for a burst of edge load.
+``python -m tflite_edge.demo.flood BROKER_URL BUNDLE_DIR READY_FILE [--threads N]`` creates
+READY_FILE once connected, then floods (every request sends the raw input to the edge,
+K = 0, from N devices at once) after a line ``on`` on its standard input and pauses after
+``off``; it ends when its input closes. The demo and the live benchmark use it for a burst
+of edge load.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tflite_edge.demo.flood")
     parser.add_argument("broker")
     parser.add_argument("bundle")
+    parser.add_argument("ready_file", type=Path)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args(argv)
     on = threading.Event()
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = [threading.Thread(target=flood, args=(r,), daemon=True) for r in runtimes]
     for thread in threads:
         thread.start()
-    print("ready", flush=True)
+    args.ready_file.touch()
     for line in sys.stdin:
         (on.set if line.strip() == "on" else on.clear)()
     stop.set()

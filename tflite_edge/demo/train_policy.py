@@ -2,7 +2,8 @@
 
 ``python -m tflite_edge.demo.train_policy SETTINGS.json`` trains in a fresh process (TF-Agents
 needs tf.keras = tf-keras, which a process that trained the Keras 3 model cannot give) and
-writes ``policy.tflite`` + ``policy.json`` into ``settings["policy_dir"]``. The simulated
+writes ``policy.tflite`` + ``policy.json`` into ``settings["policy_dir"]``, and the training
+time and steps into ``training.json`` beside SETTINGS.json. The simulated
 world matches the live one: the device profile, this host as the edge, the deadline and the
 pacing, loopback round trips, and a device speed, edge load and power budget that wander
 over the ranges the live world visits. :func:`train_or_reuse` skips training when the
@@ -83,8 +84,13 @@ def train_or_reuse(settings: dict[str, Any]) -> tuple[Path, float | None]:
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise PolicyError(f"training the policy failed: {done.stderr.strip().splitlines()[-1:]}")
-    return policy_dir, float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    return policy_dir, float(json.loads(_result_path(settings_path).read_text())["seconds"])
+
+
+def _result_path(settings_path: Path) -> Path:
+    return settings_path.with_name("training.json")
 
 
 if __name__ == "__main__":
-    print(json.dumps(_train(json.loads(Path(sys.argv[1]).read_text()))))
+    settings_file = Path(sys.argv[1])
+    _result_path(settings_file).write_text(json.dumps(_train(json.loads(settings_file.read_text()))))

@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -47,6 +48,7 @@ __all__ = ["Contender", "LiveWorld", "PlannerPolicy", "StaticPolicy", "World", "
            "flood_process", "load_world", "run_contender", "simulator_for_device", "wait_for_edge"]
 
 FLOOD_LOAD = 0.5  # an edge_load above this means a second device floods the edge
+FLOOD_START_TIMEOUT_S = 60.0
 NOMINAL = {"device_speed": 1.0, "edge_load": 0.0, "power_budget_mw": 2000.0}
 
 
@@ -354,14 +356,18 @@ def edge_worker(broker_url: str, bundle: Bundle, log_path: Path | None = None) -
 @contextlib.contextmanager
 def flood_process(broker_url: str, bundle: Bundle, *, log_path: Path | None = None) -> Iterator[Callable[[bool], None]]:
     """A second device (its own process) that floods the edge while switched on: yields ``switch(on)``."""
-    command = [sys.executable, "-m", "tflite_edge.demo.flood", broker_url, str(bundle.path)]
+    scratch = tempfile.TemporaryDirectory(prefix="tflite-edge-flood-")
+    ready = Path(scratch.name) / "ready"
+    command = [sys.executable, "-m", "tflite_edge.demo.flood", broker_url, str(bundle.path), str(ready)]
     log: Any = open(log_path, "w") if log_path is not None else subprocess.DEVNULL
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=log, text=True)
     try:
-        assert process.stdin is not None and process.stdout is not None
-        ready = process.stdout.readline().strip()
-        if ready != "ready":
-            raise InputError(f"the flooding device did not start (exit code {process.poll()})")
+        assert process.stdin is not None
+        give_up = time.monotonic() + FLOOD_START_TIMEOUT_S
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > give_up:
+                raise InputError(f"the flooding device did not start (exit code {process.poll()})")
+            time.sleep(0.05)
 
         def switch(on: bool) -> None:
             if process.poll() is None and process.stdin is not None:
@@ -378,7 +384,6 @@ def flood_process(broker_url: str, bundle: Bundle, *, log_path: Path | None = No
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
         if log is not subprocess.DEVNULL:
             log.close()
+        scratch.cleanup()
