@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError
+from ..transport.mqtt import SubscribingClient, device_connection
 
 __all__ = [
     "POWER_SUPPLY_ROOT",
@@ -207,7 +208,7 @@ class PowerBudget:
         return base, source
 
 
-class ContextSubscriber:
+class ContextSubscriber(SubscribingClient):
     """One MQTT client that feeds edge load reports and the operator's budget topic into a tracker and a budget."""
 
     def __init__(self, broker_url: str, *, device_id: str, prefix: str, edge_load: EdgeLoadTracker | None,
@@ -222,40 +223,17 @@ class ContextSubscriber:
         if budget is not None:
             self.topics[budget_topic(prefix, device_id)] = budget.handle
         self._budget_topic = budget_topic(prefix, device_id)
-        from ..transport.mqtt import device_connection
-
         # Its own login and client id ({device}-context) on a broker set up by `broker-config`.
-        self._address, self._client_id = device_connection(broker_url, device_id, "context")
-        self._connect_timeout_s = connect_timeout_s
+        super().__init__(*device_connection(broker_url, device_id, "context"), connect_timeout_s)
         self._subscribed = threading.Event()
-        self._client: Any = None
 
-    def start(self, *, require_broker: bool = True) -> ContextSubscriber:
-        from ..transport.mqtt import connect_and_start, make_client
-
-        client = make_client(self._address, self._client_id)
+    def _configure(self, client: Any) -> None:
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *args: self._subscribed.set()
         client.on_message = self._on_message
-        self._client = client
-        if require_broker:
-            connect_and_start(client, self._connect_timeout_s)
-            self._subscribed.wait(self._connect_timeout_s)
-        else:
-            client.loop_start()
-        return self
 
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._client = None
-
-    def __enter__(self) -> ContextSubscriber:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _connected(self) -> None:
+        self._subscribed.wait(self._connect_timeout_s)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if not reason_code.is_failure and self.topics:

@@ -33,6 +33,7 @@ from ..agents.cost import energy_mj as energy_model_mj
 from ..agents.cost import measured_energy_mj
 from ..agents.tflite_policy import TFLitePolicy
 from ..errors import PolicyError, TfliteEdgeError
+from ..transport.mqtt import SubscribingClient, device_connection
 from ..transport.protocol import DEFAULT_PREFIX
 from .context import POWER_SUPPLY_ROOT, ContextSubscriber, EdgeLoadTracker, PowerBudget, measured_device_speed
 from .plan import ExitRule, Plan
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from ..security.floors import VersionFloors
     from ..telemetry.homeassistant import HomeAssistant
     from ..telemetry.publisher import TelemetryPublisher
-    from ..transport.mqtt import MqttClient
     from .runtime import DeviceRuntime
 
 __all__ = [
@@ -137,7 +137,7 @@ class PolicySlot:
             time.sleep(0.02)
 
 
-class PolicyReceiver:
+class PolicyReceiver(SubscribingClient):
     """Subscribes to a policy topic and offers every verified, newer policy to ``slot``.
 
     ``on_update(version)`` / ``on_reject(reason)`` are called on the network thread.
@@ -167,49 +167,18 @@ class PolicyReceiver:
         self.backend = backend
         self.on_update = on_update
         self.on_reject = on_reject
-        self._broker_url = broker_url
         if (client_id is None) == (device_id is None):
             raise PolicyError("give the policy receiver a device_id (its connection is the device's) or a client_id")
-        self._client_id = client_id
-        self._device_id = device_id
-        self._connect_timeout_s = connect_timeout_s
-        self._client: MqttClient | None = None
         self.received = 0
-
-    def start(self, *, require_broker: bool = True) -> PolicyReceiver:
-        """Connect and subscribe (again after every reconnect). Returns self."""
-        from ..errors import BrokerConnectionError
-        from ..transport.mqtt import connect_and_start, device_connection, make_client
-
-        if self._device_id is not None:
-            client = make_client(*device_connection(self._broker_url, self._device_id, "policy"))
+        if device_id is not None:
+            super().__init__(*device_connection(broker_url, device_id, "policy"), connect_timeout_s)
         else:
-            assert self._client_id is not None
-            client = make_client(self._broker_url, self._client_id)
+            assert client_id is not None
+            super().__init__(broker_url, client_id, connect_timeout_s)
+
+    def _configure(self, client: paho.Client) -> None:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        self._client = client
-        if not require_broker:
-            client.loop_start()  # connects (and subscribes) in the background whenever the broker is up
-            return self
-        try:
-            connect_and_start(client, self._connect_timeout_s)
-        except BrokerConnectionError:
-            self._client = None
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._client = None
-
-    def __enter__(self) -> PolicyReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags, reason_code: ReasonCode,
                     properties: Properties | None) -> None:

@@ -35,7 +35,7 @@ import urllib.parse
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -55,6 +55,7 @@ __all__ = [
     "make_client",
     "wait_connected",
     "connect_and_start",
+    "SubscribingClient",
     "broker_address",
     "device_connection",
     "PASSWORD_ENV",
@@ -398,6 +399,53 @@ def connect_and_start(client: paho.Client, timeout_s: float = 10.0) -> None:
         raise
     finally:
         client.on_connect = callback
+
+
+class SubscribingClient:
+    """One MQTT connection that a component owns: ``start`` connects (or, with
+    ``require_broker=False``, keeps connecting in the background), ``stop`` disconnects; a
+    context manager. Subclasses set the client's callbacks in ``_configure`` (subscribing in
+    their ``on_connect``, so that every reconnect subscribes again)."""
+
+    def __init__(self, address: str | BrokerAddress, client_id: str, connect_timeout_s: float) -> None:
+        self._address = address
+        self._client_id = client_id
+        self._connect_timeout_s = connect_timeout_s
+        self._client: MqttClient | None = None
+
+    def _configure(self, client: paho.Client) -> None:
+        raise NotImplementedError
+
+    def _connected(self) -> None:
+        """Called once ``start`` has connected (with ``require_broker``)."""
+
+    def start(self, *, require_broker: bool = True) -> Self:
+        """Connect (an error when the broker cannot be reached, unless ``require_broker=False``)."""
+        client = make_client(self._address, self._client_id)
+        self._configure(client)
+        self._client = client
+        if not require_broker:
+            client.loop_start()  # connects (and subscribes) in the background whenever the broker is up
+            return self
+        try:
+            connect_and_start(client, self._connect_timeout_s)
+        except BrokerConnectionError:
+            self._client = None
+            raise
+        self._connected()
+        return self
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def broker_address(client: paho.Client) -> BrokerAddress | None:
