@@ -59,7 +59,7 @@ def test_a_scenario_file_is_read_and_checked(tmp_path):
 
 
 def test_reaction_counts_requests_from_a_world_change_until_the_action_changed():
-    world = World({"device_speed": ((0.0, 1.0), (10.0, 0.4))})
+    world = World.from_steps({"device_speed": ((0.0, 1.0), (10.0, 0.4))})
     actions = ["local"] * 5 + ["local", "local", "offload", "offload", "offload"]
     records = [{"phase": 0 if i < 5 else 1, "action": a, "probe": False, "met_deadline": True, "correct": True,
                 "total_ms": 10.0, "reward": 1.0, "energy_mj": 1.0, "ran_on": "device", "fell_back": False}

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..agents.objectives import Objective
 from ..agents.planning import PlanningModel
+from ..agents.scenario import Schedule, load_scenario_file
 from ..agents.simulator import Action
 from ..bundle import Bundle
 from ..device.context import ContextSubscriber, EdgeLoadTracker, PowerBudget
@@ -54,45 +55,44 @@ NOMINAL = {"device_speed": 1.0, "edge_load": 0.0, "power_budget_mw": 2000.0}
 
 @dataclass(frozen=True)
 class World:
-    """Piecewise-constant schedules over trace time: ``{feature: ((from_s, value), ...)}``.
-
-    In a live run, request ``i`` meets the world at trace time ``i × interval × speedup``.
+    """Piecewise-constant schedules over trace time, one per feature (the scenario file's
+    ``Schedule``). In a live run, request ``i`` meets the world at trace time
+    ``i × interval × speedup``.
     """
 
-    schedules: Mapping[str, tuple[tuple[float, float], ...]]
+    schedules: Mapping[str, Schedule]
     name: str = "world"
 
+    @classmethod
+    def from_steps(cls, steps: Mapping[str, Sequence[tuple[float, float]]], name: str = "world") -> World:
+        """``{feature: ((from_s, value), ...)}``, each starting at time 0."""
+        return cls({k: Schedule(tuple(t for t, _ in v), tuple(x for _, x in v)) for k, v in steps.items()}, name)
+
     def value(self, feature: str, t_s: float, default: float) -> float:
-        current = default
-        for start, value in self.schedules.get(feature, ()):
-            if t_s >= start:
-                current = value
-        return current
+        schedule = self.schedules.get(feature)
+        return default if schedule is None else float(schedule.at(t_s))
 
     def phase(self, t_s: float) -> int:
         """Index of the stretch of constant world at trace time ``t_s`` (0 before any change)."""
         return sum(1 for start in self.change_times() if t_s >= start)
 
     def change_times(self) -> list[float]:
-        return sorted({start for steps in self.schedules.values() for start, _ in steps if start > 0})
+        return sorted({start for s in self.schedules.values() for start in s.times_s if start > 0})
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: [list(step) for step in v] for k, v in self.schedules.items()}
+        return {k: s.to_list() for k, s in self.schedules.items()}
 
 
 def load_world(path: str | os.PathLike[str]) -> World:
     """Read a scenario file (the format of ``tflite_edge.agents.scenario``, which checks it)."""
-    from ..agents.scenario import load_scenario_file
-
-    schedules = load_scenario_file(path)
-    return World({k: tuple(zip(s.times_s, s.values, strict=True)) for k, s in schedules.items()}, Path(path).stem)
+    return World(load_scenario_file(path), Path(path).stem)
 
 
 def default_world(duration_s: float) -> World:
     """Five equal stretches of trace time: nominal, the device at 40 % speed, nominal, the edge
     flooded by another device, the power budget down from 2,000 to 800 mW."""
     step = duration_s / 5
-    return World({
+    return World.from_steps({
         "device_speed": ((0.0, 1.0), (step, 0.4), (2 * step, 1.0)),
         "edge_load": ((0.0, 0.0), (3 * step, 0.9), (4 * step, 0.0)),
         "power_budget_mw": ((0.0, 2000.0), (4 * step, 800.0)),
