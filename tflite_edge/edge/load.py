@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from ..transport.protocol import Topics
+
 __all__ = ["EDGE_LOAD_SCHEMA", "EdgeLoad", "LoadMeter", "edge_load_filter", "edge_load_topic"]
 
 EDGE_LOAD_SCHEMA = "tflite-edge/edge-load/1"
@@ -33,12 +35,12 @@ EDGE_LOAD_SCHEMA = "tflite-edge/edge-load/1"
 
 def edge_load_topic(prefix: str, worker_id: str) -> str:
     """Where worker ``worker_id`` publishes its load."""
-    return f"{prefix}/edge/{worker_id}/load"
+    return Topics(prefix).edge_load(worker_id)
 
 
 def edge_load_filter(prefix: str) -> str:
     """The subscription that receives every worker's load."""
-    return f"{prefix}/edge/+/load"
+    return Topics(prefix).edge_load_filter
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
-from .protocol import validate_topic_level
+from .protocol import Topics
 
 __all__ = ["MAX_PRESENCE_BYTES", "EdgePresence", "presence_payload", "presence_topic", "presence_filter"]
 
@@ -27,11 +27,11 @@ MAX_PRESENCE_BYTES = 64 * 1024  # far more than any bundle list; bounded before 
 
 
 def presence_topic(prefix: str, worker_id: str) -> str:
-    return f"{prefix}/edge/{validate_topic_level(worker_id, 'worker id')}"
+    return Topics(prefix).edge_presence(worker_id)
 
 
 def presence_filter(prefix: str) -> str:
-    return f"{prefix}/edge/+"
+    return Topics(prefix).edge_presence_filter
 
 
 def presence_payload(bundle_ids: list[str], group: str) -> bytes:

@@ -9,6 +9,7 @@ Topics (``prefix`` defaults to ``tflite-edge/v1`` and is configurable)::
     {prefix}/dev/{device_id}/res             edge -> device: replies (the request's ResponseTopic)
     {prefix}/dev/{device_id}/telemetry|status|experience   used by the telemetry subsystem
     {prefix}/dev/{device_id}/budget          operator -> device: the power budget (retained)
+    {prefix}/edge/{worker_id}                edge -> devices: a worker's retained presence (presence.py)
     {prefix}/edge/{worker_id}/load           edge -> devices: a worker's load (edge/load.py)
 
 A request is a PUBLISH whose payload is one activation frame (``wire.py``) and whose MQTT 5
@@ -171,6 +172,22 @@ class Topics:
 
     def reply(self, device_id: str) -> str:
         return self.device(device_id, "res")
+
+    def edge_presence(self, worker_id: str) -> str:
+        """Where an edge worker keeps its retained presence (cleared by its last will)."""
+        return f"{self.prefix}/edge/{validate_topic_level(worker_id, 'worker id')}"
+
+    @property
+    def edge_presence_filter(self) -> str:
+        return f"{self.prefix}/edge/+"
+
+    def edge_load(self, worker_id: str) -> str:
+        """Where an edge worker publishes its load."""
+        return f"{self.edge_presence(worker_id)}/load"
+
+    @property
+    def edge_load_filter(self) -> str:
+        return f"{self.prefix}/edge/+/load"
 
     def bundle_of(self, request_topic: str) -> str:
         """The bundle id a request topic names; ``ProtocolError`` for any other topic."""
