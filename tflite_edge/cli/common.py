@@ -45,6 +45,32 @@ def add_prefix_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"MQTT topic prefix (default: {DEFAULT_PREFIX})")
 
 
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    """--deadline-ms, --threshold and --entropy: what each request asks, on any device."""
+    parser.add_argument("--deadline-ms", type=float, metavar="D",
+                        help="answer within D ms, falling back locally if the edge is late (default: no deadline; "
+                             "an offload waits at most 10 s for the edge)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="EXIT=VALUE",
+                        help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
+    parser.add_argument("--entropy", action="store_true",
+                        help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
+
+
+def exit_rule(args: argparse.Namespace) -> Any:
+    """The early-exit rule of --threshold/--entropy (``InputError`` for a malformed threshold)."""
+    from ..device import ExitRule
+    from ..errors import InputError
+    from ..transport.protocol import ThresholdKind, parse_threshold
+
+    thresholds: dict[str, float] = {}
+    for item in args.threshold:
+        parsed = parse_threshold(item)
+        if parsed is None:
+            raise InputError(f"--threshold {item!r}: expected EXIT=VALUE, e.g. exit_1=0.9")
+        thresholds[parsed[0]] = parsed[1]
+    return ExitRule(thresholds, ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
+
+
 def add_codec_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--codec", default="none", choices=tuple(CODECS), help=help)
 

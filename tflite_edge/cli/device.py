@@ -12,7 +12,9 @@ from .common import (
     add_codec_option,
     add_homeassistant_option,
     add_prefix_option,
+    add_request_options,
     add_state_file_option,
+    exit_rule,
     open_bundle,
 )
 from .summary import FallbackSummary
@@ -47,13 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--partition", type=int, metavar="K",
                         help="segments [0, K) run here, the rest on the edge; 0 sends the raw input "
                              "(default: the number of segments, everything local)")
-    parser.add_argument("--deadline-ms", type=float, metavar="D",
-                        help="answer within D ms, falling back locally if the edge is late (default: no deadline; "
-                             "an offload waits at most 10 s for the edge)")
-    parser.add_argument("--threshold", action="append", default=[], metavar="EXIT=VALUE",
-                        help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
-    parser.add_argument("--entropy", action="store_true",
-                        help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
+    add_request_options(parser)
     add_codec_option(parser, "activation compression (default: none; see bench/bench_wire.py for when it pays)")
     add_prefix_option(parser)
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS of requests (default: 0)")
@@ -95,28 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_thresholds(items: list[str]) -> dict[str, float]:
-    """``EXIT=VALUE`` strings to a dict; ``InputError`` for malformed ones."""
-    from ..transport.protocol import parse_threshold
-
-    thresholds: dict[str, float] = {}
-    for item in items:
-        parsed = parse_threshold(item)
-        if parsed is None:
-            raise InputError(f"--threshold {item!r}: expected EXIT=VALUE, e.g. exit_1=0.9")
-        thresholds[parsed[0]] = parsed[1]
-    return thresholds
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..arrays import load_array
-    from ..device import DeviceRuntime, ExitRule, Plan
-    from ..transport.protocol import ThresholdKind
+    from ..device import DeviceRuntime, Plan
 
     x = load_array(args.input, what="--input")
-    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
+    rule = exit_rule(args)
     _check_policy_options(args)
     with DeviceRuntime(
         open_bundle(args.bundle, args.bundle_key, args.state_file), broker_url=args.broker, device_id=args.id,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InputError
-from .common import add_homeassistant_option, add_prefix_option, homeassistant_of
+from .common import add_homeassistant_option, add_prefix_option, add_request_options, exit_rule, homeassistant_of
 
 EPILOG = """\
 examples:
@@ -94,13 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bridge.add_argument("--partition", type=int, default=None, metavar="K",
                         help="segments [0, K) run on the MCU and here, the rest on the edge; K >= 1 "
                              "(default: 1 with --broker, else every segment)")
-    bridge.add_argument("--deadline-ms", type=float, metavar="D",
-                        help="answer within D ms, falling back locally if the edge is late (default: no deadline; "
-                             "an offload waits at most 10 s for the edge)")
-    bridge.add_argument("--threshold", action="append", default=[], metavar="EXIT=VALUE",
-                        help="early exit: stop at EXIT when its top-1 probability >= VALUE (repeatable)")
-    bridge.add_argument("--entropy", action="store_true",
-                        help="thresholds are maximum entropies (nats) instead of minimum top-1 probabilities")
+    add_request_options(bridge)
     bridge.add_argument("--timeout-s", type=float, default=2.0, help="serial reply timeout (default: 2)")
     bridge.add_argument("--retries", type=int, default=3, help="serial retries per request (default: 3)")
     bridge.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None,
@@ -217,16 +211,14 @@ def run_bridge(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..arrays import load_array
-    from ..device import ExitRule
     from ..firmware_bridge.gateway import Gateway
-    from ..transport.protocol import ThresholdKind
-    from .device import finish, parse_thresholds
+    from .device import finish
     from .summary import FallbackSummary
 
     # Checked before the MCU and the broker are touched.
     x = load_array(args.input, what="--input") if args.input is not None else None
     partition = args.partition
-    rule = ExitRule(parse_thresholds(args.threshold), ThresholdKind.ENTROPY if args.entropy else ThresholdKind.TOP1)
+    rule = exit_rule(args)
     if args.broker is None and (args.telemetry or args.homeassistant is not None):
         raise InputError("--telemetry and --homeassistant need --broker")
     if args.homeassistant is not None and args.telemetry is False:
