@@ -8,7 +8,9 @@ Figures printed (one private Mosquitto, edge workers as separate processes, as d
    MobileNetV2's block_5 cut): the framework's request/reply minus the edge's compute
    time (and the device runtime's whole transfer, with encoding and decoding), against a
    bare paho-mqtt request/response through the same broker (25 KB request; a 71-byte reply
-   like the framework's, and a full 25 KB echo), interleaved in one run. The bundles are
+   like the framework's, and a full 25 KB echo), interleaved in one run. The bare
+   reference is plain paho-mqtt in processes of its own; a second bare reference uses
+   tflite-edge's MQTT 5 properties parser, as the framework does. The bundles are
    built in a child process so that this one, like a device, never imports TensorFlow.
 3. Edge throughput: requests/s of one worker vs two workers in a shared group, with a
    compute-heavy tail (four 3x3 convolutions with 256 filters at 28x28, about 6 ms on one
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -47,23 +50,63 @@ from tflite_edge.transport.mqtt import connect_and_start, make_client  # noqa: E
 from tflite_edge.transport.protocol import RequestHeader, Topics, request_properties  # noqa: E402
 from tflite_edge.transport.wire import encode_tensor  # noqa: E402
 
-ECHO_SERVER = r"""
-import sys, threading
+# The bare reference: plain paho-mqtt, without tflite-edge, on both ends (an echo server and
+# a client, each its own process). With "one-pass" both use tflite-edge's properties parser
+# instead of paho's (transport.properties), as the framework does: the difference between the
+# two references is the parser, and between the framework and the second, everything else.
+BARE_COMMON = r"""
+import sys, threading, time, urllib.parse
 import paho.mqtt.client as paho
-from tflite_edge.transport.mqtt import connect_and_start, make_client
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
-client = make_client(sys.argv[1], "bench-echo")
+from paho.mqtt.properties import Properties
+if sys.argv[2] == "one-pass":
+    from tflite_edge.transport.properties import install_publish_parser
+    install_publish_parser()
+url = urllib.parse.urlsplit(sys.argv[1])
+subscribed = threading.Event()
+def bare_client(name, topic):
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=MQTTProtocolVersion.MQTTv5)
+    client.on_connect = lambda c, *a: c.subscribe(topic)
+    client.on_subscribe = lambda *a: subscribed.set()
+    return client
+def start(client):
+    client.connect(url.hostname, url.port)
+    client.loop_start()
+    assert subscribed.wait(5)
+"""
+
+ECHO_SERVER = BARE_COMMON + r"""
+client = bare_client(f"bench-echo-{sys.argv[2]}", f"bench/{sys.argv[2]}/echo/+")
 def on_message(c, u, m):
     props = Properties(PacketTypes.PUBLISH)
     props.CorrelationData = m.properties.CorrelationData
     payload = m.payload if m.topic.endswith("/full") else m.payload[:71]
     c.publish(m.properties.ResponseTopic, payload, properties=props)
 client.on_message = on_message
-client.on_connect = lambda c, *a: c.subscribe("bench/echo/+")
-connect_and_start(client)
+start(client)
 print("ready", flush=True)
 sys.stdin.read()
+"""
+
+ECHO_CLIENT = BARE_COMMON + r"""
+reply = f"bench/{sys.argv[2]}/reply"
+client = bare_client(f"bench-echo-client-{sys.argv[2]}", reply)
+arrived = threading.Event()
+client.on_message = lambda c, u, m: arrived.set()
+start(client)
+payload = bytes(range(256)) * 98  # 25,088 bytes
+print("ready", flush=True)
+for line in sys.stdin:  # "ack" or "full": one request/response, its time in ms on stdout
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = reply
+    props.CorrelationData = b"1"
+    arrived.clear()
+    began = time.perf_counter()
+    client.publish(f"bench/{sys.argv[2]}/echo/{line.strip()}", payload, properties=props)
+    if not arrived.wait(5):
+        sys.exit("echo timed out")
+    print((time.perf_counter() - began) * 1e3, flush=True)
 """
 
 
@@ -143,42 +186,39 @@ def round_trips(broker: MosquittoBroker, digits: Bundle, x: np.ndarray, requests
                   f"{statistics.median(r.device_ms for r in results):>7.3f}")
 
 
-class EchoClient:
-    """Bare paho-mqtt request/response with MQTT 5 correlation data, nothing else."""
+class BareMqtt:
+    """A bare paho-mqtt echo server and client (processes of their own, see ``ECHO_CLIENT``)."""
 
-    def __init__(self, url: str) -> None:
-        self.client = make_client(url, "bench-echo-client")
-        self.event = threading.Event()
-        self.client.on_message = lambda c, u, m: self.event.set()
-        self.client.on_connect = lambda c, *a: c.subscribe("bench/echo-reply")
-        connect_and_start(self.client)
-        time.sleep(0.2)
+    def __init__(self, url: str, parser: str) -> None:
+        self.processes = [
+            subprocess.Popen([sys.executable, "-c", code, url, parser], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+            for code in (ECHO_SERVER, ECHO_CLIENT)
+        ]
+        for process in self.processes:
+            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        self.client = self.processes[1]
 
-    def request(self, payload: bytes, full: bool) -> float:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
+    def request(self, full: bool) -> float:
+        """One request (25,088 bytes) and its reply (the same or 71 bytes): the client's time in ms."""
+        assert self.client.stdin is not None and self.client.stdout is not None
+        self.client.stdin.write("full\n" if full else "ack\n")
+        self.client.stdin.flush()
+        return float(self.client.stdout.readline())
 
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = "bench/echo-reply"
-        props.CorrelationData = b"1"
-        self.event.clear()
-        start = time.perf_counter()
-        self.client.publish("bench/echo/full" if full else "bench/echo/ack", payload, properties=props)
-        if not self.event.wait(5):
-            raise RuntimeError("echo timed out")
-        return (time.perf_counter() - start) * 1e3
+    def close(self) -> None:
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(5)
 
 
 def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
     print("\n2. 25,088-byte int8 activation: framework round trip vs bare paho-mqtt, same broker, interleaved")
-    echo_server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, broker.url], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True)
-    assert echo_server.stdout is not None and echo_server.stdout.readline().strip() == "ready"
-    echo = EchoClient(broker.url)
+    bare = {parser: BareMqtt(broker.url, parser) for parser in ("stock", "one-pass")}
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 1, size=(56, 56, 3)).astype(np.float32)
-    payload = rng.integers(-128, 127, size=25_088, dtype=np.int8).tobytes()
-    framework, framework_total, ack, full, edge, raw = [], [], [], [], [], []
+    times: dict[str, list[float]] = {name: [] for name in ("fw", "fw_total", "edge", "raw", "ack", "full", "ack1")}
     with DeviceRuntime(light, broker_url=broker.url, device_id="bench") as device:
         assert device.offload is not None
         offload = device.offload
@@ -194,47 +234,48 @@ def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
             assert reply is not None and reply.header.ok
             return (time.perf_counter() - start) * 1e3 - reply.header.edge_us / 1e3
 
+        steps = {
+            "fw": lambda: device.infer(x, partition=1, deadline_ms=1000),
+            "raw": protocol_only,
+            "ack": lambda: bare["stock"].request(full=False),
+            "full": lambda: bare["stock"].request(full=True),
+            "ack1": lambda: bare["one-pass"].request(full=False),
+        }
+        shuffle = random.Random(0)
         for i in range(requests + 20):
-            # Rotate the order each round: whatever runs first after a pause pays for waking
-            # the processes up, and that should not always be the same contender.
-            done: dict[str, Any] = {}
-            steps = {
-                "fw": lambda: device.infer(x, partition=1, deadline_ms=1000),
-                "raw": protocol_only,
-                "ack": lambda: echo.request(payload, full=False),
-                "full": lambda: echo.request(payload, full=True),
-            }
-            order = ["fw", "raw", "ack", "full"]
-            for name in order[i % 4:] + order[:i % 4]:
-                done[name] = steps[name]()
-            r, a, f = done["fw"], done["ack"], done["full"]
-            if i >= 20:  # warm-up
-                assert r.request_bytes > 25_088 and not r.fell_back
-                framework.append(r.transfer_ms)
-                framework_total.append(r.total_ms - r.device_ms)
-                edge.append(r.edge_ms)
-                ack.append(a)
-                full.append(f)
-                raw.append(done["raw"])
-    echo.client.disconnect()
-    echo.client.loop_stop()
-    assert echo_server.stdin is not None
-    echo_server.stdin.close()
-    echo_server.wait(5)
+            # A new order each round: a contender that always ran after the same other one
+            # (a rotation keeps neighbours) would inherit its wake-ups and warm caches.
+            order = list(steps)
+            shuffle.shuffle(order)
+            done = {name: steps[name]() for name in order}
+            if i < 20:  # warm-up
+                continue
+            r = done.pop("fw")
+            assert r.request_bytes > 25_088 and not r.fell_back
+            times["fw"].append(r.transfer_ms)
+            times["fw_total"].append(r.total_ms - r.device_ms)
+            times["edge"].append(r.edge_ms)
+            for name, value in done.items():
+                times[name].append(value)
+    for reference in bare.values():
+        reference.close()
     rows = [
-        ("framework: request/reply - edge compute", raw),
-        ("framework: infer transfer (+encode/decode)", framework),
-        ("framework: round trip incl. edge tail", framework_total),
-        ("bare paho: 25 KB request, 71 B reply", ack),
-        ("bare paho: 25 KB echo both ways", full),
+        ("framework: request/reply - edge compute", "raw"),
+        ("framework: infer transfer (+encode/decode)", "fw"),
+        ("framework: round trip incl. edge tail", "fw_total"),
+        ("bare paho: 25 KB request, 71 B reply", "ack"),
+        ("bare paho: 25 KB echo both ways", "full"),
+        ("bare paho + one-pass parser: 71 B reply", "ack1"),
     ]
-    for label, values in rows:
-        print(f"   {label:<40} median {statistics.median(values):7.3f} ms   p99 {percentile(values, 99):7.3f} ms")
-    print(f"   edge compute of the tail: median {statistics.median(edge):.3f} ms")
-    for label, values in (("request/reply", raw), ("infer transfer", framework)):
-        print(f"   ratio framework {label} / bare (same bytes): median "
-              f"{statistics.median(values) / statistics.median(ack):.2f}x, "
-              f"p99 {percentile(values, 99) / percentile(ack, 99):.2f}x")
+    for label, key in rows:
+        values = times[key]
+        print(f"   {label:<42} median {statistics.median(values):7.3f} ms   p99 {percentile(values, 99):7.3f} ms")
+    print(f"   edge compute of the tail: median {statistics.median(times['edge']):.3f} ms")
+    for reference, key in (("bare paho", "ack"), ("bare paho + one-pass parser", "ack1")):
+        for label, values in (("request/reply", times["raw"]), ("infer transfer", times["fw"])):
+            print(f"   ratio framework {label} / {reference} (same bytes): median "
+                  f"{statistics.median(values) / statistics.median(times[key]):.2f}x, "
+                  f"p99 {percentile(values, 99) / percentile(times[key], 99):.2f}x")
 
 
 def throughput(

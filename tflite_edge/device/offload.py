@@ -91,6 +91,7 @@ class OffloadClient:
         self.topics = Topics(options.prefix)
         self.reply_topic = self.topics.reply(self.device_id)
         self.qos = options.qos
+        self._request_topics: dict[str, str] = {}
         self._pending: dict[bytes, _Slot] = {}
         self._lock = threading.Lock()
         self._presence = EdgePresence(self.topics.prefix)
@@ -188,7 +189,7 @@ class OffloadClient:
             self._pending[correlation] = slot
         try:
             message = Message(
-                self.topics.request(bundle_id), frame, correlation=correlation, response_topic=self.reply_topic,
+                self._request_topic(bundle_id), frame, correlation=correlation, response_topic=self.reply_topic,
                 user_properties=dict(header.to_pairs()), expiry_s=expiry_seconds(deadline_ms),
             )
             if not self.link.publish(message, qos=self.qos, timeout_s=timeout_s):
@@ -198,6 +199,12 @@ class OffloadClient:
         finally:
             with self._lock:
                 self._pending.pop(correlation, None)
+
+    def _request_topic(self, bundle_id: str) -> str:
+        topic = self._request_topics.get(bundle_id)
+        if topic is None:  # validated once per bundle id, not per request
+            topic = self._request_topics[bundle_id] = self.topics.request(bundle_id)
+        return topic
 
     def close(self) -> None:
         """Close the link."""

@@ -36,7 +36,7 @@ from ..runtime.chain import BundleRunner, dequantize
 from ..transport.clock import ClockOffset
 from ..transport.link import SYSTEM_CLOCK, Clock, MessageLink
 from ..transport.protocol import RequestHeader, remote_error
-from ..transport.wire import decode_frame, encode_tensor, expect_activation, parse_header
+from ..transport.wire import decode_exit_output, encode_tensor
 from .breaker import CircuitBreaker
 from .config import DeviceConfig, DeviceOptions
 from .offload import OffloadClient, Reply
@@ -344,17 +344,12 @@ class DeviceRuntime:
     ) -> InferenceResult:
         # The reply frame's tensor is the exit that answered (the target, or an earlier one
         # whose threshold fired on the edge).
-        exit_name = parse_header(reply.payload).tensor
-        try:
-            exit_spec = self.manifest.exit(exit_name)
-        except KeyError as e:
-            raise RemoteError(f"the edge answered with unknown exit {exit_name!r}", ErrorCode.BAD_REPLY) from e
+        header, raw = decode_exit_output(reply.payload, self.manifest)
+        exit_name = header.tensor
+        exit_spec = self.manifest.exit(exit_name)
         if exit_spec.segment < plan.partition or exit_spec.segment > plan.exit_segment:
             raise RemoteError(f"the edge answered with exit {exit_name!r}, outside the plan", ErrorCode.BAD_REPLY)
-        tensor = self.manifest.segments[exit_spec.segment].output(exit_name)
-        _, raw = decode_frame(reply.payload, expect=expect_activation(self.manifest, spec=tensor),
-                              max_payload_bytes=tensor.bytes)
-        probabilities = dequantize(raw, tensor)[0]
+        probabilities = dequantize(raw, self.manifest.segments[exit_spec.segment].output(exit_name))[0]
         done = self._now()
         edge_ms = reply.header.edge_us / 1e3
         round_trip_ms = (done - t_send) * 1e3

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "tflite-edge"
 REQUEST_OVERHEAD_BYTES = 64 * 1024  # frame header, names, topic and MQTT properties of a request
+MAX_REPLY_TOPICS = 4096  # reply topics remembered as valid
 
 
 class EdgeWorker:
@@ -98,6 +99,7 @@ class EdgeWorker:
             allow_fallback=allow_fallback, codec=codec,
         )
         self._request_head = self.topics.request_filter[:-1]  # "{prefix}/req/"
+        self._reply_topics: set[str] = set()
         self.worker_id = worker_id or f"tfe-edge-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.served = 0
         self.failed = 0
@@ -241,6 +243,8 @@ class EdgeWorker:
                        properties=reply_properties(reply.header, correlation=correlation))
 
     def _is_reply_topic(self, topic: str) -> bool:
+        if topic in self._reply_topics:
+            return True
         head, tail = f"{self.topics.prefix}/dev/", "/res"
         if not (topic.startswith(head) and topic.endswith(tail)):
             return False
@@ -248,6 +252,9 @@ class EdgeWorker:
             validate_topic_level(topic[len(head):-len(tail)], "device id")
         except TopicError:
             return False
+        if len(self._reply_topics) >= MAX_REPLY_TOPICS:
+            self._reply_topics.clear()
+        self._reply_topics.add(topic)  # devices repeat: checked once each
         return True
 
     @property

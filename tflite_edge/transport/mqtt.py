@@ -44,6 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ..errors import BrokerConnectionError, BrokerUrlError, TlsSettingsError
 from ..security.tls import TLS_QUERY_KEYS, TlsSettings, tls_settings_from_query
+from .properties import install_publish_parser
 from .protocol import device_login, validate_device_id
 
 __all__ = [
@@ -268,6 +269,7 @@ def make_client(
     larger message to this client: it drops it instead.
     """
     address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
+    install_publish_parser()  # received properties parsed in one pass (transport.properties)
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,

@@ -18,11 +18,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from ..errors import BrokerConnectionError
 from .link import Message, MessageHandler
 from .mqtt import BrokerAddress, Will, connect_and_start, make_client
-from .protocol import PackedProperties, user_properties
+from .properties import PackedProperties
+from .protocol import user_properties
 
 __all__ = ["MqttLink"]
 
 log = logging.getLogger(__name__)
+
+MAX_ROUTES = 1024  # topics whose matching handlers are remembered
 
 
 class MqttLink:
@@ -37,6 +40,7 @@ class MqttLink:
         self._client.on_message = self._on_message
         self._lock = threading.Lock()
         self._subscriptions: dict[str, tuple[int, bool, MessageHandler]] = {}  # filter -> qos, optional, handler
+        self._routes: dict[str, list[MessageHandler]] = {}  # topic -> handlers of matching filters
         self._awaiting: dict[int, str] = {}  # SUBSCRIBE message id -> topic filter
         self._refused: set[str] = set()
         self._ready = threading.Event()
@@ -55,6 +59,7 @@ class MqttLink:
     def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 0, optional: bool = False) -> None:
         with self._lock:
             self._subscriptions[topic_filter] = (qos, optional, handler)
+            self._routes.clear()
             self._ready.clear()
         if self._client.is_connected():
             self._subscribe(self._client, topic_filter, qos)
@@ -148,7 +153,14 @@ class MqttLink:
             response_topic=getattr(props, "ResponseTopic", None),
             user_properties=user_properties(props),
         )
+        topic = message.topic
         with self._lock:
-            handlers = [h for f, (_, _, h) in self._subscriptions.items() if paho.topic_matches_sub(f, message.topic)]
+            handlers = self._routes.get(topic)
+            if handlers is None:
+                # Matched once per topic (paho's matcher is slow Python), then looked up.
+                handlers = [h for f, (_, _, h) in self._subscriptions.items() if paho.topic_matches_sub(f, topic)]
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.clear()
+                self._routes[topic] = handlers
         for handler in handlers:
             handler(received)

@@ -23,23 +23,22 @@ carries the same ``CorrelationData`` and either the user properties ``edge_us`` 
 the exit), or ``error`` (a code) and ``message`` with an empty payload. An edge drops a
 request whose ``dl_us`` has passed without computing or answering it.
 
-The property set is deliberately small: paho-mqtt packs and parses MQTT 5 properties in
-Python, and every extra property costs microseconds on both sides of every request.
+The property set is deliberately small: every property costs time on both sides of every
+request, even with ``transport.properties`` packing and parsing them instead of paho-mqtt.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..errors import ErrorCode, ProtocolError, RemoteError, TopicError, UnknownBundleError
+from .properties import PackedProperties
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -59,7 +58,6 @@ __all__ = [
     "user_properties",
     "remote_error",
     "request_id_of",
-    "PackedProperties",
     "expiry_seconds",
     "pairs_to_dict",
     "now_us",
@@ -345,71 +343,6 @@ def remote_error(code: str, message: str) -> RemoteError:
     if code == ErrorCode.UNKNOWN_BUNDLE:
         return UnknownBundleError(f"edge error ({code}): {message}", code)
     return RemoteError(f"edge error ({code}): {message}", code)
-
-
-class PackedProperties(Properties):
-    """PUBLISH properties serialised once, when made.
-
-    paho-mqtt builds and packs ``Properties`` in Python, attribute by attribute, which
-    costs tens of microseconds per message; a publish only needs ``pack()``, so requests and
-    replies hand paho the finished bytes. The values stay readable as attributes.
-    """
-
-    def __init__(
-        self,
-        *,
-        response_topic: str | None = None,
-        correlation: bytes | None = None,
-        expiry_s: int | None = None,
-        user: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        # paho's tables (names, types, ids) are the same for every PUBLISH: share one
-        # template's instead of rebuilding them per message.
-        self.__dict__.update(_PUBLISH_TEMPLATE.__dict__)
-        parts = []
-        values: dict[str, object] = {}
-        # Identifier order as paho packs them: 0x02, 0x08, 0x09, 0x26 (MQTT 5, 2.2.2.2).
-        if expiry_s is not None:
-            parts.append(b"\x02" + struct.pack("!L", expiry_s))
-            values["MessageExpiryInterval"] = expiry_s
-        if response_topic is not None:
-            parts.append(b"\x08" + _string(response_topic))
-            values["ResponseTopic"] = response_topic
-        if correlation is not None:
-            if len(correlation) > 0xFFFF:
-                raise ProtocolError("correlation data is longer than 65535 bytes")
-            parts.append(b"\x09" + struct.pack("!H", len(correlation)) + correlation)
-            values["CorrelationData"] = correlation
-        for key, value in user:
-            parts.append(b"\x26" + _string(key) + _string(value))
-        if user:
-            values["UserProperty"] = list(user)
-        body = b"".join(parts)
-        # Stored past Properties.__setattr__, whose name checks are the slow part.
-        self.__dict__.update(values)
-        self.__dict__["_packed"] = _variable_byte_integer(len(body)) + body
-
-    def pack(self) -> bytes:
-        return self.__dict__["_packed"]  # type: ignore[no-any-return]
-
-
-_PUBLISH_TEMPLATE = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
-
-
-def _string(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if len(data) > 0xFFFF:
-        raise ProtocolError("an MQTT string is limited to 65535 bytes")
-    return struct.pack("!H", len(data)) + data
-
-
-def _variable_byte_integer(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        value, digit = divmod(value, 128)
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def request_properties(header: RequestHeader, *, response_topic: str, expiry_s: int | None = None) -> Properties:

@@ -58,6 +58,7 @@ __all__ = [
     "parse_header",
     "decode_frame",
     "decode_activation",
+    "decode_exit_output",
     "expect_activation",
     "compress",
     "encode_tensor",
@@ -86,6 +87,7 @@ DTYPE_CODES: Mapping[str, int] = {
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 _LE = {name: np.dtype(name).newbyteorder("<") for name in DTYPE_CODES}
+_NATIVE_NAMES = {np.dtype(name): name for name in DTYPE_CODES}
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,10 @@ def encode_frame(
 
     With ``codec="none"`` the tensor's memory is copied exactly once, into the result.
     """
-    dtype_name = np.dtype(array.dtype).name
+    dtype = array.dtype
+    # numpy computes a dtype's name on every access; the names of the few dtypes a frame
+    # can carry are looked up instead.
+    dtype_name = _NATIVE_NAMES.get(dtype) or dtype.name
     if dtype_name not in DTYPE_CODES:
         raise FrameHeaderError(f"dtype {dtype_name} cannot be sent; supported: {', '.join(DTYPE_CODES)}")
     if codec not in CODECS:
@@ -418,14 +423,40 @@ def decode_activation(frame: bytes | bytearray | memoryview, manifest: Manifest)
     key = (manifest.bundle_id, header)
     if key not in _CHECKED:
         expect_activation(manifest)(header)
-        if len(_CHECKED) >= 1024:
-            _CHECKED.clear()
-        _CHECKED.add(key)
+        _remember(_CHECKED, key)
     return header, _payload_array(frame, header)
 
 
+def decode_exit_output(frame: bytes | bytearray | memoryview, manifest: Manifest) -> tuple[FrameHeader, np.ndarray]:
+    """Decode a reply frame: the output of one of ``manifest``'s exits, named by the frame's
+    tensor, checked against the bundle's output spec before any array is made."""
+    limit = _OUTPUT_LIMITS.get(manifest.bundle_id)
+    if limit is None:
+        limit = _OUTPUT_LIMITS[manifest.bundle_id] = max(
+            manifest.segments[e.segment].output(e.name).bytes for e in manifest.exits)
+    header = parse_header(frame, max_payload_bytes=limit)
+    key = (manifest.bundle_id, header)
+    if key not in _CHECKED_OUTPUTS:
+        try:
+            exit_spec = manifest.exit(header.tensor)
+        except KeyError as e:
+            raise FrameMismatchError(f"frame carries {header.tensor!r}, which is not an exit of bundle "
+                                     f"{manifest.bundle_id}") from e
+        expect_activation(manifest, spec=manifest.segments[exit_spec.segment].output(header.tensor))(header)
+        _remember(_CHECKED_OUTPUTS, key)
+    return header, _payload_array(frame, header)
+
+
+def _remember(checked: set[tuple[str, FrameHeader]], key: tuple[str, FrameHeader]) -> None:
+    if len(checked) >= 1024:  # bounded: a peer sending ever new headers only costs the checks
+        checked.clear()
+    checked.add(key)
+
+
 _INPUT_LIMITS: dict[str, int] = {}
+_OUTPUT_LIMITS: dict[str, int] = {}
 _CHECKED: set[tuple[str, FrameHeader]] = set()
+_CHECKED_OUTPUTS: set[tuple[str, FrameHeader]] = set()
 
 
 def encode_tensor(array: np.ndarray, spec: TensorSpec, *, bundle_id: str, segment: int,
