@@ -277,7 +277,7 @@ class DeviceRuntime:
             elapsed_ms = (t_send - t0) * 1e3
             timeout_s = max(budget_ms - elapsed_ms - reserve_ms, 0.0) / 1e3
             header = RequestHeader(rid, plan.exit, thresholds=plan.rule.thresholds, threshold_kind=plan.rule.kind,
-                                   deadline_us=self._edge_deadline_us(wall_send + timeout_s))
+                                   deadline_us=self.clock.edge_deadline_us(wall_send + timeout_s))
             reply: Reply | None = None
             if timeout_s <= 0:
                 # Nothing could come back in time: do not load the edge with it.
@@ -384,13 +384,6 @@ class DeviceRuntime:
                                         fell_back=True, error=error, request_bytes=request_bytes)
         return self._finish(rid, plan, chosen, seen, t0, device_ms, ran_on=RanOn.DEVICE, fell_back=True, error=error,
                             request_bytes=request_bytes)
-
-    def _edge_deadline_us(self, wait_until_wall_s: float) -> int | None:
-        """When the edge must have answered, in its clock: the end of the wait minus the
-        reply's way back. None until a round trip has given the clock offset, so an edge
-        whose clock is far off is never told that every request is late."""
-        edge_s = self.clock.edge_time_s(wait_until_wall_s - self.clock.one_way_s())
-        return None if edge_s is None else max(int(edge_s * 1e6), 0)
 
     def fallback_reserve_ms(self, partition: int) -> float:
         """Time an offload at ``partition`` keeps back to answer locally if the edge is late.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -28,35 +29,36 @@ __all__ = ["EdgeHandler", "EdgeReply"]
 log = logging.getLogger(__name__)
 
 _NO_RULE = ExitRule()
-PROBE_AFTER_US = 1_000_000
+PROBE_AFTER_US = 250_000  # nothing computed for a kind of work this long: measure it again
+RECENT_SAMPLES = 16
 
 
 class ComputeEstimate:
-    """A compute time's running mean and mean deviation (as TCP estimates round trips,
-    RFC 6298); ``bound_us`` = mean + 4 deviations is rarely exceeded. Shedding on it keeps
-    an overloaded edge from spending its time on answers that would arrive just too late,
-    which is what a FIFO queue of requests all near their deadlines otherwise does."""
+    """How long a kind of work takes: ``bound_us``, the slowest of its last
+    ``RECENT_SAMPLES`` compute times, is rarely exceeded by the next one.
 
-    __slots__ = ("mean_us", "deviation_us", "updated_us", "stale")
+    Shedding on it keeps an edge from spending its time on answers that would arrive just
+    too late. A probe (``stale``) replaces what was known by its one new time, so a slow
+    spell that is over stops counting at once.
+    """
+
+    __slots__ = ("recent", "updated_us", "stale")
 
     def __init__(self) -> None:
-        self.mean_us: float | None = None
-        self.deviation_us = 0.0
+        self.recent: deque[float] = deque(maxlen=RECENT_SAMPLES)
         self.updated_us = 0  # the handler's clock when the last sample (or probe) came
         self.stale = False
 
     def add(self, sample_us: float, now_us: int = 0) -> None:
         self.updated_us = now_us
-        if self.mean_us is None or self.stale:
+        if self.stale:
             self.stale = False
-            self.mean_us, self.deviation_us = sample_us, sample_us / 2
-            return
-        self.deviation_us += (abs(sample_us - self.mean_us) - self.deviation_us) / 4
-        self.mean_us += (sample_us - self.mean_us) / 8
+            self.recent.clear()
+        self.recent.append(sample_us)
 
     @property
     def bound_us(self) -> float:
-        return 0.0 if self.mean_us is None else self.mean_us + 4 * self.deviation_us
+        return max(self.recent, default=0.0)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,11 @@ Every worker also announces itself: a retained presence message listing its bund
 it stops (see ``transport.presence``), so devices stop offloading at once when no worker
 for their bundle is online.
 
+A worker reads ahead: before computing, it takes every request already waiting on its
+connection into a backlog and, while several wait, answers the newest first, dropping
+those whose deadline or expiry has passed (see :mod:`.backlog`); each reply is written
+as soon as it is computed.
+
 Every worker measures its own load (busy share, compute time against the fastest seen)
 and publishes it every ``load_period_s`` on ``{prefix}/edge/{worker_id}/load`` (see
 :mod:`.load`), so devices can take the edge's load into their decisions.
@@ -30,11 +35,14 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import select
 import signal
+import socket
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +63,7 @@ from ..transport.protocol import (
     user_properties,
     validate_topic_level,
 )
+from .backlog import Backlog, Pending
 from .handler import EdgeHandler, EdgeReply
 from .load import LoadMeter, edge_load_topic
 
@@ -65,14 +74,16 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "tflite-edge"
 REQUEST_OVERHEAD_BYTES = 64 * 1024  # frame header, names, topic and MQTT properties of a request
 MAX_REPLY_TOPICS = 4096  # reply topics remembered as valid
+PUBLISH_PACKET = 0x30  # MQTT fixed header: packet type in the high four bits
 
 
 class EdgeWorker:
     """One MQTT client answering requests for ``bundles``; requests run on paho's network thread.
 
     Running inference on the network thread keeps a request's path short (no hand-off to
-    another thread); one worker therefore serves one request at a time, and parallelism
-    comes from more workers in the group (see ``serve``).
+    another thread); one worker therefore computes one request at a time, and parallelism
+    comes from more workers in the group (see ``serve``). Requests read while others wait
+    are answered newest first (:mod:`.backlog`).
     """
 
     def __init__(
@@ -100,6 +111,7 @@ class EdgeWorker:
         )
         self._request_head = self.topics.request_filter[:-1]  # "{prefix}/req/"
         self._reply_topics: set[str] = set()
+        self._backlog = Backlog()
         self.worker_id = worker_id or f"tfe-edge-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.served = 0
         self.failed = 0
@@ -210,6 +222,17 @@ class EdgeWorker:
             log.info("disconnected from the broker (%s); reconnecting in the background", reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._accept(client, message)
+        # Answer from the backlog until another request is waiting to be read: that one is
+        # read first (this callback returns, paho reads it and calls back), so that the
+        # choice of what to answer next sees every request already sent (see backlog.py).
+        while len(self._backlog) and (self._backlog.full or not self._publish_waiting(client)):
+            request, expired = self._backlog.take(time.monotonic())
+            self._drop(expired, "its MQTT message expiry passed while it waited")
+            if request is not None:
+                self._serve(client, request)
+
+    def _accept(self, client: paho.Client, message: paho.MQTTMessage) -> None:
         if message.retain:
             if message.payload:
                 log.warning("retained request on %s deleted unanswered", message.topic)
@@ -217,20 +240,48 @@ class EdgeWorker:
             return
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None)
-        correlation = getattr(props, "CorrelationData", None)
         if not response_topic or not self._is_reply_topic(response_topic):
             # Only {prefix}/dev/{id}/res: a request must not make the edge publish elsewhere.
             log.warning("request on %s without a usable ResponseTopic dropped", message.topic)
             return
-        started = time.perf_counter()
-        properties = user_properties(props)
+        arrived = time.monotonic()
+        expiry = getattr(props, "MessageExpiryInterval", None)
+        self._backlog.add(Pending(
+            message.topic, message.payload, user_properties(props), getattr(props, "CorrelationData", None),
+            response_topic, arrived, None if expiry is None else arrived + expiry,
+        ))
+
+    def _drop(self, requests: list[Pending], why: str) -> None:
+        for request in requests:
+            self.handler.shed += 1
+            log.debug("request on %s dropped unanswered: %s", request.topic, why)
+
+    def _publish_waiting(self, client: paho.Client) -> bool:
+        """Whether the next packet waiting on the connection is a PUBLISH (a request).
+
+        Looked at without reading it (MSG_PEEK); over TLS the bytes cannot be peeked at, and
+        requests are answered in order of arrival."""
+        sock = client.socket()
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+            return False
         try:
-            reply = self._answer(message.topic, message.payload, properties, correlation)
+            if not select.select([sock], [], [], 0)[0]:
+                return False
+            first = sock.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return False  # paho's loop finds out what is wrong with the socket
+        return bool(first) and first[0] & 0xF0 == PUBLISH_PACKET
+
+    def _serve(self, client: paho.Client, request: Pending) -> None:
+        started = time.perf_counter()
+        properties = request.properties
+        try:
+            reply = self._answer(request.topic, request.payload, properties, request.correlation)
         except Exception as e:  # a worker must survive anything a request can trigger
-            log.exception("unexpected failure answering a request on %s", message.topic)
+            log.exception("unexpected failure answering a request on %s", request.topic)
             reply = EdgeReply(b"", ReplyHeader.failure("", ErrorCode.INTERNAL, f"edge failure: {e}"))
         self.load_meter.record(
-            time.perf_counter() - started, kind=(message.topic, len(message.payload), properties.get("exit")),
+            time.perf_counter() - started, kind=(request.topic, len(request.payload), properties.get("exit")),
             compute_s=reply.header.edge_us / 1e6 if reply is not None and reply.header.ok else None,
         )
         if reply is None:  # shed: past its deadline, nobody waits for it
@@ -239,8 +290,14 @@ class EdgeWorker:
             self.served += 1
         else:
             self.failed += 1
-        client.publish(response_topic, reply.payload, qos=self.qos,
-                       properties=reply_properties(reply.header, correlation=correlation))
+        client.publish(request.response_topic, reply.payload, qos=self.qos,
+                       properties=reply_properties(reply.header, correlation=request.correlation))
+        # paho's loop reads before it writes: with another request already waiting, the reply
+        # would leave only after that request's compute. This callback runs on the network
+        # thread, the only one that writes to the socket, so the reply is written now (what
+        # does not fit in the socket's buffer is left to the loop). The worker sets no
+        # on_publish callback, which paho would call under the lock this callback holds.
+        client.loop_write()
 
     def _is_reply_topic(self, topic: str) -> bool:
         if topic in self._reply_topics:
@@ -263,7 +320,7 @@ class EdgeWorker:
         return self.handler.shed
 
     def _answer(
-        self, topic: str, payload: bytes, properties: dict[str, str], correlation: bytes | None
+        self, topic: str, payload: bytes, properties: Mapping[str, str], correlation: bytes | None
     ) -> EdgeReply | None:
         # Served bundle ids are valid topic levels already; only other topics need checking.
         bundle_id = topic[len(self._request_head):] if topic.startswith(self._request_head) else ""

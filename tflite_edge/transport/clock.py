@@ -62,3 +62,11 @@ class ClockOffset:
         """Half the smallest recent network delay: how long a reply takes to come back."""
         best = self.best
         return 0.0 if best is None else best.delay_s / 2.0
+
+    def edge_deadline_us(self, wait_until_s: float) -> int | None:
+        """A request's ``dl_us``: when the edge must have answered, in its clock (Unix µs),
+        for the reply to arrive by ``wait_until_s`` (this clock): the end of the wait minus
+        the reply's way back. None until a round trip has given the offset, so an edge whose
+        clock is far off is never told that every request is late."""
+        edge_s = self.edge_time_s(wait_until_s - self.one_way_s())
+        return None if edge_s is None else max(int(edge_s * 1e6), 0)
