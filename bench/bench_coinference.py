@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import timeit
 import uuid
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from tflite_edge.device import DeviceRuntime  # noqa: E402
 from tflite_edge.transport.broker import MosquittoBroker  # noqa: E402
 from tflite_edge.transport.clock import ClockOffset  # noqa: E402
 from tflite_edge.transport.mqtt import connect_and_start, make_client  # noqa: E402
+from tflite_edge.transport.properties import PackedProperties  # noqa: E402
 from tflite_edge.transport.protocol import (  # noqa: E402
     ReplyHeader,
     RequestHeader,
@@ -223,8 +225,48 @@ class BareMqtt:
             process.wait(5)
 
 
+def properties_cost() -> None:
+    """paho-mqtt's Python MQTT 5 properties code against transport.properties, per message."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from tflite_edge.transport.properties import ParsedProperties
+
+    request = RequestHeader("0123abcd-17", "final", deadline_us=1_796_000_000_000_000)
+    reply = ReplyHeader.success("0123abcd-17", 153, rx_us=1_796_000_000_000_000)
+    cases = {
+        "request": (dict(response_topic=Topics().reply("pi-1"), correlation=b"0123abcd-17", expiry_s=1,
+                         user=request.to_pairs()), bytes(25_088)),
+        "reply": (dict(correlation=b"0123abcd-17", user=reply.to_pairs()), bytes(40)),
+    }
+
+    def per_call_us(fn: Any, number: int = 2000) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+    print("   MQTT 5 properties per message (µs; parsing with the frame behind them, as paho decodes):")
+    for name, (values, frame) in cases.items():
+        def paho_pack(values: dict[str, Any] = values) -> bytes:
+            props = Properties(PacketTypes.PUBLISH)
+            if values.get("expiry_s") is not None:
+                props.MessageExpiryInterval = values["expiry_s"]
+            if "response_topic" in values:
+                props.ResponseTopic = values["response_topic"]
+            props.CorrelationData = values["correlation"]
+            props.UserProperty = list(values["user"])
+            return props.pack()  # type: ignore[no-any-return]
+
+        packet = paho_pack() + frame
+        assert PackedProperties(**values).pack() == paho_pack()
+        pack = (per_call_us(paho_pack), per_call_us(lambda values=values: PackedProperties(**values).pack()))
+        parse = (per_call_us(lambda packet=packet: Properties(PacketTypes.PUBLISH).unpack(packet)),
+                 per_call_us(lambda packet=packet: ParsedProperties(PacketTypes.PUBLISH).unpack(packet)))
+        print(f"   {name:<8} pack: paho {pack[0]:6.1f}, tflite-edge {pack[1]:5.1f}   "
+              f"parse: paho {parse[0]:6.1f}, tflite-edge {parse[1]:5.1f}")
+
+
 def overhead(broker: MosquittoBroker, light: Bundle, requests: int) -> None:
     print("\n2. 25,088-byte int8 activation: framework round trip vs bare paho-mqtt, same broker, interleaved")
+    properties_cost()
     bare = {parser: BareMqtt(broker.url, parser) for parser in ("stock", "one-pass")}
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 1, size=(56, 56, 3)).astype(np.float32)

@@ -21,4 +21,3 @@ def test_split_after_an_exit_keeps_time_to_answer_without_an_edge(broker, digits
             assert result.fell_back and result.exit == "exit_1"
             waited_ms = float(re.search(r"within ([0-9.]+) ms", result.error or "").group(1))
             assert waited_ms <= 40.0 - result.device_ms - FALLBACK_MARGIN_MS + 0.1, result
-            assert result.total_ms <= 40.0 + 10.0, result  # loose: scheduling on a busy host

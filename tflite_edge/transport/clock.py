@@ -38,6 +38,7 @@ class ClockOffset:
         if window < 1:
             raise ValueError("window must be >= 1")
         self._samples: deque[ClockSample] = deque(maxlen=window)
+        self._best: ClockSample | None = None  # found when a sample comes, read per request
 
     def add(self, sent_s: float, received_s: float, edge_rx_s: float, edge_compute_s: float) -> ClockSample:
         """Record one round trip (device clock: ``sent_s``, ``received_s``; edge clock:
@@ -46,12 +47,13 @@ class ClockOffset:
         offset_s = ((edge_rx_s - sent_s) + (edge_rx_s + edge_compute_s - received_s)) / 2.0
         sample = ClockSample(offset_s, delay_s)
         self._samples.append(sample)
+        self._best = min(self._samples, key=_delay)
         return sample
 
     @property
     def best(self) -> ClockSample | None:
         """The least-delayed recent sample; None before the first reply."""
-        return min(self._samples, key=lambda s: s.delay_s) if self._samples else None
+        return self._best
 
     def edge_time_s(self, device_time_s: float) -> float | None:
         """``device_time_s`` in the edge's clock; None while no round trip is known."""
@@ -68,5 +70,11 @@ class ClockOffset:
         for the reply to arrive by ``wait_until_s`` (this clock): the end of the wait minus
         the reply's way back. None until a round trip has given the offset, so an edge whose
         clock is far off is never told that every request is late."""
-        edge_s = self.edge_time_s(wait_until_s - self.one_way_s())
-        return None if edge_s is None else max(int(edge_s * 1e6), 0)
+        best = self._best
+        if best is None:
+            return None
+        return max(int((wait_until_s - best.delay_s / 2.0 + best.offset_s) * 1e6), 0)
+
+
+def _delay(sample: ClockSample) -> float:
+    return sample.delay_s

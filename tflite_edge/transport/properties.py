@@ -3,8 +3,9 @@
 paho-mqtt (2.2) builds, packs and parses MQTT 5 properties in Python, one attribute at a
 time: every ``Properties`` object rebuilds its name and type tables, every attribute set
 scans them, and parsing slices the remaining packet (payload included) once per field.
-Measured here (``bench/bench_wire.py``), that is 65-145 µs per message for the two to
-five properties a request or reply carries: more than the network stack costs on loopback.
+Measured on a 2-core x86-64 host (``bench/bench_coinference.py``, section 2), that is
+65-165 µs per message for the two to five properties a request or reply carries, a
+sizeable share of a loopback round trip of about 1 ms.
 
 - ``PackedProperties`` serialises a PUBLISH's properties once, when made; paho only calls
   ``pack()`` on them.
