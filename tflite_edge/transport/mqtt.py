@@ -30,10 +30,12 @@ import re
 import socket
 import ssl
 import stat
+import threading
 import time
 import urllib.parse
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -57,6 +59,7 @@ __all__ = [
     "wait_connected",
     "connect_and_start",
     "SubscribingClient",
+    "write_in_caller",
     "broker_address",
     "device_connection",
     "PASSWORD_ENV",
@@ -448,6 +451,29 @@ class SubscribingClient:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def write_in_caller(client: paho.Client) -> Callable[[], MQTTErrorCode] | None:
+    """Let a thread that publishes write the packet itself, instead of waking paho's network
+    thread to do it; returns the function that writes whatever is queued now.
+
+    paho-mqtt (2.x) queues a publish and wakes its network thread, which then writes it: one
+    thread wake-up (tens of µs, more on a busy host) on the way of every request. Both
+    threads now write through the same lock, so packets stay whole and in order, and what
+    the socket does not take at once is left to the network thread as before. Returns None,
+    leaving paho as it is, where its client lacks the packet writer this relies on.
+    """
+    original = getattr(client, "_packet_write", None)
+    if not callable(original):
+        return None
+    lock = threading.Lock()
+
+    def write() -> MQTTErrorCode:
+        with lock:
+            return original()  # type: ignore[no-any-return]
+
+    client._packet_write = write  # type: ignore[method-assign]  # the network thread writes through the lock too
+    return write
 
 
 def broker_address(client: paho.Client) -> BrokerAddress | None:

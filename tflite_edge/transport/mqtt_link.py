@@ -17,7 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ..errors import BrokerConnectionError
 from .link import Message, MessageHandler
-from .mqtt import BrokerAddress, Will, connect_and_start, make_client
+from .mqtt import BrokerAddress, Will, connect_and_start, make_client, write_in_caller
 from .properties import PackedProperties
 from .protocol import user_properties
 
@@ -38,6 +38,10 @@ class MqttLink:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        # Requests leave from the thread that publishes them, without a wake-up of paho's
+        # network thread on the way (this link sets no on_publish callback, which paho would
+        # call from there).
+        self._write_now = write_in_caller(self._client)
         self._lock = threading.Lock()
         self._subscriptions: dict[str, tuple[int, bool, MessageHandler]] = {}  # filter -> qos, optional, handler
         self._routes: dict[str, list[MessageHandler]] = {}  # topic -> handlers of matching filters
@@ -95,6 +99,8 @@ class MqttLink:
         info = self._client.publish(message.topic, message.payload, qos=qos, properties=properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise BrokerConnectionError(f"publishing to {message.topic} failed: {paho.error_string(info.rc)}")
+        if self._write_now is not None:
+            self._write_now()  # a failed write is the network thread's to notice and reconnect
         return True
 
     def close(self) -> None:
