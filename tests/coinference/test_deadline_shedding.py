@@ -210,3 +210,21 @@ def test_live_edge_drops_overdue_requests_and_devices_date_theirs(
 
 def _device_requests(seen: list[tuple[str, dict[str, str], bytes | None]]) -> list[dict[str, str]]:
     return [p for t, p, c in seen if "/req/" in t and c is not None and not c.startswith((b"late-", b"fresh"))]
+
+
+def test_an_idle_worker_measures_again_after_one_expected_compute_time(digits_bundle: Bundle) -> None:
+    from tflite_edge.edge.handler import ComputeEstimate
+
+    clock = FakeClock(1_000_000_000)
+    handler = EdgeHandler([digits_bundle], clock_us=clock)
+    work = (digits_bundle.bundle_id, 1, "final")
+    spell = ComputeEstimate()
+    spell.add(50_000, clock.now)  # one slow answer: 50 ms expected from now on
+    handler._compute_us[work] = spell
+    frame, tight = _request(digits_bundle, deadline_us=clock.now + 30_000)
+    assert handler.handle(digits_bundle.bundle_id, frame, tight, b"r1") is None  # 30 ms left < 50 ms
+    clock.now += 50_001  # nothing computed for one expected compute time
+    frame, tight = _request(digits_bundle, deadline_us=clock.now + 30_000)
+    assert handler.handle(digits_bundle.bundle_id, frame, tight, b"r1") is not None  # computed, to measure
+    assert handler._compute_us[work].bound_us < 30_000  # the spell is forgotten: tight requests are answered
+    assert handler.handle(digits_bundle.bundle_id, frame, tight, b"r1") is not None

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _NO_RULE = ExitRule()
 PROBE_AFTER_US = 250_000  # nothing computed for a kind of work this long: measure it again
+PROBE_AFTER_MIN_US = 10_000  # ... or for its expected compute time, when that is shorter (but not below this)
 RECENT_SAMPLES = 16
 
 
@@ -173,14 +174,16 @@ class EdgeHandler:
     def _dead(self, work: tuple[str, int, str], received_us: int, deadline_us: int) -> bool:
         """Whether an answer to this request would come too late: its deadline has passed, or
         would before the work's expected compute time. When nothing has been computed for
-        that work in ``PROBE_AFTER_US`` (an expectation that ran high after a slow spell would
-        otherwise shed everything from then on), one request is computed to measure again."""
+        that work for as long as that expected time (at least ``PROBE_AFTER_MIN_US``, at most
+        ``PROBE_AFTER_US``), one request is computed to measure again: an expectation that
+        ran high after a slow spell would otherwise shed everything, leaving the worker idle."""
         if received_us > deadline_us:
             return True
         estimate = self._compute_us.get(work)
         if estimate is None or received_us + estimate.bound_us <= deadline_us:
             return False
-        if received_us - estimate.updated_us > PROBE_AFTER_US:
+        # Idle for as long as one expected compute (within limits): measure again.
+        if received_us - estimate.updated_us > min(max(estimate.bound_us, PROBE_AFTER_MIN_US), PROBE_AFTER_US):
             estimate.updated_us = received_us  # one probe, then wait again
             estimate.stale = True  # the probe's time replaces what was known
             return False
