@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -55,6 +56,18 @@ def test_offset_error_stays_within_half_the_delay_and_the_least_delayed_sample_w
     for i in range(4):  # the good sample ages out of the window
         clock.add(sent_s=2.0 + i, received_s=2.030 + i, edge_rx_s=0.015 + i, edge_compute_s=0.0)
     assert clock.best is not None and clock.best.delay_s == pytest.approx(0.030)
+
+
+def test_the_best_sample_is_the_least_delayed_of_the_window_after_every_round_trip() -> None:
+    # The best sample is kept up to date as samples come and go, not searched per request.
+    rng = random.Random(3)
+    clock, window = ClockOffset(window=5), []
+    for i in range(200):
+        sent = float(i)
+        sample = clock.add(sent_s=sent, received_s=sent + rng.choice([0.002, 0.004, 0.004, 0.010, 0.030]),
+                           edge_rx_s=sent + 1.0, edge_compute_s=0.0)
+        window = (window + [sample])[-5:]
+        assert clock.best is min(window, key=lambda s: s.delay_s)
 
 
 def test_the_compute_estimate_bounds_the_usual_time_and_follows_a_change() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -177,6 +178,41 @@ def test_frames_are_checked_against_the_manifest(tiny_manifest: Manifest) -> Non
                                     segment=1, tensor="cut")
     with pytest.raises(FrameMismatchError):
         wire.decode_activation(wrong_dtype, manifest)
+
+
+def test_a_tensor_encoder_writes_what_encode_tensor_writes(tiny_manifest: Manifest) -> None:
+    spec = tiny_manifest.segments[1].inputs[0]  # int8 (1, 2, 3), scale 0.5, zero point -3
+    bundle_id = tiny_manifest.bundle_id
+
+    def reference(array: np.ndarray, codec: str = "none") -> bytes:
+        return wire.encode_tensor(array, spec, bundle_id=bundle_id, segment=1, codec=codec)
+
+    plain = wire.TensorEncoder(spec, bundle_id=bundle_id, segment=1)
+    conforming = HAND_ARRAY[np.newaxis]
+    strided = np.stack([HAND_ARRAY, -HAND_ARRAY], axis=-1)[np.newaxis, ..., 1]
+    assert strided.shape == (1, 2, 3) and not strided.flags.c_contiguous
+    cases = [conforming, np.asfortranarray(HAND_ARRAY)[np.newaxis], strided,
+             conforming.astype(np.int16), HAND_ARRAY]  # the spec's, not C order, a view, wrong dtype, wrong shape
+    for array in cases:
+        assert plain.encode(array) == reference(array)
+    header, decoded = wire.decode_activation(plain.encode(conforming), tiny_manifest)
+    assert header.tensor == "cut" and np.array_equal(decoded, conforming)
+    zlib_encoder = wire.TensorEncoder(spec, bundle_id=bundle_id, segment=1, codec="zlib")
+    assert zlib_encoder.encode(conforming) == reference(conforming, "zlib")
+    # What cannot be framed fails when encoding, with encode_tensor's error.
+    with pytest.raises(FrameHeaderError):
+        wire.TensorEncoder(spec, bundle_id="", segment=1).encode(conforming)
+
+
+def test_a_remembered_header_still_gets_each_frames_own_payload(tiny_manifest: Manifest) -> None:
+    encoder = wire.TensorEncoder(tiny_manifest.segments[1].inputs[0], bundle_id=tiny_manifest.bundle_id, segment=1)
+    for seed in range(3):  # same header, new payloads
+        array = np.random.default_rng(seed).integers(-128, 127, size=(1, 2, 3), dtype=np.int8)
+        assert np.array_equal(wire.decode_activation(encoder.encode(array), tiny_manifest)[1], array)
+    # A header checked for one bundle is checked again for another.
+    other = dataclasses.replace(tiny_manifest, bundle_id="0123456789abcdef")
+    with pytest.raises(FrameMismatchError):
+        wire.decode_activation(encoder.encode(np.zeros((1, 2, 3), np.int8)), other)
 
 
 def test_manifest_bounds_the_payload_before_decompression(tiny_manifest: Manifest) -> None:

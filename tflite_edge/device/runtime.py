@@ -36,7 +36,7 @@ from ..runtime.chain import BundleRunner, dequantize
 from ..transport.clock import ClockOffset
 from ..transport.link import SYSTEM_CLOCK, Clock, MessageLink
 from ..transport.protocol import RequestHeader, remote_error
-from ..transport.wire import decode_exit_output, encode_tensor
+from ..transport.wire import TensorEncoder, decode_exit_output
 from .breaker import CircuitBreaker
 from .config import DeviceConfig, DeviceOptions
 from .offload import OffloadClient, Reply
@@ -125,6 +125,7 @@ class DeviceRuntime:
         for spec in self.manifest.exits:
             self._exits_by_segment.setdefault(spec.segment, []).append(spec.name)
         self.offload: OffloadClient | None = None
+        self._encoders: dict[int, TensorEncoder] = {}  # the activation at each cut offloaded so far
         self.breaker = CircuitBreaker(clock=clock.now)
         self._no_worker_logged = False
         if config.warmup:
@@ -272,7 +273,7 @@ class DeviceRuntime:
         else:
             t_send = self._now()
             wall_send = time.time()
-            frame = encode_tensor(seen[spec.name], spec, bundle_id=self.manifest.bundle_id, segment=k, codec=self.codec)
+            frame = self._encoder(k).encode(seen[spec.name])
             request_bytes = len(frame)
             elapsed_ms = (t_send - t0) * 1e3
             timeout_s = max(budget_ms - elapsed_ms - reserve_ms, 0.0) / 1e3
@@ -311,6 +312,14 @@ class DeviceRuntime:
                     error = f"the edge's reply is unusable: {e}"
         log.info("request %s falls back locally: %s", rid, error)
         return self._fallback(rid, plan, seen, t0, device_ms, last_exit, error, request_bytes)
+
+    def _encoder(self, partition: int) -> TensorEncoder:
+        encoder = self._encoders.get(partition)
+        if encoder is None:
+            spec = self.manifest.segments[partition].inputs[0]
+            encoder = self._encoders[partition] = TensorEncoder(spec, bundle_id=self.manifest.bundle_id,
+                                                                segment=partition, codec=self.codec)
+        return encoder
 
     def _offload_paused(self) -> str | None:
         """Why this request is not offloaded at all (no worker online, breaker open), or None."""

@@ -46,8 +46,14 @@ class ClockOffset:
         delay_s = max((received_s - sent_s) - edge_compute_s, 0.0)
         offset_s = ((edge_rx_s - sent_s) + (edge_rx_s + edge_compute_s - received_s)) / 2.0
         sample = ClockSample(offset_s, delay_s)
-        self._samples.append(sample)
-        self._best = min(self._samples, key=_delay)
+        samples = self._samples
+        evicted = samples[0] if len(samples) == samples.maxlen else None
+        samples.append(sample)
+        best = self._best
+        if best is None or delay_s < best.delay_s:
+            self._best = sample
+        elif evicted is best:  # the best sample left the window: look again
+            self._best = min(samples, key=_delay)
         return sample
 
     @property

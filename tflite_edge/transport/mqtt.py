@@ -35,7 +35,6 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -453,27 +452,52 @@ class SubscribingClient:
         self.stop()
 
 
-def write_in_caller(client: paho.Client) -> Callable[[], MQTTErrorCode] | None:
-    """Let a thread that publishes write the packet itself, instead of waking paho's network
-    thread to do it; returns the function that writes whatever is queued now.
+def write_in_caller(client: paho.Client) -> bool:
+    """Let threads that publish write their packets themselves, without waking paho's network
+    thread; returns False, leaving paho as it is, where its client lacks the internals this
+    relies on.
 
-    paho-mqtt (2.x) queues a publish and wakes its network thread, which then writes it: one
-    thread wake-up (tens of µs, more on a busy host) on the way of every request. Both
-    threads now write through the same lock, so packets stay whole and in order, and what
-    the socket does not take at once is left to the network thread as before. Returns None,
-    leaving paho as it is, where its client lacks the packet writer this relies on.
+    paho-mqtt (2.x) queues a publish and wakes its network thread, which then writes it: a
+    thread wake-up (tens of µs, more on a busy host) on the way of every request, and on a
+    host with few cores a second thread competing with the publisher for the CPU and the
+    GIL while its packet leaves. Now a publish from any other thread is queued without the
+    wake-up and written at once by that thread. Both threads write through the same lock, so
+    packets stay whole and in order; when the socket does not take all of it (or the write
+    fails), the network thread is woken as before, to write the rest or notice the lost
+    connection. Other packets (subscriptions, disconnects) and those the network thread
+    queues itself (acknowledgements, pings) take paho's own way.
     """
-    original = getattr(client, "_packet_write", None)
-    if not callable(original):
-        return None
+    original_write = getattr(client, "_packet_write", None)
+    original_queue = getattr(client, "_packet_queue", None)
+    out_packets = getattr(client, "_out_packet", None)
+    if not (callable(original_write) and callable(original_queue) and hasattr(out_packets, "append")):
+        return False
     lock = threading.Lock()
 
     def write() -> MQTTErrorCode:
         with lock:
-            return original()  # type: ignore[no-any-return]
+            return original_write()  # type: ignore[no-any-return]
+
+    def queue(command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None) -> MQTTErrorCode:
+        network_thread = client._thread
+        if command & 0xF0 != paho.PUBLISH or network_thread is None or network_thread is threading.current_thread():
+            return original_queue(command, packet, mid, qos, info)  # type: ignore[no-any-return]
+        # paho's own packet record (paho.mqtt.client._OutPacket).
+        client._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                   "to_process": len(packet), "packet": packet, "info": info})
+        write()
+        if client._out_packet:  # the rest, or the error, is the network thread's
+            waker = client._sockpairW
+            if waker is not None:
+                try:
+                    waker.send(b"0")
+                except BlockingIOError:
+                    pass  # a wake-up is pending already
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     client._packet_write = write  # type: ignore[method-assign]  # the network thread writes through the lock too
-    return write
+    client._packet_queue = queue  # type: ignore[method-assign]
+    return True
 
 
 def broker_address(client: paho.Client) -> BrokerAddress | None:

@@ -41,7 +41,7 @@ class MqttLink:
         # Requests leave from the thread that publishes them, without a wake-up of paho's
         # network thread on the way (this link sets no on_publish callback, which paho would
         # call from there).
-        self._write_now = write_in_caller(self._client)
+        write_in_caller(self._client)
         self._lock = threading.Lock()
         self._subscriptions: dict[str, tuple[int, bool, MessageHandler]] = {}  # filter -> qos, optional, handler
         self._routes: dict[str, list[MessageHandler]] = {}  # topic -> handlers of matching filters
@@ -99,8 +99,6 @@ class MqttLink:
         info = self._client.publish(message.topic, message.payload, qos=qos, properties=properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise BrokerConnectionError(f"publishing to {message.topic} failed: {paho.error_string(info.rc)}")
-        if self._write_now is not None:
-            self._write_now()  # a failed write is the network thread's to notice and reconnect
         return True
 
     def close(self) -> None:

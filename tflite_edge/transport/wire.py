@@ -42,6 +42,7 @@ from ..errors import (
     FrameLimitError,
     FrameMismatchError,
     FrameTruncatedError,
+    WireFormatError,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "expect_activation",
     "compress",
     "encode_tensor",
+    "TensorEncoder",
     "is_frame",
 ]
 
@@ -88,6 +90,7 @@ DTYPE_CODES: Mapping[str, int] = {
 _DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 _LE = {name: np.dtype(name).newbyteorder("<") for name in DTYPE_CODES}
 _NATIVE_NAMES = {np.dtype(name): name for name in DTYPE_CODES}
+_SWAPPED = frozenset(name for name, dtype in _LE.items() if dtype != np.dtype(name))  # empty on little-endian hosts
 
 
 @dataclass(frozen=True)
@@ -351,10 +354,14 @@ def decode_frame(
 
 
 def _payload_array(frame: bytes | bytearray | memoryview, header: FrameHeader) -> np.ndarray:
-    payload = memoryview(frame)[header.payload_offset:]
-    raw = _decompress(payload, header.codec, header.raw_bytes)
-    array = np.frombuffer(raw, dtype=_LE[header.dtype]).reshape(header.shape)
-    if array.dtype != np.dtype(header.dtype):  # big-endian host: convert once
+    dtype = _LE[header.dtype]
+    if header.codec == "none":  # a view of the frame, no copy
+        array = np.frombuffer(frame, dtype=dtype, count=header.raw_bytes // dtype.itemsize,
+                              offset=header.payload_offset).reshape(header.shape)
+    else:
+        raw = _decompress(memoryview(frame)[header.payload_offset:], header.codec, header.raw_bytes)
+        array = np.frombuffer(raw, dtype=dtype).reshape(header.shape)
+    if header.dtype in _SWAPPED:  # big-endian host: convert once
         array = array.astype(header.dtype)
     return array
 
@@ -418,12 +425,7 @@ def decode_activation(frame: bytes | bytearray | memoryview, manifest: Manifest)
     limit = _INPUT_LIMITS.get(manifest.bundle_id)
     if limit is None:
         limit = _INPUT_LIMITS[manifest.bundle_id] = max(t.bytes for s in manifest.segments for t in s.inputs)
-    header = parse_header(frame, max_payload_bytes=limit)
-    # Headers repeat: remember the ones already checked against this bundle (bounded).
-    key = (manifest.bundle_id, header)
-    if key not in _CHECKED:
-        expect_activation(manifest)(header)
-        _remember(_CHECKED, key)
+    header = _checked_header(frame, manifest, limit, _CHECKED, _check_activation)
     return header, _payload_array(frame, header)
 
 
@@ -434,29 +436,55 @@ def decode_exit_output(frame: bytes | bytearray | memoryview, manifest: Manifest
     if limit is None:
         limit = _OUTPUT_LIMITS[manifest.bundle_id] = max(
             manifest.segments[e.segment].output(e.name).bytes for e in manifest.exits)
-    header = parse_header(frame, max_payload_bytes=limit)
-    key = (manifest.bundle_id, header)
-    if key not in _CHECKED_OUTPUTS:
-        try:
-            exit_spec = manifest.exit(header.tensor)
-        except KeyError as e:
-            raise FrameMismatchError(f"frame carries {header.tensor!r}, which is not an exit of bundle "
-                                     f"{manifest.bundle_id}") from e
-        expect_activation(manifest, spec=manifest.segments[exit_spec.segment].output(header.tensor))(header)
-        _remember(_CHECKED_OUTPUTS, key)
+    header = _checked_header(frame, manifest, limit, _CHECKED_OUTPUTS, _check_exit_output)
     return header, _payload_array(frame, header)
 
 
-def _remember(checked: set[tuple[str, FrameHeader]], key: tuple[str, FrameHeader]) -> None:
-    if len(checked) >= 1024:  # bounded: a peer sending ever new headers only costs the checks
-        checked.clear()
-    checked.add(key)
+def _check_activation(manifest: Manifest, header: FrameHeader) -> None:
+    expect_activation(manifest)(header)
+
+
+def _check_exit_output(manifest: Manifest, header: FrameHeader) -> None:
+    try:
+        exit_spec = manifest.exit(header.tensor)
+    except KeyError as e:
+        raise FrameMismatchError(f"frame carries {header.tensor!r}, which is not an exit of bundle "
+                                 f"{manifest.bundle_id}") from e
+    expect_activation(manifest, spec=manifest.segments[exit_spec.segment].output(header.tensor))(header)
+
+
+HeaderKey = tuple[str, int, bytes]  # bundle id, frame length, header bytes
+
+
+def _checked_header(
+    frame: bytes | bytearray | memoryview, manifest: Manifest, limit: int, checked: dict[HeaderKey, FrameHeader],
+    check: Callable[[Manifest, FrameHeader], None],
+) -> FrameHeader:
+    # A stream of frames repeats the same few headers: one that passed ``check`` for this
+    # bundle is remembered by its bytes and the frame's length (which is all parsing reads),
+    # and found again with one lookup. Bounded: a peer sending ever new headers only costs
+    # the checks.
+    view = memoryview(frame)
+    key = None
+    if len(view) >= HEADER.size:
+        end = HEADER.size + view[10] + view[11] + 4 * view[7]
+        key = (manifest.bundle_id, len(view), bytes(view[:end]))
+        header = checked.get(key)
+        if header is not None:
+            return header
+    header = parse_header(view, max_payload_bytes=limit)
+    check(manifest, header)
+    if key is not None:
+        if len(checked) >= 1024:
+            checked.clear()
+        checked[key] = header
+    return header
 
 
 _INPUT_LIMITS: dict[str, int] = {}
 _OUTPUT_LIMITS: dict[str, int] = {}
-_CHECKED: set[tuple[str, FrameHeader]] = set()
-_CHECKED_OUTPUTS: set[tuple[str, FrameHeader]] = set()
+_CHECKED: dict[HeaderKey, FrameHeader] = {}
+_CHECKED_OUTPUTS: dict[HeaderKey, FrameHeader] = {}
 
 
 def encode_tensor(array: np.ndarray, spec: TensorSpec, *, bundle_id: str, segment: int,
@@ -468,6 +496,38 @@ def encode_tensor(array: np.ndarray, spec: TensorSpec, *, bundle_id: str, segmen
         zero_point=spec.zero_point if spec.is_quantized else None,
         codec=codec, level=level,
     )
+
+
+class TensorEncoder:
+    """Frames one manifest tensor, sent over and over (a device's activation at its cut, an
+    edge's exit output): ``encode(array)`` is ``encode_tensor(array, spec, ...)``, with the
+    header checked and packed once. An uncompressed array of the spec's dtype and shape, in
+    C order, becomes the header and one copy of its memory; anything else (other arrays, a
+    codec) takes ``encode_tensor``'s way, with its checks and errors.
+    """
+
+    def __init__(self, spec: TensorSpec, *, bundle_id: str, segment: int, codec: str = "none",
+                 level: int | None = None) -> None:
+        self.spec = spec
+        self._general = functools.partial(encode_tensor, spec=spec, bundle_id=bundle_id, segment=segment,
+                                          codec=codec, level=level)
+        self._dtype = _LE.get(spec.dtype)
+        self._shape = tuple(spec.shape)
+        self._prefix: bytes | None = None
+        if codec == "none" and self._dtype is not None and all(d >= 1 for d in self._shape):
+            raw_bytes = math.prod(self._shape) * self._dtype.itemsize
+            scale, zero_point = (spec.scale or 0.0, spec.zero_point or 0) if spec.is_quantized else (0.0, 0)
+            try:
+                self._prefix = _frame_prefix(bundle_id, segment, spec.name, spec.dtype, self._shape, float(scale),
+                                             int(zero_point), CODECS[codec], raw_bytes, raw_bytes)
+            except WireFormatError:
+                pass  # every encode takes the general way, which reports the problem
+
+    def encode(self, array: np.ndarray) -> bytes:
+        if (self._prefix is not None and array.dtype == self._dtype and array.shape == self._shape
+                and array.flags.c_contiguous):
+            return b"".join((self._prefix, array.data))
+        return self._general(array)
 
 
 def is_frame(data: bytes | memoryview) -> bool:
