@@ -224,6 +224,23 @@ def test_edge_error_reply_falls_back_or_raises(bundle: Bundle) -> None:
         strict.run("final", partition=1, deadline_ms=100.0)
 
 
+def test_each_request_waits_for_its_own_reply(rig: Rig) -> None:
+    # Requests from one thread share a reply slot: nothing of one request's wait may reach
+    # the next, neither a kept unknown_bundle reply nor a late reply to the earlier request.
+    rig.edge.error = "unknown_bundle"
+    first = rig.run("final", partition=1, deadline_ms=40.0)
+    assert first.fell_back and "unknown_bundle" in (first.error or "")
+    rig.edge.error, rig.edge.silent = None, True
+    second = rig.run("final", partition=1, deadline_ms=40.0)
+    assert second.fell_back and second.error == "no reply from the edge within 33.0 ms"
+    rig.edge.silent, rig.edge.delay_s, rig.edge.top1 = False, 0.045, 0.6  # arrives during the next request
+    rig.run("final", partition=1, deadline_ms=40.0)
+    rig.edge.delay_s, rig.edge.top1 = 0.020, 0.8
+    fourth = rig.run("final", partition=1, deadline_ms=100.0)
+    assert fourth.ran_on == "split" and fourth.top1_score == pytest.approx(0.8, abs=0.01)
+    assert fourth.transfer_ms == pytest.approx(20.0 - rig.edge.edge_ms)
+
+
 def test_malformed_reply_is_a_fallback_not_a_crash(rig: Rig) -> None:
     def broken(request):  # noqa: ANN001, ANN202
         from tflite_edge.transport.link import Message

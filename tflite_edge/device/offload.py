@@ -63,11 +63,19 @@ class Reply:
 
 
 class _Slot:
+    """Where one request's reply arrives. Each requesting thread reuses its own slot from
+    request to request; the client only touches a slot under its lock while the slot is
+    pending, so a late reply never lands in a later request's slot."""
+
     __slots__ = ("event", "reply")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reply: Reply | None = None
+
+    def reset(self) -> None:
+        self.event.clear()
+        self.reply = None
 
 
 class OffloadClient:
@@ -93,6 +101,7 @@ class OffloadClient:
         self.qos = options.qos
         self._request_topics: dict[str, str] = {}
         self._pending: dict[bytes, _Slot] = {}
+        self._local = threading.local()  # each requesting thread's reply slot
         self._lock = threading.Lock()
         self._presence = EdgePresence(self.topics.prefix)
         self._presence_connection = -1  # the link connection the presence state comes from
@@ -135,21 +144,24 @@ class OffloadClient:
         if not correlation:
             log.debug("reply without correlation data on %s dropped", message.topic)
             return
-        with self._lock:
-            slot = self._pending.get(correlation)
-        if slot is None:
+        if correlation not in self._pending:  # a cheap first look; decided under the lock below
             log.debug("late or unknown reply %r dropped", correlation)
             return
         try:
             header = ReplyHeader.from_message(message.user_properties, correlation)
         except TransportError as e:
             header = ReplyHeader.failure("", ErrorCode.BAD_REPLY, f"the edge sent a malformed reply: {e}")
-        if not header.ok and header.code == ErrorCode.UNKNOWN_BUNDLE:
-            if slot.reply is None:
-                slot.reply = Reply(header, message.payload, received_at)  # kept in case no edge answers
-            return
-        slot.reply = Reply(header, message.payload, received_at)
-        slot.event.set()
+        reply = Reply(header, message.payload, received_at)
+        with self._lock:
+            slot = self._pending.get(correlation)  # still waiting?
+            if slot is None:
+                return
+            if not header.ok and header.code == ErrorCode.UNKNOWN_BUNDLE:
+                if slot.reply is None:
+                    slot.reply = reply  # kept in case no edge answers
+                return
+            slot.reply = reply
+            slot.event.set()
 
     # -- requests ------------------------------------------------------------------------
     @property
@@ -184,7 +196,10 @@ class OffloadClient:
             raise BrokerConnectionError("not connected to the MQTT broker (reconnecting in the background)")
         start = self.clock.now()
         correlation = header.request_id.encode("utf-8")
-        slot = _Slot()
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = _Slot()
+        slot.reset()
         with self._lock:
             self._pending[correlation] = slot
         try:

@@ -354,20 +354,21 @@ class DeviceRuntime:
         # The reply frame's tensor is the exit that answered (the target, or an earlier one
         # whose threshold fired on the edge).
         header, raw = decode_exit_output(reply.payload, self.manifest)
+        # The transfer ends with the reply's frame decoded; turning the exit's output into
+        # probabilities is the exit's work, as it is for an exit computed here.
+        decoded = self._now()
         exit_name = header.tensor
         exit_spec = self.manifest.exit(exit_name)
         if exit_spec.segment < plan.partition or exit_spec.segment > plan.exit_segment:
             raise RemoteError(f"the edge answered with exit {exit_name!r}, outside the plan", ErrorCode.BAD_REPLY)
         probabilities = dequantize(raw, self.manifest.segments[exit_spec.segment].output(exit_name))[0]
-        done = self._now()
         edge_ms = reply.header.edge_us / 1e3
-        round_trip_ms = (done - t_send) * 1e3
+        round_trip_ms = (decoded - t_send) * 1e3
         return self._result(
             rid, plan, exit_name, probabilities, t0, device_ms,
             transfer_ms=max(round_trip_ms - edge_ms, 0.0), edge_ms=edge_ms,
             ran_on=RanOn.EDGE if plan.partition == 0 else RanOn.SPLIT,
             early=exit_name != plan.exit, request_bytes=request_bytes, reply_bytes=len(reply.payload),
-            total_ms=(done - t0) * 1e3,
         )
 
     def _fallback(
@@ -427,14 +428,13 @@ class DeviceRuntime:
         self, rid: str, plan: ResolvedPlan, exit_name: str, probabilities: np.ndarray, t0: float,
         device_ms: float, *, transfer_ms: float, edge_ms: float, ran_on: RanOn, early: bool = False,
         fell_back: bool = False, error: str | None = None, request_bytes: int = 0, reply_bytes: int = 0,
-        total_ms: float | None = None,
     ) -> InferenceResult:
         flat = probabilities.reshape(-1)
         top = int(np.argmax(flat))
         return InferenceResult(
             request_id=rid, exit=exit_name, partition=plan.partition, top1_class=top,
             top1_score=float(flat[top]), device_ms=device_ms, transfer_ms=transfer_ms, edge_ms=edge_ms,
-            total_ms=total_ms if total_ms is not None else (self._now() - t0) * 1e3,
+            total_ms=(self._now() - t0) * 1e3,
             ran_on=ran_on, fell_back=fell_back, early_exit=early, error=error,
             request_bytes=request_bytes, reply_bytes=reply_bytes, codec=self.codec,
             deadline_ms=plan.deadline_ms, probabilities=probabilities,

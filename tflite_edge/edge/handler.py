@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bundle import Bundle
+from ..bundle import Bundle, Manifest
 from ..device.plan import ExitRule
 from ..errors import InputError, ProtocolError, TfliteEdgeError, WireFormatError
 from ..runtime.chain import BundleRunner
 from ..transport.protocol import ErrorCode, ReplyHeader, RequestHeader, now_us
-from ..transport.wire import decode_activation, encode_tensor
+from ..transport.wire import TensorEncoder, decode_activation
 
 __all__ = ["EdgeHandler", "EdgeReply"]
 
@@ -95,6 +95,7 @@ class EdgeHandler:
         self.clock_us = clock_us
         self.shed = 0  # requests dropped because their deadline had passed (or would before the answer)
         self._compute_us: dict[tuple[str, int, str], ComputeEstimate] = {}
+        self._reply_encoders: dict[tuple[str, str], TensorEncoder] = {}  # per bundle and exit
 
     @property
     def bundle_ids(self) -> tuple[str, ...]:
@@ -161,15 +162,23 @@ class EdgeHandler:
             exit_name, seen = self._run(
                 runner, frame.segment, exit_segment, header.exit, frame.tensor, activation, rule
             )
-            spec = manifest.segments[manifest.exit(exit_name).segment].output(exit_name)
-            out = encode_tensor(seen[exit_name], spec, bundle_id=bundle_id,
-                                segment=manifest.exit(exit_name).segment, codec=self.codec)
+            out = self._reply_encoder(manifest, exit_name).encode(seen[exit_name])
         except TfliteEdgeError as e:
             log.warning("request %s failed: %s", rid, e)
             return self._error(rid, ErrorCode.INTERNAL, str(e))
         edge_us = int((time.perf_counter() - start) * 1e6)
         self._compute_us.setdefault(work, ComputeEstimate()).add(edge_us, received_us)
         return EdgeReply(out, ReplyHeader.success(header.request_id, edge_us, rx_us=received_us))
+
+    def _reply_encoder(self, manifest: Manifest, exit_name: str) -> TensorEncoder:
+        key = (manifest.bundle_id, exit_name)
+        encoder = self._reply_encoders.get(key)
+        if encoder is None:
+            segment = manifest.exit(exit_name).segment
+            encoder = self._reply_encoders[key] = TensorEncoder(
+                manifest.segments[segment].output(exit_name), bundle_id=manifest.bundle_id, segment=segment,
+                codec=self.codec)
+        return encoder
 
     def _dead(self, work: tuple[str, int, str], received_us: int, deadline_us: int) -> bool:
         """Whether an answer to this request would come too late: its deadline has passed, or
