@@ -9,7 +9,7 @@ import pytest
 
 from tflite_edge.errors import BrokerUrlError, TlsSettingsError
 from tflite_edge.security.tls import TlsSettings
-from tflite_edge.transport.mqtt import make_client, parse_broker_url
+from tflite_edge.transport.mqtt import make_client, parse_broker_url, write_in_caller
 
 from .conftest import Pki
 
@@ -51,3 +51,12 @@ def test_context_checks_files(pki: Pki, tmp_path: Path) -> None:
     # make_client applies the settings before any connection is attempted.
     with pytest.raises(TlsSettingsError):
         make_client(f"mqtts://127.0.0.1:1?ca={tmp_path / 'missing.crt'}", "c")
+
+
+def test_only_plain_connections_are_written_by_the_publishing_thread(pki: Pki) -> None:
+    # Over TLS, paho's network thread keeps every read and write of the connection: OpenSSL
+    # does not allow one thread to write a TLS connection while another reads it.
+    plain = make_client("mqtt://127.0.0.1:1", "plain")
+    secure = make_client(f"mqtts://127.0.0.1:1?ca={pki.ca_cert}", "secure")
+    assert write_in_caller(plain) is True and "_packet_queue" in vars(plain)  # paho's method, replaced
+    assert write_in_caller(secure) is False and "_packet_queue" not in vars(secure)

@@ -466,7 +466,14 @@ def write_in_caller(client: paho.Client) -> bool:
     fails), the network thread is woken as before, to write the rest or notice the lost
     connection. Other packets (subscriptions, disconnects) and those the network thread
     queues itself (acknowledgements, pings) take paho's own way.
+
+    Not over TLS (returns False): a TLS connection must not be written by one thread while
+    another reads it (OpenSSL's SSL_write may read, and SSL_read write, records), and paho's
+    network thread reads without any lock of ours.
     """
+    address = _ADDRESSES.get(client)
+    if (address.tls if address is not None else getattr(client, "_ssl", True)):
+        return False
     original_write = getattr(client, "_packet_write", None)
     original_queue = getattr(client, "_packet_queue", None)
     out_packets = getattr(client, "_out_packet", None)
