@@ -18,7 +18,7 @@ from ..bundle.manifest import Manifest
 from ..errors import InputError
 from ..transport.protocol import ThresholdKind
 
-__all__ = ["EXIT_RULE_KINDS", "ExitRule", "Plan", "ThresholdKind", "resolve_plan", "ResolvedPlan"]
+__all__ = ["EXIT_RULE_KINDS", "ExitRule", "NO_RULE", "Plan", "ThresholdKind", "resolve_plan", "ResolvedPlan"]
 
 EXIT_RULE_KINDS = tuple(kind.value for kind in ThresholdKind)
 
@@ -63,6 +63,9 @@ class ExitRule:
 
     def __bool__(self) -> bool:
         return bool(self.thresholds)
+
+
+NO_RULE = ExitRule()  # no early exit: shared, since a rule is never changed after it is made
 
 
 def entropy_nats(probabilities: np.ndarray) -> float:

@@ -53,7 +53,8 @@ class InferenceResult:
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ran_on", RanOn(self.ran_on))  # also when given as its text
+        if not isinstance(self.ran_on, RanOn):  # also accepted as its text
+            object.__setattr__(self, "ran_on", RanOn(self.ran_on))
 
     @property
     def offloaded(self) -> bool:

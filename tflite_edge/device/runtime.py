@@ -32,7 +32,7 @@ import numpy as np
 from ..bundle import Bundle, load_bundle
 from ..errors import ErrorCode, InputError, RemoteError, TransportError, WireFormatError
 from ..runtime.backends import InterpreterFactory
-from ..runtime.chain import BundleRunner, dequantize
+from ..runtime.chain import BundleRunner, dequantize, softmax_confidence
 from ..transport.clock import ClockOffset
 from ..transport.link import SYSTEM_CLOCK, Clock, MessageLink
 from ..transport.protocol import RequestHeader, remote_error
@@ -40,7 +40,7 @@ from ..transport.wire import TensorEncoder, decode_exit_output
 from .breaker import CircuitBreaker
 from .config import DeviceConfig, DeviceOptions
 from .offload import OffloadClient, Reply
-from .plan import ExitRule, Plan, ResolvedPlan, resolve_plan
+from .plan import NO_RULE, ExitRule, Plan, ResolvedPlan, resolve_plan
 from .result import InferenceResult, RanOn
 
 if TYPE_CHECKING:  # emulation imports the agents' trace model, which a device does not need
@@ -181,7 +181,7 @@ class DeviceRuntime:
         request_id: str | None = None,
     ) -> InferenceResult:
         """Run one sample under a plan given by keywords (see ``run``)."""
-        return self.run(x, Plan(exit, partition, deadline_ms, rule or ExitRule()), request_id=request_id)
+        return self.run(x, Plan(exit, partition, deadline_ms, rule or NO_RULE), request_id=request_id)
 
     def run_many(self, xs: Iterable[np.ndarray], plan: Plan) -> Iterator[InferenceResult]:
         """``run`` for each sample, in order."""
@@ -429,11 +429,10 @@ class DeviceRuntime:
         device_ms: float, *, transfer_ms: float, edge_ms: float, ran_on: RanOn, early: bool = False,
         fell_back: bool = False, error: str | None = None, request_bytes: int = 0, reply_bytes: int = 0,
     ) -> InferenceResult:
-        flat = probabilities.reshape(-1)
-        top = int(np.argmax(flat))
+        top, score = softmax_confidence(probabilities)
         return InferenceResult(
             request_id=rid, exit=exit_name, partition=plan.partition, top1_class=top,
-            top1_score=float(flat[top]), device_ms=device_ms, transfer_ms=transfer_ms, edge_ms=edge_ms,
+            top1_score=score, device_ms=device_ms, transfer_ms=transfer_ms, edge_ms=edge_ms,
             total_ms=(self._now() - t0) * 1e3,
             ran_on=ran_on, fell_back=fell_back, early_exit=early, error=error,
             request_bytes=request_bytes, reply_bytes=reply_bytes, codec=self.codec,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bundle import Bundle, Manifest
-from ..device.plan import ExitRule
+from ..device.plan import NO_RULE, ExitRule
 from ..errors import InputError, ProtocolError, TfliteEdgeError, WireFormatError
 from ..runtime.chain import BundleRunner
 from ..transport.protocol import ErrorCode, ReplyHeader, RequestHeader, now_us
@@ -28,7 +28,6 @@ __all__ = ["EdgeHandler", "EdgeReply"]
 
 log = logging.getLogger(__name__)
 
-_NO_RULE = ExitRule()
 PROBE_AFTER_US = 250_000  # nothing computed for a kind of work this long: measure it again
 PROBE_AFTER_MIN_US = 10_000  # ... or for its expected compute time, when that is shorter (but not below this)
 RECENT_SAMPLES = 16
@@ -149,7 +148,7 @@ class EdgeHandler:
                 f"before the cut at segment {frame.segment}",
             )
         try:
-            rule = ExitRule(header.thresholds, header.threshold_kind) if header.thresholds else _NO_RULE
+            rule = ExitRule(header.thresholds, header.threshold_kind) if header.thresholds else NO_RULE
         except TfliteEdgeError as e:
             return self._error(rid, ErrorCode.BAD_REQUEST, str(e))
         work = (bundle_id, frame.segment, header.exit)
