@@ -76,10 +76,8 @@ class ClockOffset:
         for the reply to arrive by ``wait_until_s`` (this clock): the end of the wait minus
         the reply's way back. None until a round trip has given the offset, so an edge whose
         clock is far off is never told that every request is late."""
-        best = self._best
-        if best is None:
-            return None
-        return max(int((wait_until_s - best.delay_s / 2.0 + best.offset_s) * 1e6), 0)
+        edge_s = self.edge_time_s(wait_until_s - self.one_way_s())
+        return None if edge_s is None else max(int(edge_s * 1e6), 0)
 
 
 def _delay(sample: ClockSample) -> float:

@@ -269,13 +269,16 @@ def parse_header(frame: bytes | bytearray | memoryview, *, max_payload_bytes: in
     view = memoryview(frame)
     if len(view) < HEADER.size:
         raise FrameTruncatedError(f"frame has {len(view)} bytes, fewer than the {HEADER.size}-byte header")
-    # The variable part's length comes from three single bytes of the fixed header; the
-    # full check below runs once per distinct header (cached), since a stream of requests
-    # repeats the same few headers.
-    payload_offset = HEADER.size + view[10] + view[11] + 4 * view[7]
-    if len(view) < payload_offset:
-        return _parse_header(bytes(view), len(view), max_payload_bytes)  # raises the precise error
-    return _parse_header(bytes(view[:payload_offset]), len(view), max_payload_bytes)
+    # The full check runs once per distinct header (cached), since a stream of requests
+    # repeats the same few headers; a frame too short for its names and shape gets the
+    # precise error from it.
+    return _parse_header(_header_bytes(view), len(view), max_payload_bytes)
+
+
+def _header_bytes(view: memoryview) -> bytes:
+    # Everything before the payload (or all there is, when the frame ends sooner): its length
+    # comes from three single bytes of the fixed header, which the caller knows is there.
+    return bytes(view[:HEADER.size + view[10] + view[11] + 4 * view[7]])
 
 
 @functools.lru_cache(maxsize=256)
@@ -467,8 +470,7 @@ def _checked_header(
     view = memoryview(frame)
     key = None
     if len(view) >= HEADER.size:
-        end = HEADER.size + view[10] + view[11] + 4 * view[7]
-        key = (manifest.bundle_id, len(view), bytes(view[:end]))
+        key = (manifest.bundle_id, len(view), _header_bytes(view))
         header = checked.get(key)
         if header is not None:
             return header
@@ -508,7 +510,6 @@ class TensorEncoder:
 
     def __init__(self, spec: TensorSpec, *, bundle_id: str, segment: int, codec: str = "none",
                  level: int | None = None) -> None:
-        self.spec = spec
         self._general = functools.partial(encode_tensor, spec=spec, bundle_id=bundle_id, segment=segment,
                                           codec=codec, level=level)
         self._dtype = _LE.get(spec.dtype)
